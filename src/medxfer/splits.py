@@ -1,0 +1,73 @@
+"""Patient-wise splits. No patient is ever on both sides of a split.
+
+Splitting by image leaks: follow-up images of one patient look alike, so a model that
+saw one of them is tested on a near-copy. Every splitter here groups rows by patient and
+every split is checked with :func:`check_no_patient_overlap` before it is returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+from .errors import DataError
+
+
+def check_no_patient_overlap(groups, *parts) -> None:
+    """Raise DataError naming patients that occur in more than one part."""
+    groups = np.asarray(groups).astype(str)
+    seen: dict[str, int] = {}
+    shared: set[str] = set()
+    for k, idx in enumerate(parts):
+        for g in np.unique(groups[np.asarray(idx, dtype=int)]):
+            if g in seen and seen[g] != k:
+                shared.add(g)
+            seen.setdefault(g, k)
+    if shared:
+        some = ", ".join(sorted(shared)[:5])
+        raise DataError(f"{len(shared)} patient(s) appear in more than one part of a split "
+                        f"(e.g. {some}); results would leak across the split.")
+
+
+def _strata(Y: np.ndarray | None, n: int) -> np.ndarray:
+    """One stratum per row: its rarest positive finding, or 'none' (-1)."""
+    if Y is None or Y.shape[1] == 0:
+        return np.zeros(n, dtype=int)
+    Yk = np.nan_to_num(Y, nan=0.0)
+    freq = Yk.sum(0)
+    rarity = np.where(Yk == 1, freq[None, :], np.inf)
+    return np.where(np.isfinite(rarity.min(1)), rarity.argmin(1), -1)
+
+
+def patient_kfold(groups, n_splits: int = 5, *, Y=None, seed: int = 0):
+    """K patient-wise folds, stratified by each image's rarest finding where possible.
+
+    Returns a list of (train_idx, test_idx) integer arrays.
+    """
+    groups = np.asarray(groups).astype(str)
+    n_patients = len(np.unique(groups))
+    if n_splits < 2 or n_splits > n_patients:
+        raise DataError(f"n_splits must be in 2..{n_patients} (the number of patients), got {n_splits}")
+    strata = _strata(None if Y is None else np.asarray(Y, dtype=float), len(groups))
+    try:
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        folds = list(splitter.split(np.zeros(len(groups)), strata, groups))
+    except ValueError:
+        # Too few rows per stratum to stratify: fall back to plain patient-wise folds.
+        order = np.random.default_rng(seed).permutation(len(groups))
+        folds = [(order[tr], order[te]) for tr, te in
+                 GroupKFold(n_splits=n_splits).split(order, groups=groups[order])]
+    out = []
+    for tr, te in folds:
+        tr, te = np.sort(tr), np.sort(te)
+        check_no_patient_overlap(groups, tr, te)
+        out.append((tr, te))
+    return out
+
+
+def patient_holdout(groups, test_size: float = 0.25, *, Y=None, seed: int = 0):
+    """One patient-wise split with about ``test_size`` of the patients held out."""
+    if not 0 < test_size < 1:
+        raise DataError(f"test_size must be in (0, 1), got {test_size}")
+    k = max(2, int(round(1 / test_size)))
+    return patient_kfold(groups, k, Y=Y, seed=seed)[0]
