@@ -49,6 +49,9 @@ def patient_kfold(groups, n_splits: int = 5, *, Y=None, seed: int = 0):
     if n_splits < 2 or n_splits > n_patients:
         raise DataError(f"n_splits must be in 2..{n_patients} (the number of patients), got {n_splits}")
     strata = _strata(None if Y is None else np.asarray(Y, dtype=float), len(groups))
+    # A stratum smaller than the fold count cannot be spread over the folds: pool it.
+    values, counts = np.unique(strata, return_counts=True)
+    strata = np.where(np.isin(strata, values[counts < n_splits]), values[counts.argmax()], strata)
     try:
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         folds = list(splitter.split(np.zeros(len(groups)), strata, groups))

@@ -1,0 +1,64 @@
+import gzip
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medxfer.data import read_chestxray14_table
+from medxfer.pipeline import bundled_sample
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih14-sample"
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    return bundled_sample()
+
+
+@pytest.fixture(scope="session")
+def sample_table(sample_root) -> pd.DataFrame:
+    """Rows of the official table for the bundled images, in file-name order."""
+    t = read_chestxray14_table(sample_root / "Data_Entry_2017_v2020.csv.gz")
+    present = {p.name for p in (sample_root / "images").glob("*.png")}
+    return t[t["image_id"].isin(present)].sort_values("image_id").reset_index(drop=True)
+
+
+def write_cxr14_folder(dest: Path, image_ids, sample_root: Path, *, layout: str = "flat",
+                       version: str = "v2020", gz: bool = True, extra_rows: list[str] = ()) -> Path:
+    """A ChestX-ray14-layout folder holding some bundled images and their table rows."""
+    src_table = sample_root / "Data_Entry_2017_v2020.csv.gz"
+    with gzip.open(src_table, "rt") as f:
+        lines = f.read().splitlines()
+    header, body = lines[0], lines[1:]
+    wanted = set(image_ids)
+    rows = [r for r in body if r.split(",", 1)[0] in wanted]
+    if version == "2017":
+        header = header + ","
+        fixed = []
+        for r in rows:
+            cells = r.split(",")
+            cells[4] = f"{int(cells[4]):03d}Y"  # the 2017 table wrote ages like 058Y
+            fixed.append(",".join(cells) + ",")
+        rows = fixed
+    rows += list(extra_rows)
+    name = "Data_Entry_2017_v2020.csv" if version == "v2020" else "Data_Entry_2017.csv"
+    dest.mkdir(parents=True, exist_ok=True)
+    text = "\n".join([header] + rows) + "\n"
+    if gz:
+        with gzip.open(dest / (name + ".gz"), "wt") as f:
+            f.write(text)
+    else:
+        (dest / name).write_text(text)
+    for i, image_id in enumerate(sorted(wanted)):
+        sub = dest / ("images" if layout == "flat" else f"images_{1 + i % 2:03d}/images")
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample_root / "images" / image_id, sub / image_id)
+    return dest
+
+
+@pytest.fixture
+def make_cxr14(tmp_path, sample_root):
+    def make(image_ids, name="cxr", **kw):
+        return write_cxr14_folder(tmp_path / name, image_ids, sample_root, **kw)
+    return make

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from medxfer.cli import main
+
+
+def test_demo_end_to_end_on_a_few_real_images(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out), "--limit", "80", "--n-boot", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "macro AUC on" in printed and "report:" in printed
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    m = metrics["metrics"]
+    assert 0.0 <= m["macro_auc"] <= 1.0 and m["n_images"] + metrics["config"]["demo"]["train_images"] == 80
+    assert metrics["baselines"]["logistic_regression"]["macro_auc"] is not None
+    for name in ("report.html", "predictions.csv", "roc_curves.png", "pr_curves.png",
+                 "reliability.png", "summary.md"):
+        assert (out / "report" / name).stat().st_size > 0
+    html = (out / "report" / "report.html").read_text()
+    assert "Macro AUC" in html and "data:image/png;base64," in html and "Baseline side by side" in html
+    assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_train_on_one_folder_evaluate_on_another(make_cxr14, sample_table, tmp_path, capsys):
+    ids = sample_table["image_id"].tolist()
+    a = make_cxr14(ids[:120], name="site_a", layout="release")
+    b = make_cxr14(ids[120:180], name="site_b")
+    feats, model = tmp_path / "feats", tmp_path / "model"
+    assert main(["-q", "extract", str(a), "--backbone", "efficientnet_lite0", "--out", str(feats)]) == 0
+    assert main(["-q", "train", str(feats), "--out", str(model), "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out.split("features:", 1)[-1].split("\n", 1)[1])
+    assert trained["train_images"] == 120
+    # evaluate on an image folder never seen: extracted with the model's own backbone
+    assert main(["-q", "evaluate", str(model), str(b), "--out", str(tmp_path / "eval"),
+                 "--json", "--n-boot", "50"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert 0.0 <= m["macro_auc"] <= 1.0 and m["n_images"] == 60
+    assert (tmp_path / "eval" / "features" / "manifest.json").is_file()
+
+
+def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_table, tmp_path, capsys):
+    root = make_cxr14(sample_table["image_id"][:40].tolist())
+    tiny, lite = tmp_path / "tiny", tmp_path / "lite"
+    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tiny)])
+    main(["-q", "extract", str(root), "--backbone", "efficientnet_lite0", "--out", str(lite)])
+    main(["-q", "train", str(tiny), "--out", str(tmp_path / "m"), "--epochs", "5"])
+    capsys.readouterr()
+    assert main(["-q", "evaluate", str(tmp_path / "m"), str(lite), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "made with backbone 'efficientnet_lite0'" in err and "differ in name" in err
+
+
+def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, tmp_path, capsys):
+    root = make_cxr14(sample_table["image_id"][:40].tolist())
+    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
+    main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--epochs", "5"])
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    good = root / "images" / sample_table["image_id"][0]
+    capsys.readouterr()
+    assert main(["-q", "predict", str(tmp_path / "m"), str(good), str(bad),
+                 str(tmp_path / "absent.png"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    (pred,) = r["predictions"]
+    assert pred["image"] == str(good) and set(pred["probabilities"]) >= {"Atelectasis", "Hernia"}
+    assert all(0 <= v <= 1 for v in pred["probabilities"].values())
+    failed = {f["item"]: f["detail"] for f in r["failed"]}
+    assert "cannot read image" in failed[str(bad)] and failed[str(tmp_path / "absent.png")] == "no such file or folder"
+
+
+def test_inspect_json_and_backbones(sample_root, capsys):
+    assert main(["inspect", str(sample_root), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["images"] == 421 and s["findings"]["Hernia"] == 14 and s["view"]["AP"] == 77
+    assert main(["backbones", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["efficientnet_lite0"]["weights_available"] and rows["efficientnet_lite0"]["license"] == "Apache-2.0"
+
+
+def test_errors_exit_2_with_a_clear_message(tmp_path, capsys):
+    assert main(["extract", str(tmp_path), "--out", str(tmp_path / "f")]) == 2
+    assert "is not a dataset medxfer recognises" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "e")]) == 2
+    assert "is not a medxfer model folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", ["demo", "inspect", "extract", "train", "evaluate", "predict", "backbones"])
+def test_every_command_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and "usage: medxfer" in capsys.readouterr().out

@@ -1,0 +1,92 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from medxfer.backbones import create_backbone
+from medxfer.data import read_chestxray14
+from medxfer.errors import FeatureCacheError
+from medxfer.features import FeatureSet, extract_features
+
+
+@pytest.fixture
+def small(make_cxr14, sample_table):
+    return read_chestxray14(make_cxr14(sample_table["image_id"][:20].tolist()))
+
+
+def test_round_trip_keeps_rows_labels_and_manifest(small, tmp_path):
+    bb = create_backbone("tiny_random_test")
+    fs = extract_features(small, bb, tmp_path / "f", shard_size=8, num_workers=0, progress=False)
+    assert fs.features.shape == (20, 32) and fs.features.dtype == np.float16
+    again = FeatureSet.load(tmp_path / "f")
+    np.testing.assert_array_equal(again.features, fs.features)
+    np.testing.assert_array_equal(again.Y, small.labels)
+    assert again.dataset.table["image_id"].tolist() == small.table["image_id"].tolist()
+    m = again.manifest
+    assert m["backbone"]["name"] == "tiny_random_test" and m["n_rows"] == 20
+    assert m["dataset_fingerprint"] == small.fingerprint()
+    assert len(list((tmp_path / "f" / "shards").glob("*.npy"))) == 3
+
+
+def test_stale_features_are_never_reused(small, tmp_path):
+    extract_features(small, create_backbone("tiny_random_test"), tmp_path / "f", num_workers=0,
+                     progress=False)
+    other = create_backbone("tiny_random_test", input_size=96)
+    with pytest.raises(FeatureCacheError, match=r"was made differently \(backbone differ\).*--overwrite"):
+        extract_features(small, other, tmp_path / "f", num_workers=0, progress=False)
+    with pytest.raises(FeatureCacheError, match="dataset_fingerprint"):
+        extract_features(small.subset(range(10)), create_backbone("tiny_random_test"), tmp_path / "f",
+                         num_workers=0, progress=False)
+    fs = extract_features(small, other, tmp_path / "f", num_workers=0, progress=False, overwrite=True)
+    assert fs.manifest["backbone"]["preprocessing"]["size"] == 96
+
+
+def test_corrupt_or_missing_shard_is_recomputed_identically(small, tmp_path):
+    bb = create_backbone("tiny_random_test")
+    ref = extract_features(small, bb, tmp_path / "f", shard_size=8, num_workers=0, progress=False)
+    shard = tmp_path / "f" / "shards" / "00001.npy"
+    shard.write_bytes(shard.read_bytes()[:-16] + b"\0" * 16)  # silent corruption
+    (tmp_path / "f" / "shards" / "00002.json").unlink()  # killed before the marker
+    with pytest.raises(FeatureCacheError, match="shard 1 is missing or corrupt"):
+        FeatureSet.load(tmp_path / "f")
+    again = extract_features(small, bb, tmp_path / "f", shard_size=8, num_workers=0, progress=False)
+    np.testing.assert_array_equal(again.features, ref.features)
+
+
+def test_unreadable_image_is_skipped_and_recorded(small, tmp_path):
+    bad = small.table["path"].iloc[3]
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n garbage")
+    fs = extract_features(small, create_backbone("tiny_random_test"), tmp_path / "f",
+                          num_workers=0, progress=False)
+    assert len(fs) == 19
+    assert small.table["image_id"].iloc[3] not in fs.dataset.table["image_id"].tolist()
+    (p,) = fs.skipped
+    assert p.kind == "unreadable_image" and p.item == bad and "cannot read image" in p.detail
+    assert not np.isnan(fs.features.astype(float)).any()
+
+
+def test_killed_extraction_resumes_to_identical_result(make_cxr14, sample_table, tmp_path):
+    root = make_cxr14(sample_table["image_id"][:160].tolist(), name="k")
+    cmd = [sys.executable, "-m", "medxfer", "-q", "extract", str(root), "--backbone",
+           "efficientnet_lite0", "--shard-size", "16", "--batch-size", "16", "--workers", "0"]
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "killed")], env=env)
+    shards = tmp_path / "killed" / "shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("*.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(shards.glob("*.json")))
+    assert 2 <= done_before < 10, "the run finished before it could be killed"
+    subprocess.run(cmd + ["--out", str(tmp_path / "killed")], check=True, env=env)
+    subprocess.run(cmd + ["--out", str(tmp_path / "clean")], check=True, env=env)
+    a, b = FeatureSet.load(tmp_path / "killed"), FeatureSet.load(tmp_path / "clean")
+    np.testing.assert_array_equal(a.features, b.features)
+    assert json.loads((shards / "00000.json").read_text())["rows"] == [0, 16]

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from medxfer.errors import ImageReadError
+from medxfer.images import load_image
+
+
+def test_8bit_and_16bit_scale_by_their_own_depth(tmp_path):
+    a8 = np.array([[0, 128, 255]], dtype=np.uint8)
+    Image.fromarray(a8).save(tmp_path / "g8.png")
+    np.testing.assert_allclose(load_image(tmp_path / "g8.png"), a8 / 255.0, atol=1e-7)
+    a16 = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(a16).save(tmp_path / "g16.png")
+    np.testing.assert_allclose(load_image(tmp_path / "g16.png"), a16 / 65535.0, atol=1e-7)
+
+
+def test_rgba_and_rgb_become_luminance(tmp_path):
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    rgb[1, 1] = (10, 200, 30)
+    rgba = np.dstack([rgb, np.full((2, 2), 255, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "c.png")
+    expect = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) / 255
+    np.testing.assert_allclose(load_image(tmp_path / "c.png"), expect, atol=1e-6)
+
+
+def test_bundled_rgba_release_file_matches_its_gray_channel(sample_root):
+    path = sample_root / "images" / "00000100_000.png"
+    with Image.open(path) as im:
+        assert im.mode == "RGBA"
+        r = np.asarray(im)[..., 0] / 255.0
+    np.testing.assert_allclose(load_image(path), r, atol=1e-5)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    a = np.zeros((20, 40), dtype=np.uint8)
+    a[:, :20] = 255  # left half bright, landscape
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    im.save(tmp_path / "r.jpg", exif=exif, quality=95)
+    out = load_image(tmp_path / "r.jpg")
+    assert out.shape == (40, 20)  # portrait after applying the tag
+    assert out[:20].mean() > 0.9 and out[20:].mean() < 0.1  # bright part moved to the top
+
+
+@pytest.mark.parametrize("content,reason", [(b"", "empty"), (b"not an image at all", "not a readable image"),
+                                           (None, "corrupt or truncated")])
+def test_bad_files_name_the_file(tmp_path, content, reason):
+    path = tmp_path / "bad.png"
+    if content is None:
+        Image.fromarray(np.zeros((64, 64), np.uint8) + 7).save(path)
+        path.write_bytes(path.read_bytes()[:60])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ImageReadError, match=rf"cannot read image '.*bad\.png': .*{reason}"):
+        load_image(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageReadError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+
+
+def _write_dicom(path, pixels, photometric, slope=1.0, intercept=0.0):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientID = "P123"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    px = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    _write_dicom(tmp_path / "m2.dcm", px, "MONOCHROME2")
+    _write_dicom(tmp_path / "m1.dcm", px, "MONOCHROME1", slope=2.0, intercept=-5.0)
+    m2 = load_image(tmp_path / "m2.dcm")
+    m1 = load_image(tmp_path / "m1.dcm")
+    np.testing.assert_allclose(m2, px / 4000.0, atol=1e-6)
+    np.testing.assert_allclose(m1, 1.0 - px / 4000.0, atol=1e-6)  # rescale is linear: same shape

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+from medxfer.metrics import (binary_metrics, bootstrap_auc_ci, calibration_bins, choose_thresholds,
+                             evaluate_predictions, fast_auc, paired_bootstrap_auc)
+
+
+def _data(n=80, L=3, seed=0):
+    rng = np.random.default_rng(seed)
+    Y = (rng.random((n, L)) < 0.3).astype(float)
+    P = np.clip(Y * 0.3 + rng.random((n, L)) * 0.7, 0, 1)
+    return Y, P
+
+
+def test_per_finding_metrics_match_sklearn_and_hand_counts():
+    y = np.array([1, 0, 1, 0, 0, np.nan, 1, 0])
+    p = np.array([0.9, 0.2, 0.4, 0.6, 0.1, 0.99, 0.7, 0.3])
+    m = binary_metrics(y, p, 0.5)
+    k = ~np.isnan(y)
+    assert m["n"] == 7 and m["positives"] == 3
+    assert m["auc"] == pytest.approx(roc_auc_score(y[k], p[k]))
+    assert m["average_precision"] == pytest.approx(average_precision_score(y[k], p[k]))
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 3, 1)
+    assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(3 / 4)
+    assert m["accuracy"] == pytest.approx(5 / 7) and m["all_negative_accuracy"] == pytest.approx(4 / 7)
+    assert m["f1"] == pytest.approx(f1_score(y[k], p[k] >= 0.5))
+
+
+def test_finding_without_positives_is_undefined_not_half():
+    y = np.zeros(10)
+    m = binary_metrics(y, np.linspace(0, 1, 10), 0.5)
+    assert m["auc"] is None and m["sensitivity"] is None and m["f1"] is None
+    Y, P = _data()
+    Y[:, 1] = 0
+    r = evaluate_predictions(Y, P, ["a", "b", "c"], n_boot=50)
+    assert r["per_finding"]["b"]["auc"] is None and r["per_finding"]["b"]["auc_ci95"] is None
+    assert r["macro"]["findings_with_auc"] == 2
+    assert r["macro_auc"] == pytest.approx(np.mean([roc_auc_score(Y[:, j], P[:, j]) for j in (0, 2)]))
+
+
+def test_fast_auc_equals_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y = rng.integers(0, 2, 40)
+        y[:2] = [0, 1]
+        p = np.round(rng.random(40), 1)
+        assert fast_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+
+
+def test_bootstrap_resamples_patients_and_is_seeded():
+    Y, P = _data(n=60)
+    groups = np.repeat(np.arange(20), 3)
+    a = bootstrap_auc_ci(Y, P, groups=groups, n_boot=200, seed=1)
+    b = bootstrap_auc_ci(Y, P, groups=groups, n_boot=200, seed=1)
+    assert a == b
+    point = evaluate_predictions(Y, P, ["a", "b", "c"], n_boot=0)["macro_auc"]
+    lo, hi = a["macro"]
+    assert lo < point < hi
+    # patients, not images: duplicating every image three times must not narrow the CI
+    Y3, P3 = np.repeat(Y, 3, axis=0), np.repeat(P, 3, axis=0)
+    g3 = np.repeat(np.arange(60), 3)
+    lo3, hi3 = bootstrap_auc_ci(Y3, P3, groups=g3, n_boot=200, seed=1)["macro"]
+    naive = bootstrap_auc_ci(Y3, P3, n_boot=200, seed=1)["macro"]
+    assert (hi3 - lo3) > (naive[1] - naive[0]) * 1.3
+
+
+def test_paired_bootstrap_sees_a_better_model():
+    Y, P = _data(n=200)
+    noise = np.random.default_rng(5).random(P.shape)
+    worse = 0.3 * P + 0.7 * noise
+    r = paired_bootstrap_auc(Y, worse, P, n_boot=300)
+    assert r["difference"] > 0 and r["ci95"][0] > 0 and r["p_b_not_better"] < 0.05
+
+
+@pytest.mark.parametrize("method", ["f1", "youden", "sensitivity"])
+def test_thresholds_from_validation(method):
+    Y, P = _data(n=200)
+    t = choose_thresholds(Y, P, method=method, target_sensitivity=0.9)
+    assert t.shape == (3,) and ((0 <= t) & (t <= 1)).all()
+    if method == "sensitivity":
+        for j in range(3):
+            assert (P[Y[:, j] == 1, j] >= t[j]).mean() >= 0.9
+    if method == "f1":
+        for j in range(3):
+            best = max(f1_score(Y[:, j], P[:, j] >= c) for c in np.unique(P[:, j]))
+            assert f1_score(Y[:, j], P[:, j] >= t[j]) == pytest.approx(best)
+
+
+def test_calibration_of_a_calibrated_predictor_is_small():
+    rng = np.random.default_rng(0)
+    p = rng.random(20000)
+    y = (rng.random(20000) < p).astype(float)
+    assert calibration_bins(y, p)["ece"] < 0.02
+    assert calibration_bins(y, np.clip(p + 0.3, 0, 1))["ece"] > 0.2

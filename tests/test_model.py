@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
+
+from medxfer.errors import ModelError, NotFittedError
+from medxfer.model import BottleneckClassifier
+from medxfer.model_io import TrainedModel
+
+
+def _separable(n=200, d=20, L=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    Y = (X[:, :L] > 0).astype(np.float32)  # finding j is the sign of feature j
+    return X, Y
+
+
+def test_fits_separable_multilabel_data():
+    X, Y = _separable()
+    m = BottleneckClassifier(16, max_epochs=100, lr=1e-2, validation_fraction=0.25).fit(X, Y)
+    Xt, Yt = _separable(seed=1)
+    assert m.score(Xt, Yt) > 0.98
+    P = m.predict_proba(Xt)
+    assert P.shape == (200, 3) and (P >= 0).all() and (P <= 1).all()
+    assert (m.predict(Xt) == Yt).mean() > 0.9
+
+
+def test_softmax_head_for_single_label_data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 10)).astype(np.float32)
+    y = np.array(["a", "b", "c"])[np.argmax(X[:, :3], axis=1)]
+    m = BottleneckClassifier(8, lr=1e-2, max_epochs=100).fit(X, y)
+    assert m.task_ == "multiclass" and list(m.classes_) == ["a", "b", "c"]
+    P = m.predict_proba(X)
+    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-5)
+    assert (m.predict(X) == y).mean() > 0.9
+    # sklearn tools work with it
+    scores = cross_val_score(clone(m).set_params(max_epochs=30), X, y, cv=3)
+    assert scores.mean() > 0.8
+
+
+def _near_zero_fraction(m, X):
+    h = m.transform(X)
+    return float((np.abs(h) < 1e-2 * np.abs(h).max()).mean())
+
+
+def test_larger_l1_gives_sparser_codes():
+    X, Y = _separable(d=30)
+    kw = dict(bottleneck_dim=32, l2=0.0, lr=1e-2, max_epochs=150, validation_fraction=0.0)
+    weak = BottleneckClassifier(l1=0.0, **kw).fit(X, Y)
+    strong = BottleneckClassifier(l1=0.1, **kw).fit(X, Y)
+    assert _near_zero_fraction(strong, X) > _near_zero_fraction(weak, X) + 0.2
+    assert np.abs(strong.transform(X)).sum(1).mean() < np.abs(weak.transform(X)).sum(1).mean()
+
+
+def test_nan_labels_do_not_change_the_gradient_of_known_labels():
+    m = BottleneckClassifier(imbalance="none")
+    m.task_ = "multilabel"
+    logits = torch.randn(6, 3, requires_grad=True)
+    y = torch.tensor([[1, 0, np.nan], [0, np.nan, 1], [1, 1, 0],
+                      [np.nan, np.nan, np.nan], [0, 0, 0], [1, np.nan, 0]], dtype=torch.float32)
+    w = {"pos": torch.ones(3), "neg": torch.ones(3)}
+    m._ce(logits, y, w).backward()
+    g_nan = logits.grad.clone()
+    known = ~torch.isnan(y)
+    assert torch.all(g_nan[~known] == 0)
+    # the same loss written over the known entries only
+    logits2 = logits.detach().clone().requires_grad_(True)
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(logits2[known], y[known])
+    ref.backward()
+    torch.testing.assert_close(g_nan, logits2.grad)
+    # whatever is written where the label is unknown changes nothing
+    for fill in (0.0, 1.0):
+        logits3 = logits.detach().clone().requires_grad_(True)
+        y3 = torch.where(known, y, torch.tensor(fill))
+        mask_loss = (torch.nn.functional.binary_cross_entropy_with_logits(
+            logits3, y3, reduction="none") * known).sum() / known.sum()
+        mask_loss.backward()
+        torch.testing.assert_close(g_nan, logits3.grad)
+
+
+@pytest.mark.parametrize("imbalance", ["none", "pos_weight", "class_balanced", "focal", "balanced_sampler"])
+def test_every_imbalance_option_trains(imbalance):
+    X, Y = _separable(n=120)
+    Y[:, 2] = (X[:, 2] > 1.2)  # rare finding
+    Y[::7, 0] = np.nan
+    m = BottleneckClassifier(8, imbalance=imbalance, lr=1e-2, max_epochs=40).fit(X, Y)
+    assert np.isfinite(m.predict_proba(X)).all()
+    assert m.score(X, Y) > 0.8
+
+
+def test_deterministic_given_seed():
+    X, Y = _separable()
+    a = BottleneckClassifier(8, max_epochs=20, random_state=3).fit(X, Y).predict_proba(X)
+    b = BottleneckClassifier(8, max_epochs=20, random_state=3).fit(X, Y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("param,value,msg", [
+    ("l1", -0.1, "The 'l1' parameter of BottleneckClassifier must be a float in the range [0.0, inf). Got -0.1 instead."),
+    ("bottleneck_dim", 0, "The 'bottleneck_dim' parameter of BottleneckClassifier must be an int or None in the range [1, inf). Got 0 instead."),
+    ("lr", 0.0, "The 'lr' parameter of BottleneckClassifier must be a float in the range (0.0, inf). Got 0.0 instead."),
+    ("imbalance", "smote", "The 'imbalance' parameter of BottleneckClassifier must be a str among {'none', 'pos_weight', 'class_balanced', 'focal', 'balanced_sampler'}. Got 'smote' instead."),
+    ("cb_beta", 1.5, "The 'cb_beta' parameter of BottleneckClassifier must be a float in the range [0.0, 1.0]. Got 1.5 instead."),
+])
+def test_bad_parameters_exact_messages(param, value, msg):
+    X, Y = _separable(n=20)
+    with pytest.raises(ValueError) as exc:
+        BottleneckClassifier(**{param: value}).fit(X, Y)
+    assert str(exc.value) == msg
+
+
+def test_not_fitted_message():
+    with pytest.raises(NotFittedError, match=r"This BottleneckClassifier instance is not fitted yet\. Call 'fit'"):
+        BottleneckClassifier().predict_proba(np.zeros((1, 3)))
+
+
+def test_save_load_round_trip_identical(tmp_path):
+    X, Y = _separable()
+    m = BottleneckClassifier(8, max_epochs=20).fit(X, Y)
+    backbone = {"name": "tiny_random_test", "weights_sha256": None, "pooling": "avg",
+                "feature_dim": 20, "preprocessing": {"size": 64}}
+    tm = TrainedModel(m, ["A", "B", "C"], np.array([0.3, 0.5, 0.7]), backbone)
+    tm.save(tmp_path / "model")
+    assert not list((tmp_path / "model").glob("*.pt*")) and not list((tmp_path / "model").glob("*.pkl"))
+    back = TrainedModel.load(tmp_path / "model")
+    np.testing.assert_array_equal(back.predict_proba(X), m.predict_proba(X))
+    np.testing.assert_array_equal(back.thresholds, [0.3, 0.5, 0.7])
+    assert back.label_names == ["A", "B", "C"]
+    with pytest.raises(ModelError, match="they differ in name, feature_dim"):
+        back.check_features({"backbone": backbone | {"name": "efficientnet_lite0", "feature_dim": 1280}})
+    with pytest.raises(ModelError, match="is not a medxfer model folder"):
+        TrainedModel.load(tmp_path)
