@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="k; 0 for no bottleneck (linear head)")
     p.add_argument("--l1", type=float, default=d["l1"], help="lambda1 on ||h||_1")
     p.add_argument("--l2", type=float, default=d["l2"], help="lambda2 on ||h||_F^2")
+    p.add_argument("--alpha", type=float, default=d["alpha"], help="L2 penalty on W and V")
+    p.add_argument("--refit", action="store_true",
+                   help="after early stopping, retrain on all rows for the chosen epochs")
     p.add_argument("--lr", type=float, default=d["lr"])
     p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
@@ -172,7 +175,8 @@ def _cmd_train(a) -> int:
     from .pipeline import train_from_features
 
     fs = FeatureSet.load(a.features)
-    params = dict(bottleneck_dim=a.bottleneck_dim or None, l1=a.l1, l2=a.l2, lr=a.lr,
+    params = dict(bottleneck_dim=a.bottleneck_dim or None, l1=a.l1, l2=a.l2, alpha=a.alpha,
+                  refit=a.refit, lr=a.lr,
                   weight_decay=a.weight_decay, batch_size=a.batch_size, max_epochs=a.epochs,
                   patience=a.patience, imbalance=a.imbalance)
     model = train_from_features(fs, params=params, seed=a.seed, threshold_method=a.threshold_method)

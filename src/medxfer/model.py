@@ -41,6 +41,7 @@ _CONSTRAINTS = {
     "l2": ("float", 0.0, math.inf, True),
     "lr": ("float", 0.0, math.inf, False),
     "weight_decay": ("float", 0.0, math.inf, True),
+    "alpha": ("float", 0.0, math.inf, True),
     "batch_size": ("int", 1, math.inf, True),
     "max_epochs": ("int", 1, math.inf, True),
     "patience": ("int", 1, math.inf, True),
@@ -88,13 +89,21 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
         with replacement, each image weighted by the rarest finding it carries.
     task : {"auto", "multilabel", "multiclass"}
         auto: multilabel for a 2-D y (n, n_labels), multiclass for a 1-D y.
+    alpha : float, default=0
+        L2 penalty alpha * (||W||_F^2 + ||V||_F^2) on the weights, added to the loss (as in
+        scikit-learn's MLP). The code penalty alone is scale-free (W small, V large gives
+        the same predictions), so small data needs this or weight decay.
+    refit : bool, default=False
+        After early stopping on the internal validation part, retrain on all rows for the
+        chosen number of epochs. ``validation_`` keeps the early-stopped model's validation
+        predictions for choosing thresholds.
     validation_fraction : share of training patients held out for early stopping and
         thresholds when ``fit`` gets no ``eval_set`` (0 trains for ``max_epochs``).
     random_state : seed of initialization, shuffling and the validation split.
     """
 
     def __init__(self, bottleneck_dim=128, *, l1=1e-3, l2=1e-3, lr=1e-3, weight_decay=1e-2,
-                 batch_size=64, max_epochs=200, patience=20, imbalance="pos_weight",
+                 alpha=0.0, refit=False, batch_size=64, max_epochs=200, patience=20, imbalance="pos_weight",
                  focal_gamma=2.0, cb_beta=0.999, task="auto", validation_fraction=0.2,
                  random_state=0, device="cpu"):
         self.bottleneck_dim = bottleneck_dim
@@ -102,6 +111,8 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
         self.l2 = l2
         self.lr = lr
         self.weight_decay = weight_decay
+        self.alpha = alpha
+        self.refit = refit
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
@@ -205,6 +216,15 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self._train(Xt, Yt, Xv, Yv)
+            # Predictions of the early-stopped model on data it did not train on: the
+            # only honest place to choose decision thresholds.
+            self.validation_ = (Xv, Yv, self._proba(Xv)) if Xv is not None else None
+            if self.refit and Xv is not None and eval_set is None:
+                # Retrain on all training rows for the epoch count validation picked.
+                best_epoch, best_score, history = self.best_epoch_, self.best_score_, self.history_
+                torch.manual_seed(self.random_state)
+                self._train(X, Y, None, None, epochs=best_epoch)
+                self.best_epoch_, self.best_score_, self.history_ = best_epoch, best_score, history
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -277,7 +297,7 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
         w = np.where(np.nan_to_num(Y) == 1, inv, 0).max(axis=1)
         return np.where(w > 0, w, neg_w)
 
-    def _train(self, Xt, Yt, Xv, Yv) -> None:
+    def _train(self, Xt, Yt, Xv, Yv, epochs: int | None = None) -> None:
         dev = torch.device(self.device)
         d, n_out = Xt.shape[1], self._n_out(Yt)
         net = _Net(d, self.bottleneck_dim, n_out).to(dev)
@@ -292,7 +312,8 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
         sampler_w = torch.as_tensor(self._sample_weights(Yt)) if self.imbalance == "balanced_sampler" else None
         best, best_state, best_epoch, bad = -math.inf, None, 0, 0
         history = []
-        for epoch in range(1, self.max_epochs + 1):
+        max_epochs = epochs or self.max_epochs
+        for epoch in range(1, max_epochs + 1):
             net.train()
             order = (torch.multinomial(sampler_w, n, replacement=True) if sampler_w is not None
                      else torch.randperm(n))
@@ -301,6 +322,9 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
                 idx = order[start:start + self.batch_size].to(dev)
                 logits, h = net(xt[idx])
                 loss = self._ce(logits, yt[idx], w) + self._reg(h)
+                if self.alpha:
+                    loss = loss + self.alpha * sum(p.pow(2).sum() for n_, p in net.named_parameters()
+                                                   if n_.endswith("weight"))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -322,11 +346,10 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
         if best_state is not None:
             net.load_state_dict(best_state)
         self.net_ = net.eval()
-        self.best_epoch_ = best_epoch if Xv is not None else self.max_epochs
+        self.best_epoch_ = best_epoch if Xv is not None else max_epochs
         self.best_score_ = best if Xv is not None else float("nan")
         self.history_ = history
         self.n_outputs_ = n_out
-        self.validation_ = (Xv, Yv) if Xv is not None else None
 
     def _val_loss(self, Xv, Yv, w) -> float:
         with torch.no_grad():

@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
 
 from .metrics import calibration_bins  # noqa: E402
 
@@ -63,6 +63,7 @@ def _curves(Y, P, label_names, kind: str, path: Path) -> None:
             ax.text(0.5, 0.5, "undefined:\none class only", ha="center", va="center", fontsize=8)
         elif kind == "roc":
             fpr, tpr, _ = roc_curve(y, p)
+            ax.set_title(f"{name} (AUC {roc_auc_score(y, p):.2f}, {int(y.sum())} pos)", fontsize=9)
             ax.plot(fpr, tpr, lw=1.5)
             ax.plot([0, 1], [0, 1], "k--", lw=0.5)
             ax.set_xlabel("1 - specificity", fontsize=7)
