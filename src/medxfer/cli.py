@@ -21,6 +21,27 @@ def _add_extract_options(p: argparse.ArgumentParser) -> None:
                    help="image decoding processes (default: cores - 1, at least 1)")
 
 
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("CSV datasets (DATA is a .csv of image paths and labels)")
+    g.add_argument("--path-column", default=None, help="image path column (default: path/image/filename)")
+    g.add_argument("--patient-column", default=None, help="patient id column (default: patient_id/patient)")
+    g.add_argument("--labels-column", default=None,
+                   help="one column of delimited finding names instead of one 0/1 column per label")
+    g.add_argument("--separator", default="|", help="delimiter of --labels-column (default |)")
+
+
+def _read(a, path):
+    from .data import read_dataset
+
+    kw = {}
+    if str(path).lower().endswith((".csv", ".csv.gz")):
+        kw = {k: v for k, v in dict(path_column=a.path_column, patient_column=a.patient_column,
+                                     labels_column=a.labels_column).items() if v is not None}
+        if a.labels_column:
+            kw["separator"] = a.separator
+    return read_dataset(path, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .model import IMBALANCE_OPTIONS
     from .pipeline import DEFAULT_PARAMS
@@ -44,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs")
 
     p = sub.add_parser("inspect", help="counts per finding, patients, views, age, sex, problems")
-    p.add_argument("data", help="dataset folder (ChestX-ray14 layout)")
+    p.add_argument("data", help="ChestX-ray14 folder, CSV file, class folder or DICOM folder")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _add_data_options(p)
 
     p = sub.add_parser("backbones", help="list backbones and whether their weights are here")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("extract", help="compute backbone features for a dataset (resumable)")
-    p.add_argument("data", help="dataset folder (ChestX-ray14 layout)")
+    p.add_argument("data", help="ChestX-ray14 folder, CSV file, class folder or DICOM folder")
     p.add_argument("--backbone", default="efficientnet_lite0", help="see `medxfer backbones`")
     p.add_argument("--out", required=True, help="features folder to write")
     p.add_argument("--weights", default=None, help="explicit weights file for the backbone")
@@ -63,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute when the folder holds features made differently")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     _add_extract_options(p)
+    _add_data_options(p)
 
     p = sub.add_parser("train", help="train the bottleneck model on a features folder")
     p.add_argument("features", help="features folder from `medxfer extract`")
@@ -111,11 +134,9 @@ def _cmd_demo(a) -> int:
 
 
 def _cmd_inspect(a) -> int:
-    from .data import read_dataset
-
-    ds = read_dataset(a.data)
+    ds = _read(a, a.data)
     s = ds.summary()
-    s["problem_examples"] = [p.as_dict() for p in ds.problems[:10]]
+    s["problem_list"] = [p.as_dict() for p in ds.problems]
     if a.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -155,10 +176,9 @@ def _cmd_extract(a) -> int:
     import numpy as np
 
     from .backbones import create_backbone
-    from .data import read_dataset
     from .features import extract_features
 
-    ds = read_dataset(a.data)
+    ds = _read(a, a.data)
     if a.limit:
         ds = ds.subset(np.arange(min(a.limit, len(ds))))
     bb = create_backbone(a.backbone, weights=a.weights, input_size=a.input_size, pooling=a.pooling)

@@ -131,8 +131,10 @@ class FeatureSet:
         keep = np.ones(n, dtype=bool)
         keep[bad_rows] = False
         problems = tuple(_read_problems(folder))
+        boxes = pd.read_csv(folder / "boxes.csv", dtype={"image_id": str}) \
+            if (folder / "boxes.csv").is_file() else None
         ds = Dataset(table, labels, tuple(manifest["label_names"]), name=manifest["dataset_name"],
-                     problems=problems)
+                     problems=problems, task=manifest.get("task", "multilabel"), boxes=boxes)
         fs = cls(feats, ds, manifest, [p for _, p in skipped])
         return fs.subset(keep) if not keep.all() else fs
 
@@ -209,13 +211,14 @@ def expected_manifest(dataset: Dataset, backbone: Backbone, *, dtype: str, shard
         "dataset_fingerprint": dataset.fingerprint(),
         "dataset_name": dataset.name,
         "label_names": list(dataset.label_names),
+        "task": dataset.task,
     }
 
 
 # Keys whose change makes old features stale. medxfer's version is recorded, not compared:
 # a release that changes the numbers bumps FORMAT_VERSION.
 _IDENTITY_KEYS = ("format_version", "backbone", "dtype", "n_rows", "shard_size",
-                  "dataset_fingerprint", "label_names")
+                  "dataset_fingerprint", "label_names", "task")
 
 
 def manifest_mismatch(have: dict, want: dict) -> list[str]:
@@ -262,6 +265,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         dataset.table.to_csv(out / "rows.csv", index=False)
         np.save(out / "labels.npy", dataset.labels)
         write_problems(out / "problems.csv.gz", dataset.problems)
+        if dataset.boxes is not None:
+            dataset.boxes.to_csv(out / "boxes.csv", index=False)
         manifest = want | {"medxfer_version": __version__, "torch_version": torch.__version__,
                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

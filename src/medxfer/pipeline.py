@@ -44,8 +44,18 @@ def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int
         raise DataError("these features carry no labels; train needs a labelled dataset")
     p = dict(DEFAULT_PARAMS) | dict(params or {}) | {"random_state": seed}
     est = BottleneckClassifier(**p)
-    est.fit(fs.X, fs.Y, groups=fs.dataset.patient_ids)
+    multiclass = fs.dataset.task == "multiclass"
+    y = fs.Y.argmax(1) if multiclass else fs.Y
+    est.fit(fs.X, y, groups=fs.dataset.patient_ids)
+    if est.validation_ is None:
+        raise DataError("training needs a validation part for early stopping and thresholds; "
+                        "use validation_fraction > 0")
     _, Yv, Pv = est.validation_
+    if multiclass and len(est.classes_) != len(fs.dataset.label_names):
+        raise DataError(f"every class needs training images; the training rows hold only "
+                        f"{len(est.classes_)} of {len(fs.dataset.label_names)} classes")
+    if multiclass:  # one-vs-rest view of the classes, as the metrics expect
+        Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
     thresholds = choose_thresholds(Yv, Pv, method=threshold_method)
     val = evaluate_predictions(Yv, Pv, fs.dataset.label_names, thresholds, n_boot=0)
     m = fs.manifest
