@@ -95,3 +95,19 @@ def test_dicom_monochrome1_is_inverted(tmp_path):
     m1 = load_image(tmp_path / "m1.dcm")
     np.testing.assert_allclose(m2, px / 4000.0, atol=1e-6)
     np.testing.assert_allclose(m1, 1.0 - px / 4000.0, atol=1e-6)  # rescale is linear: same shape
+
+
+def test_dicom_window_and_rle_compressed(tmp_path):
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    px = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    _write_dicom(tmp_path / "w.dcm", px, "MONOCHROME2")
+    ds = pydicom.dcmread(tmp_path / "w.dcm")
+    ds.WindowCenter, ds.WindowWidth = 1500, 1000  # shows 1000..2000; the rest saturates
+    ds.compress(RLELossless)
+    ds.save_as(tmp_path / "w_rle.dcm")
+    assert pydicom.dcmread(tmp_path / "w_rle.dcm").file_meta.TransferSyntaxUID == RLELossless
+    out = load_image(tmp_path / "w_rle.dcm")
+    assert out[0, 0] == 0.0 and out[1, 1] == 1.0  # below / above the window
+    assert 0.0 <= out[0, 1] < 0.05 and 0.95 < out[1, 0] <= 1.0  # window edges
