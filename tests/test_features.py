@@ -90,3 +90,40 @@ def test_killed_extraction_resumes_to_identical_result(make_cxr14, sample_table,
     a, b = FeatureSet.load(tmp_path / "killed"), FeatureSet.load(tmp_path / "clean")
     np.testing.assert_array_equal(a.features, b.features)
     assert json.loads((shards / "00000.json").read_text())["rows"] == [0, 16]
+
+
+def test_image_cache_gives_identical_features_and_skips_decoding(small, tmp_path, monkeypatch):
+    bb = create_backbone("tiny_random_test")
+    plain = extract_features(small, bb, tmp_path / "a", num_workers=0, progress=False)
+    cached = extract_features(small, bb, tmp_path / "b", num_workers=0, progress=False,
+                              image_cache=tmp_path / "cache")
+    np.testing.assert_array_equal(plain.features, cached.features)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 20
+
+    import medxfer.features as features_module
+
+    def no_decoding(path):
+        raise AssertionError("decoded although cached")
+    monkeypatch.setattr(features_module, "load_image", no_decoding)
+    again = extract_features(small, bb, tmp_path / "c", num_workers=0, progress=False,
+                             image_cache=tmp_path / "cache")
+    np.testing.assert_array_equal(again.features, plain.features)
+
+
+def test_float16_storage_keeps_features_equivalent(small, tmp_path):
+    bb = create_backbone("efficientnet_lite0")
+    f16 = extract_features(small, bb, tmp_path / "h", num_workers=0, progress=False)
+    f32 = extract_features(small, bb, tmp_path / "s", num_workers=0, progress=False, dtype="float32")
+    a, b = f16.features.astype(np.float32), f32.features
+    assert np.abs(a - b).max() <= 2e-3 * max(1.0, np.abs(b).max())
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99999
+
+
+def test_ranks_write_disjoint_shards_into_one_folder(small, tmp_path):
+    bb = create_backbone("tiny_random_test")
+    kw = dict(shard_size=4, num_workers=0, progress=False)
+    assert extract_features(small, bb, tmp_path / "r", rank=1, world_size=2, **kw) is None
+    assert sorted(p.stem for p in (tmp_path / "r" / "shards").glob("*.json")) == ["00001", "00003"]
+    fs = extract_features(small, bb, tmp_path / "r", rank=0, world_size=2, **kw)
+    ref = extract_features(small, bb, tmp_path / "one", **kw)
+    np.testing.assert_array_equal(fs.features, ref.features)

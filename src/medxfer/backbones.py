@@ -73,9 +73,16 @@ def list_backbones() -> list[str]:
 
 
 def get_backbone_config(name: str) -> BackboneConfig:
-    if name not in _REGISTRY:
-        raise BackboneError(unknown_name_message("backbone", name, _REGISTRY))
-    return _REGISTRY[name]
+    """The registry entry; ``torchvision:ARCH`` and ``timm:NAME`` build one on the fly."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name.startswith("torchvision:"):
+        return _torchvision_config(name.split(":", 1)[1])
+    if name.startswith("timm:"):
+        return _timm_config(name.split(":", 1)[1])
+    raise BackboneError(unknown_name_message("backbone", name, _REGISTRY)
+                        + " Any torchvision model also works as 'torchvision:ARCH', any timm "
+                          "model as 'timm:NAME' (both with local weights).")
 
 
 class Backbone(nn.Module):
@@ -266,7 +273,13 @@ def _fdet_mobilenet() -> Path | None:
 
 
 def _strip_classifier(model: nn.Module) -> tuple[nn.Module, list[nn.Module], list[nn.Module]]:
-    """Turn a torchvision classifier into a trunk returning a feature map."""
+    """Turn a torchvision classifier into a trunk returning a feature map (or vector)."""
+    if not hasattr(model, "layer4") and not isinstance(getattr(model, "features", None), nn.Sequential):
+        for attr in ("fc", "classifier", "heads", "head"):
+            if isinstance(getattr(model, attr, None), nn.Module):
+                setattr(model, attr, nn.Identity())
+                blocks = [m for m in model.children() if not isinstance(m, nn.Identity)]
+                return model, blocks, []
     for attr in ("features",):  # densenet, mobilenet, efficientnet, convnext, vgg
         if hasattr(model, attr) and isinstance(getattr(model, attr), nn.Sequential):
             feats = getattr(model, attr)
@@ -351,3 +364,64 @@ register_backbone(BackboneConfig(
     weights="none: random, for fast tests only", license="n/a", pretrained=False,
     builder=_build_tiny,
 ))
+
+
+# ------------------------------------------------------------------ any torchvision / timm
+
+
+def _torchvision_config(arch: str) -> BackboneConfig:
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if arch not in known:
+        raise BackboneError(unknown_name_message("torchvision model", arch, known))
+    url = torchvision.models.get_model_weights(arch).DEFAULT.url
+    filename = url.rsplit("/", 1)[-1]
+    return BackboneConfig(
+        name=f"torchvision:{arch}", architecture=f"{arch} (torchvision)", input_size=224,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=0,
+        weights=f"ImageNet, torchvision's {filename}", license="see torchvision's model card",
+        builder=_build_torchvision(arch),
+        locate_weights=lambda: _hub_checkpoint(filename) if _hub_checkpoint(filename).is_file() else None,
+        weights_hint=(f"Get {url} on a machine with internet, then put it at "
+                      f"{_hub_checkpoint(filename)} or pass --weights PATH."))
+
+
+def _timm_config(model_name: str) -> BackboneConfig:
+    try:
+        import timm
+    except ImportError as exc:
+        raise BackboneError("timm backbones need the optional extra: pip install 'medxfer[timm]'") from exc
+    if not timm.is_model(model_name):
+        raise BackboneError(unknown_name_message("timm model", model_name, timm.list_models()[:0])
+                            + " See timm.list_models() for names.")
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    size = int(cfg.input_size[-1]) if cfg else 224
+    mean = tuple(cfg.mean) if cfg else IMAGENET_MEAN
+    std = tuple(cfg.std) if cfg else IMAGENET_STD
+
+    def build(path: Path, isize: int):
+        model = timm.create_model(model_name, pretrained=False, num_classes=0)
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = _load_state(path)
+        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "head.fc.", "classifier.", "head."))
+                 or k in model.state_dict()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing:
+            raise BackboneError(f"weights file '{path}' lacks {len(missing)} tensors of timm's "
+                                f"{model_name} (e.g. {missing[0]}); is it the right file?")
+        blocks = list(getattr(model, "stages", None) or getattr(model, "blocks", None) or model.children())
+        return model, blocks, []
+
+    return BackboneConfig(
+        name=f"timm:{model_name}", architecture=f"{model_name} (timm)", input_size=size,
+        mean=mean, std=std, feature_dim=0, weights="a local weights file (--weights)",
+        license=(cfg.license if cfg and getattr(cfg, "license", None) else "see the model card"),
+        builder=build, locate_weights=lambda: None,
+        weights_hint=(f"Pass --weights PATH with the timm weights of '{model_name}' "
+                      "(model.safetensors or pytorch_model.bin from its model card, fetched on a "
+                      "machine with internet)."))

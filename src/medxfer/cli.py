@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="recompute when the folder holds features made differently")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--image-cache", default=None,
+                   help="folder for decoded+resized images, reused by later backbones at this size")
     _add_extract_options(p)
     _add_data_options(p)
 
@@ -184,7 +186,7 @@ def _cmd_extract(a) -> int:
     bb = create_backbone(a.backbone, weights=a.weights, input_size=a.input_size, pooling=a.pooling)
     fs = extract_features(ds, bb, a.out, batch_size=a.batch_size, num_workers=a.workers,
                           shard_size=a.shard_size, dtype=a.dtype, overwrite=a.overwrite,
-                          progress=not a.quiet)
+                          progress=not a.quiet, image_cache=a.image_cache)
     print(f"features: {fs.features.shape[0]} x {fs.features.shape[1]} ({a.dtype}) in {a.out}"
           + (f"; {len(fs.skipped)} unreadable image(s) left out" if fs.skipped else ""))
     return 0

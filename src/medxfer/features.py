@@ -51,16 +51,41 @@ class ImageRows(TorchDataset):
     """Decode-and-preprocess rows for a DataLoader. A file that cannot be read yields a
     zero tensor and its error text, so one bad file never stops a long extraction."""
 
-    def __init__(self, paths: list[str], preprocessing: Preprocessing):
+    def __init__(self, paths: list[str], preprocessing: Preprocessing,
+                 image_cache: str | Path | None = None):
         self.paths = list(paths)
         self.preprocessing = preprocessing
+        pp = preprocessing
+        self.cache = (Path(image_cache) / f"{pp.size}px-{pp.interpolation}") if image_cache else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _resized(self, path: str) -> np.ndarray:
+        """Decoded and resized gray image, through the optional on-disk cache. Entries are
+        exact float32 arrays keyed by path, size and mtime, so a hit gives the same numbers
+        as decoding again."""
+        if self.cache is None:
+            return self.preprocessing.resize(load_image(path))
+        try:
+            st = os.stat(path)
+        except OSError:
+            return self.preprocessing.resize(load_image(path))  # raises the usual error
+        key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+        entry = self.cache / key[:2] / f"{key}.npy"
+        if entry.is_file():
+            try:
+                return np.load(entry)
+            except (OSError, ValueError):
+                pass  # a torn entry: decode again and rewrite it
+        arr = self.preprocessing.resize(load_image(path))
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(entry, lambda f: np.save(f, arr))
+        return arr
+
     def __getitem__(self, i: int):
         try:
-            return i, self.preprocessing(load_image(self.paths[i])), ""
+            return i, self.preprocessing.to_tensor(self._resized(self.paths[i])), ""
         except MedxferError as exc:
             size = self.preprocessing.size
             return i, torch.zeros(3, size, size), str(exc)
@@ -228,7 +253,8 @@ def manifest_mismatch(have: dict, want: dict) -> list[str]:
 def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
                      batch_size: int = 32, num_workers: int | None = None,
                      shard_size: int = 1024, dtype: str = "float16", overwrite: bool = False,
-                     rank: int = 0, world_size: int = 1, progress: bool = True) -> FeatureSet | None:
+                     rank: int = 0, world_size: int = 1, progress: bool = True,
+                     image_cache: str | Path | None = None) -> FeatureSet | None:
     """Compute features for every row of ``dataset`` into the folder ``out``; resumable.
 
     Parameters
@@ -240,6 +266,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         raised unless ``overwrite`` is set: stale features are never reused.
     rank, world_size : this process writes shards ``i % world_size == rank`` only; rank 0's
         call returns None unless every shard is complete.
+    image_cache : folder for decoded-and-resized images, shared by every backbone and run at
+        the same input size, so a second backbone does not decode the PNGs again.
 
     Returns
     -------
@@ -276,7 +304,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     todo = [i for i in mine if _valid_shard(out, i) is None]
     if todo:
         _run_shards(dataset, backbone, out, todo, shard_size=shard_size, batch_size=batch_size,
-                    num_workers=num_workers, dtype=DTYPES[dtype], progress=progress)
+                    num_workers=num_workers, dtype=DTYPES[dtype], progress=progress,
+                    image_cache=image_cache)
     if any(_valid_shard(out, i) is None for i in range(_n_shards(n, shard_size))):
         return None
     fs = FeatureSet.load(out)
@@ -292,12 +321,13 @@ def default_workers() -> int:
 
 
 def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int], *,
-                shard_size: int, batch_size: int, num_workers: int | None, dtype, progress: bool):
+                shard_size: int, batch_size: int, num_workers: int | None, dtype, progress: bool,
+                image_cache=None):
     n = len(dataset)
     rows = [r for i in todo for r in range(i * shard_size, min(n, (i + 1) * shard_size))]
     paths = dataset.table["path"].astype(str).tolist()
     loader = DataLoader(
-        torch.utils.data.Subset(ImageRows(paths, backbone.preprocessing), rows),
+        torch.utils.data.Subset(ImageRows(paths, backbone.preprocessing, image_cache), rows),
         batch_size=batch_size, shuffle=False, collate_fn=_collate,
         num_workers=default_workers() if num_workers is None else num_workers,
         persistent_workers=False)
