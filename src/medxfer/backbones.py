@@ -112,13 +112,17 @@ class Backbone(nn.Module):
             self.feature_dim = int(self(torch.zeros(1, 3, input_size, input_size)).shape[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_map(x)[0]
+
+    def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, d) and the last stage's feature map (B, C, h, w) they pool."""
         self._captured = []
         fmap = self.trunk(x)
         pooled = fmap.mean(dim=(2, 3)) if fmap.ndim == 4 else fmap
         if self.pooling == "multistage":
             stages = [t.mean(dim=(2, 3)) for t in self._captured[:-1]]
             pooled = torch.cat(stages + [pooled], dim=1)
-        return pooled
+        return pooled, fmap
 
     def unfreeze_last(self, n: int) -> list[nn.Parameter]:
         """Make the last ``n`` blocks trainable; returns their parameters."""

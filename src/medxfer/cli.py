@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder")
     p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files, or folders of them")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--cam", default=None, metavar="DIR",
+                   help="also save Grad-CAM overlays of the predicted findings into DIR")
     return ap
 
 
@@ -240,13 +242,20 @@ def _cmd_predict(a) -> int:
     model = TrainedModel.load(a.model)
     with tempfile.TemporaryDirectory(prefix="medxfer-predict-") as tmp:
         table, problems = predict_paths(model, a.images, cache=Path(tmp) / "features")
+    overlays = []
+    if a.cam and len(table):
+        from .cam import cam_for_files
+
+        overlays = cam_for_files(model, table["path"].tolist(), a.cam,
+                                 probabilities=table[model.label_names].to_numpy())
     if a.json:
         rows = []
         for r in table.to_dict("records"):
             rows.append({"image": r["path"], "probabilities": {n: r[n] for n in model.label_names},
                          "findings": [] if r["findings"] == "none above threshold"
                          else r["findings"].split("|")})
-        print(json.dumps({"predictions": rows, "failed": [p.as_dict() for p in problems]}, indent=2))
+        print(json.dumps({"predictions": rows, "failed": [p.as_dict() for p in problems],
+                          "cam_overlays": [str(o) for o in overlays]}, indent=2))
     else:
         import pandas as pd
 
@@ -255,6 +264,8 @@ def _cmd_predict(a) -> int:
                 print(table.drop(columns=["path"]).to_string(index=False))
         for p in problems:
             print(f"could not read {p.item}: {p.detail}", file=sys.stderr)
+        if overlays:
+            print(f"{len(overlays)} Grad-CAM overlay(s) in {a.cam}")
     return 0 if len(table) or not problems else 1
 
 
