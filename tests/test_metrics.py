@@ -93,3 +93,19 @@ def test_calibration_of_a_calibrated_predictor_is_small():
     y = (rng.random(20000) < p).astype(float)
     assert calibration_bins(y, p)["ece"] < 0.02
     assert calibration_bins(y, np.clip(p + 0.3, 0, 1))["ece"] > 0.2
+
+
+@pytest.mark.parametrize("method", ["platt", "temperature"])
+def test_recalibration_fixes_shifted_probabilities(method):
+    from medxfer.metrics import apply_calibration, fit_calibration
+    rng = np.random.default_rng(0)
+    p = rng.random((4000, 2))
+    Y = (rng.random((4000, 2)) < p).astype(float)
+    z = np.log(p / (1 - p))
+    skewed = 1 / (1 + np.exp(-(3 * z + (1.5 if method == "platt" else 0))))  # overconfident (+ shifted)
+    cal = fit_calibration(Y[:2000], skewed[:2000], method)
+    fixed = apply_calibration(skewed[2000:], cal)
+    assert calibration_bins(Y[2000:], fixed)["ece"] < 0.03 < calibration_bins(Y[2000:], skewed[2000:])["ece"]
+    # monotone per finding: AUC unchanged
+    for j in range(2):
+        assert roc_auc_score(Y[2000:, j], fixed[:, j]) == pytest.approx(roc_auc_score(Y[2000:, j], skewed[2000:, j]))

@@ -107,8 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=d["patience"])
     p.add_argument("--imbalance", default=d["imbalance"], choices=IMBALANCE_OPTIONS)
     p.add_argument("--threshold-method", default="f1", choices=["f1", "youden", "sensitivity"])
+    p.add_argument("--calibration", default="platt", choices=["none", "platt", "temperature"],
+                   help="recalibrate probabilities on the validation patients (default platt)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the training summary as JSON")
+
+    p = sub.add_parser("cv", help="patient-wise K-fold CV of the model beside its baselines",
+                       description="Logistic regression, linear head, bottleneck without and with "
+                       "regularization (and with --tune, nested selection) on the same folds; "
+                       "pooled out-of-fold metrics with patient-bootstrap CIs, per-fold spread, "
+                       "paired differences.")
+    p.add_argument("features", help="features folder")
+    p.add_argument("--out", required=True, help="folder for cv.json and cv.md")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--tune", action="store_true", help="add the nested-CV tuned bottleneck")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("evaluate", help="metrics with CIs and a report folder")
     p.add_argument("model", help="model folder from `medxfer train`")
@@ -203,7 +218,8 @@ def _cmd_train(a) -> int:
                   refit=a.refit, lr=a.lr,
                   weight_decay=a.weight_decay, batch_size=a.batch_size, max_epochs=a.epochs,
                   patience=a.patience, imbalance=a.imbalance)
-    model = train_from_features(fs, params=params, seed=a.seed, threshold_method=a.threshold_method)
+    model = train_from_features(fs, params=params, seed=a.seed, threshold_method=a.threshold_method,
+                                calibration=a.calibration)
     model.save(a.out)
     out = {"model": str(a.out), "train_images": len(fs)} | model.metrics
     if a.json:
@@ -212,6 +228,31 @@ def _cmd_train(a) -> int:
         auc = out["validation_macro_auc"]
         print(f"model saved to {a.out}: best epoch {out['best_epoch']}, validation macro AUC "
               f"{'n/a' if auc is None else f'{auc:.3f}'} on {out['validation_images']} images")
+    return 0
+
+
+def _cmd_cv(a) -> int:
+    import numpy as np
+
+    from .experiments import cross_validate, cv_table
+    from .features import FeatureSet
+
+    fs = FeatureSet.load(a.features)
+    res = cross_validate(fs, n_splits=a.folds, seed=a.seed, tune=a.tune, n_boot=a.n_boot,
+                         progress=(lambda m: None) if a.quiet or a.json else
+                         (lambda m: print(m, file=sys.stderr)))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    oof = res.pop("oof")
+    np.savez(out / "oof_predictions.npz", **oof)
+    (out / "cv.json").write_text(json.dumps(res, indent=2, default=str))
+    table = cv_table(res)
+    (out / "cv.md").write_text(f"# {a.folds}-fold patient-wise CV on {fs.dataset.name}\n\n{table}\n")
+    if a.json:
+        print(json.dumps({n: {k: v for k, v in m.items() if k != "pooled"}
+                          for n, m in res["models"].items()}, indent=2))
+    else:
+        print(table)
     return 0
 
 
@@ -270,7 +311,7 @@ def _cmd_predict(a) -> int:
 
 
 _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,
-             "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate,
+             "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
              "predict": _cmd_predict}
 
 

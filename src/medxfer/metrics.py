@@ -232,3 +232,54 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict:
             ece += c * abs(row["frac_pos"] - row["mean_p"])
         bins.append(row)
     return {"ece": float(ece / len(y)) if len(y) else None, "bins": bins}
+
+
+CALIBRATION_METHODS = ("none", "platt", "temperature")
+
+
+def fit_calibration(Y: np.ndarray, P: np.ndarray, method: str = "platt") -> dict:
+    """Fit a monotone recalibration of probabilities on validation data.
+
+    "platt": per finding, p' = sigmoid(a * logit(p) + b) by (lightly regularized) logistic
+    regression; "temperature": one T for all findings, p' = sigmoid(logit(p) / T), by grid
+    search on the log-loss. Findings without both classes keep a = 1, b = 0.
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration must be one of {CALIBRATION_METHODS}, got '{method}'")
+    L = Y.shape[1]
+    if method == "none":
+        return {"method": "none"}
+    z = _logit(P)
+    if method == "temperature":
+        k = ~np.isnan(Y)
+        best_t, best_loss = 1.0, np.inf
+        for t in np.exp(np.linspace(np.log(0.05), np.log(20), 200)):
+            q = np.clip(1 / (1 + np.exp(-z[k] / t)), 1e-7, 1 - 1e-7)
+            loss = -np.mean(Y[k] * np.log(q) + (1 - Y[k]) * np.log(1 - q))
+            if loss < best_loss:
+                best_t, best_loss = float(t), loss
+        return {"method": "temperature", "temperature": best_t}
+    from sklearn.linear_model import LogisticRegression
+
+    a, b = np.ones(L), np.zeros(L)
+    for j in range(L):
+        y, zj = _known(Y[:, j], z[:, j])
+        if 0 < y.sum() < len(y):
+            lr = LogisticRegression(C=1.0).fit(zj[:, None], y)
+            a[j], b[j] = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    return {"method": "platt", "a": a.tolist(), "b": b.tolist()}
+
+
+def apply_calibration(P: np.ndarray, cal: dict | None) -> np.ndarray:
+    """Apply what :func:`fit_calibration` returned; identity for None or "none"."""
+    if not cal or cal.get("method", "none") == "none":
+        return P
+    z = _logit(P)
+    if cal["method"] == "temperature":
+        return 1 / (1 + np.exp(-z / cal["temperature"]))
+    return 1 / (1 + np.exp(-(z * np.asarray(cal["a"]) + np.asarray(cal["b"]))))
+
+
+def _logit(P: np.ndarray) -> np.ndarray:
+    P = np.clip(np.asarray(P, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(P / (1 - P))

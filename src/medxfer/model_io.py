@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .errors import ModelError
+from .metrics import apply_calibration
 from .model import BottleneckClassifier, _Net
 
 FORMAT = "medxfer-model"
@@ -40,9 +41,15 @@ class TrainedModel:
     features: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=lambda: {"method": "none"})
 
     def predict_proba(self, X) -> np.ndarray:
-        return self.estimator.predict_proba(X)
+        """Probabilities (n, n_labels), recalibrated when the model carries a calibration.
+        Multiclass (softmax) probabilities are never recalibrated per class."""
+        P = self.estimator.predict_proba(X)
+        if self.estimator.task_ == "multiclass":
+            return P
+        return apply_calibration(P, self.calibration)
 
     def check_features(self, manifest: dict, where: str = "the features") -> None:
         """Raise ModelError when features were not made the way this model's were."""
@@ -73,6 +80,7 @@ class TrainedModel:
                           "best_score": _finite_or_none(est.best_score_)},
             "label_names": list(self.label_names),
             "thresholds": [float(t) for t in self.thresholds],
+            "calibration": self.calibration,
             "backbone": self.backbone,
             "features": self.features,
             "selection_metrics": self.metrics,
@@ -108,7 +116,8 @@ class TrainedModel:
             raise ModelError(f"weights in '{wpath}' do not fit model.json: {exc}") from exc
         est.net_ = net.eval()
         return cls(est, meta["label_names"], np.asarray(meta["thresholds"]), meta["backbone"],
-                   meta.get("features", {}), meta.get("selection_metrics", {}), meta.get("config", {}))
+                   meta.get("features", {}), meta.get("selection_metrics", {}), meta.get("config", {}),
+                   meta.get("calibration", {"method": "none"}))
 
 
 def _finite_or_none(x):

@@ -15,7 +15,8 @@ from .backbones import create_backbone, weights_sha256
 from .data import Dataset, read_dataset, read_image_paths
 from .errors import DataError, ModelError
 from .features import FeatureSet, extract_features, read_manifest
-from .metrics import choose_thresholds, evaluate_predictions, paired_bootstrap_auc
+from .metrics import (apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration,
+                      paired_bootstrap_auc)
 from .model import BottleneckClassifier
 from .model_io import TrainedModel
 from .report import _ci as _abs_ci
@@ -37,9 +38,10 @@ def bundled_sample() -> Path:
 
 
 def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int = 0,
-                        threshold_method: str = "f1") -> TrainedModel:
-    """Fit the bottleneck model on a FeatureSet; thresholds from its patient-wise
-    validation part (the same part used for early stopping), never from test data."""
+                        threshold_method: str = "f1", calibration: str = "platt") -> TrainedModel:
+    """Fit the bottleneck model on a FeatureSet. Calibration (Platt by default: the
+    imbalance weights shift probabilities) and then thresholds are fitted on its
+    patient-wise validation part (the part used for early stopping), never on test data."""
     if fs.dataset.labels.shape[1] == 0:
         raise DataError("these features carry no labels; train needs a labelled dataset")
     p = dict(DEFAULT_PARAMS) | dict(params or {}) | {"random_state": seed}
@@ -56,6 +58,8 @@ def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int
                         f"{len(est.classes_)} of {len(fs.dataset.label_names)} classes")
     if multiclass:  # one-vs-rest view of the classes, as the metrics expect
         Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
+    cal = fit_calibration(Yv, Pv, "none" if multiclass else calibration)
+    Pv = apply_calibration(Pv, cal)
     thresholds = choose_thresholds(Yv, Pv, method=threshold_method)
     val = evaluate_predictions(Yv, Pv, fs.dataset.label_names, thresholds, n_boot=0)
     m = fs.manifest
@@ -65,7 +69,9 @@ def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int
                                         "medxfer_version")},
         metrics={"validation_macro_auc": val["macro_auc"], "best_epoch": est.best_epoch_,
                  "validation_images": int(len(Yv))},
-        config={"params": p, "threshold_method": threshold_method, "seed": seed})
+        config={"params": p, "threshold_method": threshold_method, "seed": seed,
+                "calibration": calibration},
+        calibration=cal)
 
 
 def align_labels(ds: Dataset, names: list[str]) -> np.ndarray:

@@ -1,0 +1,35 @@
+import json
+
+import numpy as np
+
+from medxfer.backbones import create_backbone
+from medxfer.cli import main
+from medxfer.data import read_chestxray14
+from medxfer.experiments import cross_validate, cv_table
+from medxfer.features import extract_features
+
+
+def test_cv_runs_every_model_on_the_same_patient_wise_folds(make_cxr14, sample_table, tmp_path):
+    ds = read_chestxray14(make_cxr14(sample_table["image_id"][:60].tolist()))
+    fs = extract_features(ds, create_backbone("tiny_random_test"), tmp_path / "f", num_workers=0,
+                          progress=False)
+    res = cross_validate(fs, n_splits=3, n_boot=30, progress=lambda m: None)
+    assert set(res["models"]) == {"logistic_regression", "linear_head", "bottleneck_no_reg", "bottleneck"}
+    for name, m in res["models"].items():
+        assert len(m["per_fold_macro_auc"]) == 3
+        assert not np.isnan(res["oof"][name]).any()  # every row predicted exactly once, out of fold
+        assert 0 <= m["pooled_macro_auc"] <= 1
+    assert set(res["paired_vs_logistic_regression"]) == {"linear_head", "bottleneck_no_reg", "bottleneck"}
+    assert "| bottleneck |" in cv_table(res)
+
+
+def test_cv_cli_writes_table_and_json(make_cxr14, sample_table, tmp_path, capsys):
+    root = make_cxr14(sample_table["image_id"][:45].tolist())
+    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
+    capsys.readouterr()
+    assert main(["-q", "cv", str(tmp_path / "f"), "--out", str(tmp_path / "cv"), "--folds", "3",
+                 "--n-boot", "20", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["bottleneck"]["per_fold_macro_auc"]
+    assert (tmp_path / "cv" / "cv.md").read_text().startswith("# 3-fold patient-wise CV")
+    assert set(np.load(tmp_path / "cv" / "oof_predictions.npz").files) == set(printed)
