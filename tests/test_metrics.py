@@ -109,3 +109,15 @@ def test_recalibration_fixes_shifted_probabilities(method):
     # monotone per finding: AUC unchanged
     for j in range(2):
         assert roc_auc_score(Y[2000:, j], fixed[:, j]) == pytest.approx(roc_auc_score(Y[2000:, j], skewed[2000:, j]))
+
+
+def test_platt_never_reverses_the_ranking():
+    from medxfer.metrics import apply_calibration, fit_calibration
+    rng = np.random.default_rng(3)
+    p = rng.random((40, 1))
+    y = (p < 0.3).astype(float)  # validation says: higher score, fewer positives
+    cal = fit_calibration(y, p, "platt")
+    assert cal["a"][0] > 0
+    test = rng.random((50, 1))
+    out = apply_calibration(test, cal)
+    assert (np.argsort(out[:, 0], kind="stable") == np.argsort(test[:, 0], kind="stable")).all()

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=d["patience"])
     p.add_argument("--imbalance", default=d["imbalance"], choices=IMBALANCE_OPTIONS)
     p.add_argument("--threshold-method", default="f1", choices=["f1", "youden", "sensitivity"])
+    p.add_argument("--target-sensitivity", type=float, default=0.9,
+                   help="with --threshold-method sensitivity (default 0.9)")
     p.add_argument("--calibration", default="platt", choices=["none", "platt", "temperature"],
                    help="recalibrate probabilities on the validation patients (default platt)")
     p.add_argument("--seed", type=int, default=0)
@@ -219,7 +221,7 @@ def _cmd_train(a) -> int:
                   weight_decay=a.weight_decay, batch_size=a.batch_size, max_epochs=a.epochs,
                   patience=a.patience, imbalance=a.imbalance)
     model = train_from_features(fs, params=params, seed=a.seed, threshold_method=a.threshold_method,
-                                calibration=a.calibration)
+                                calibration=a.calibration, target_sensitivity=a.target_sensitivity)
     model.save(a.out)
     out = {"model": str(a.out), "train_images": len(fs)} | model.metrics
     if a.json:

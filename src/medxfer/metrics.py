@@ -241,7 +241,7 @@ def fit_calibration(Y: np.ndarray, P: np.ndarray, method: str = "platt") -> dict
     """Fit a monotone recalibration of probabilities on validation data.
 
     "platt": per finding, p' = sigmoid(a * logit(p) + b) by (lightly regularized) logistic
-    regression; "temperature": one T for all findings, p' = sigmoid(logit(p) / T), by grid
+    regression, with a > 0 enforced so the ranking (and AUC) never changes; "temperature": one T for all findings, p' = sigmoid(logit(p) / T), by grid
     search on the log-loss. Findings without both classes keep a = 1, b = 0.
     """
     if method not in CALIBRATION_METHODS:
@@ -267,6 +267,14 @@ def fit_calibration(Y: np.ndarray, P: np.ndarray, method: str = "platt") -> dict
         if 0 < y.sum() < len(y):
             lr = LogisticRegression(C=1.0).fit(zj[:, None], y)
             a[j], b[j] = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+            if a[j] <= 0:
+                # A non-positive slope would reorder (or flatten) the test predictions on the
+                # word of a small validation set: keep the ranking, shift only the level.
+                a[j] = 1.0
+                grid = np.linspace(-10, 10, 401)
+                q = np.clip(1 / (1 + np.exp(-(zj[None, :] + grid[:, None]))), 1e-7, 1 - 1e-7)
+                loss = -(y * np.log(q) + (1 - y) * np.log(1 - q)).mean(1)
+                b[j] = float(grid[int(np.argmin(loss))])
     return {"method": "platt", "a": a.tolist(), "b": b.tolist()}
 
 

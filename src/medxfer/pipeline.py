@@ -38,7 +38,8 @@ def bundled_sample() -> Path:
 
 
 def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int = 0,
-                        threshold_method: str = "f1", calibration: str = "platt") -> TrainedModel:
+                        threshold_method: str = "f1", calibration: str = "platt",
+                        target_sensitivity: float = 0.9) -> TrainedModel:
     """Fit the bottleneck model on a FeatureSet. Calibration (Platt by default: the
     imbalance weights shift probabilities) and then thresholds are fitted on its
     patient-wise validation part (the part used for early stopping), never on test data."""
@@ -60,7 +61,8 @@ def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int
         Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
     cal = fit_calibration(Yv, Pv, "none" if multiclass else calibration)
     Pv = apply_calibration(Pv, cal)
-    thresholds = choose_thresholds(Yv, Pv, method=threshold_method)
+    thresholds = choose_thresholds(Yv, Pv, method=threshold_method,
+                                   target_sensitivity=target_sensitivity)
     val = evaluate_predictions(Yv, Pv, fs.dataset.label_names, thresholds, n_boot=0)
     m = fs.manifest
     return TrainedModel(
@@ -70,6 +72,7 @@ def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int
         metrics={"validation_macro_auc": val["macro_auc"], "best_epoch": est.best_epoch_,
                  "validation_images": int(len(Yv))},
         config={"params": p, "threshold_method": threshold_method, "seed": seed,
+                "target_sensitivity": target_sensitivity,
                 "calibration": calibration},
         calibration=cal)
 

@@ -161,7 +161,7 @@ def _html(title, metrics, label_names, config, problems, sections, out: Path) ->
             name, f"{m['positives']}/{m['n']}", _fmt(m["auc"]), _ci(m["auc_ci95"]),
             _fmt(m["average_precision"]), _fmt(m["threshold"], 2), _fmt(m["sensitivity"], 2),
             _fmt(m["specificity"], 2), _fmt(m["f1"], 2), _fmt(m["accuracy"], 2),
-            _fmt(m["all_negative_accuracy"], 2))) + "</tr>")
+            _fmt(m["all_negative_accuracy"], 2), f"{m['tp']}/{m['fp']}/{m['tn']}/{m['fn']}")) + "</tr>")
     extra = "".join(f"<h2>{e(h)}</h2><pre>{e(t)}</pre>" for h, t in sections)
     prob = ""
     if problems:
@@ -192,7 +192,8 @@ micro AUC {_fmt(metrics['micro_auc'])}; expected calibration error {_fmt(cal['ec
 useful where it beats that. Thresholds were chosen on validation data, not on these images.
 Undefined metrics (a finding without positives here) are shown as n/a.</p>
 <table><tr><th>finding</th><th>pos/n</th><th>AUC</th><th>95% CI</th><th>AP</th><th>threshold</th>
-<th>sensitivity</th><th>specificity</th><th>F1</th><th>accuracy</th><th>all-negative accuracy</th></tr>
+<th>sensitivity</th><th>specificity</th><th>F1</th><th>accuracy</th><th>all-negative accuracy</th>
+<th>TP/FP/TN/FN</th></tr>
 {''.join(rows)}</table>
 {extra}
 <h2>ROC curves</h2>{_img(out / 'roc_curves.png', 'ROC curves')}
