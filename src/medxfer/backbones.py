@@ -101,6 +101,7 @@ class Backbone(nn.Module):
         self.blocks = blocks
         self.pooling = pooling
         self.weights_path = weights_path
+        self.finetuned_sha256: str | None = None  # set when fine-tuned weights are loaded
         self.preprocessing = Preprocessing(input_size, config.mean, config.std)
         self._captured: list[torch.Tensor] = []
         if pooling == "multistage":
@@ -137,9 +138,12 @@ class Backbone(nn.Module):
 
     def identity(self) -> dict:
         """Everything about this backbone that changes the features it computes."""
-        return {"name": self.config.name, "weights_sha256": weights_sha256(self.weights_path),
-                "pooling": self.pooling, "feature_dim": self.feature_dim,
-                "preprocessing": self.preprocessing.as_dict()}
+        out = {"name": self.config.name, "weights_sha256": weights_sha256(self.weights_path),
+               "pooling": self.pooling, "feature_dim": self.feature_dim,
+               "preprocessing": self.preprocessing.as_dict()}
+        if self.finetuned_sha256:
+            out["finetuned_sha256"] = self.finetuned_sha256
+        return out
 
 
 _HASHES: dict[tuple, str] = {}

@@ -21,7 +21,10 @@ from .model_io import TrainedModel
 
 def backbone_for(model: TrainedModel) -> Backbone:
     bb = model.backbone
-    return create_backbone(bb["name"], input_size=bb["preprocessing"]["size"], pooling=bb["pooling"])
+    backbone = create_backbone(bb["name"], input_size=bb["preprocessing"]["size"], pooling=bb["pooling"])
+    if model.backbone_state is not None:
+        backbone.load_state_dict(model.backbone_state)
+    return backbone
 
 
 def grad_cam(model: TrainedModel, image: np.ndarray, findings: list[str], *,

@@ -114,6 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the training summary as JSON")
 
+    p = sub.add_parser("finetune", help="fine-tune the last backbone blocks with the head, from images",
+                       description="Partial fine-tuning: unfreeze the last N backbone blocks and "
+                       "train them end to end with the bottleneck head (lower backbone learning "
+                       "rate, light radiograph augmentation, early stopping on patient-wise "
+                       "validation). Uses the GPU when one is present.")
+    p.add_argument("data", help="dataset (ChestX-ray14 folder or CSV)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--unfreeze", type=int, default=2, help="number of last blocks to train")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--lr-backbone", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--hflip", action="store_true", help="also flip horizontally (off: anatomy is not symmetric)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    _add_data_options(p)
+
     p = sub.add_parser("cv", help="patient-wise K-fold CV of the model beside its baselines",
                        description="Logistic regression, linear head, bottleneck without and with "
                        "regularization (and with --tune, nested selection) on the same folds; "
@@ -233,6 +254,25 @@ def _cmd_train(a) -> int:
     return 0
 
 
+def _cmd_finetune(a) -> int:
+    import numpy as np
+
+    from .finetune import finetune
+
+    ds = _read(a, a.data)
+    if a.limit:
+        ds = ds.subset(np.arange(min(a.limit, len(ds))))
+    model = finetune(ds, backbone=a.backbone, unfreeze=a.unfreeze, epochs=a.epochs,
+                     patience=a.patience, lr_backbone=a.lr_backbone, batch_size=a.batch_size,
+                     augment=not a.no_augment, hflip=a.hflip, max_steps=a.max_steps, seed=a.seed,
+                     device=a.device, progress=not a.quiet)
+    model.save(a.out)
+    auc = model.metrics["validation_macro_auc"]
+    print(f"fine-tuned model saved to {a.out}: best epoch {model.metrics['best_epoch']}, validation "
+          f"macro AUC {'n/a' if auc is None else f'{auc:.3f}'} on {model.metrics['validation_images']} images")
+    return 0
+
+
 def _cmd_cv(a) -> int:
     import numpy as np
 
@@ -314,6 +354,7 @@ def _cmd_predict(a) -> int:
 
 _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,
              "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
+             "finetune": _cmd_finetune,
              "predict": _cmd_predict}
 
 

@@ -2,6 +2,7 @@
 
     model.safetensors   weights of the bottleneck and head plus the feature
                         standardization (safetensors: loading runs no code)
+    backbone.safetensors  fine-tuned models only: the whole backbone's weights
     model.json          estimator parameters, task, label names, decision thresholds,
                         the backbone identity (name, weights sha256, pooling,
                         preprocessing), the training features' manifest summary and the
@@ -42,6 +43,7 @@ class TrainedModel:
     metrics: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=lambda: {"method": "none"})
+    backbone_state: dict | None = field(default=None, repr=False)  # fine-tuned backbone weights
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities (n, n_labels), recalibrated when the model carries a calibration.
@@ -54,7 +56,8 @@ class TrainedModel:
     def check_features(self, manifest: dict, where: str = "the features") -> None:
         """Raise ModelError when features were not made the way this model's were."""
         have = manifest.get("backbone", {})
-        diffs = [k for k in ("name", "weights_sha256", "pooling", "feature_dim", "preprocessing")
+        diffs = [k for k in ("name", "weights_sha256", "pooling", "feature_dim", "preprocessing",
+                             "finetuned_sha256")
                  if have.get(k) != self.backbone.get(k)]
         if diffs:
             raise ModelError(
@@ -70,6 +73,8 @@ class TrainedModel:
         est._check_fitted()
         state = {k: v.detach().cpu().contiguous() for k, v in est.net_.state_dict().items()}
         save_file(state, str(folder / "model.safetensors"))
+        if self.backbone_state is not None:
+            save_file(self.backbone_state, str(folder / "backbone.safetensors"))
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "medxfer_version": __version__,
             "estimator": {"class": type(est).__name__, "params": est.get_params(),
@@ -115,9 +120,13 @@ class TrainedModel:
         except Exception as exc:
             raise ModelError(f"weights in '{wpath}' do not fit model.json: {exc}") from exc
         est.net_ = net.eval()
+        bpath = folder / "backbone.safetensors"
+        backbone_state = load_file(str(bpath)) if bpath.is_file() else None
+        if meta["backbone"].get("finetuned_sha256") and backbone_state is None:
+            raise ModelError(f"'{folder}' is a fine-tuned model but backbone.safetensors is missing")
         return cls(est, meta["label_names"], np.asarray(meta["thresholds"]), meta["backbone"],
                    meta.get("features", {}), meta.get("selection_metrics", {}), meta.get("config", {}),
-                   meta.get("calibration", {"method": "none"}))
+                   meta.get("calibration", {"method": "none"}), backbone_state)
 
 
 def _finite_or_none(x):

@@ -106,6 +106,9 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
         raise ModelError(f"the weights of backbone '{bb['name']}' on this machine "
                          f"({backbone.weights_path}) differ from those the model was trained "
                          "with (sha256 mismatch); install the same weights package version")
+    if model.backbone_state is not None:
+        backbone.load_state_dict(model.backbone_state)
+        backbone.finetuned_sha256 = bb["finetuned_sha256"]
     fs = extract_features(ds, backbone, cache, batch_size=batch_size, num_workers=num_workers,
                           progress=progress)
     model.check_features(fs.manifest)

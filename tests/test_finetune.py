@@ -1,0 +1,39 @@
+import numpy as np
+import torch
+
+from medxfer.cli import main
+from medxfer.data import read_chestxray14
+from medxfer.finetune import finetune
+from medxfer.model_io import TrainedModel
+from medxfer.pipeline import features_for_model
+
+
+def test_one_finetuning_step_changes_only_the_opened_blocks(make_cxr14, sample_table, tmp_path):
+    ds = read_chestxray14(make_cxr14(sample_table["image_id"][:40].tolist()))
+    from medxfer.backbones import create_backbone
+    before = create_backbone("tiny_random_test").state_dict()
+    model = finetune(ds, backbone="tiny_random_test", unfreeze=1, max_steps=1, batch_size=8,
+                     device="cpu", progress=False)
+    after = model.backbone_state
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("trunk.2.") for k in changed)  # the last block only
+    assert model.config["finetune"]["steps"] == 1
+    model.save(tmp_path / "m")
+    back = TrainedModel.load(tmp_path / "m")
+    assert back.backbone["finetuned_sha256"] == model.backbone["finetuned_sha256"]
+    # new images go through the fine-tuned backbone, and the features are accepted
+    fs = features_for_model(back, ds, cache=tmp_path / "feats", progress=False, num_workers=0)
+    assert fs.manifest["backbone"]["finetuned_sha256"] == model.backbone["finetuned_sha256"]
+    np.testing.assert_allclose(back.predict_proba(fs.X), model.predict_proba(fs.X))
+
+
+def test_features_of_the_base_backbone_are_refused_by_a_finetuned_model(make_cxr14, sample_table, tmp_path, capsys):
+    root = make_cxr14(sample_table["image_id"][:30].tolist())
+    assert main(["-q", "finetune", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "m"),
+                 "--max-steps", "2", "--device", "cpu"]) == 0
+    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
+    capsys.readouterr()
+    assert main(["-q", "evaluate", str(tmp_path / "m"), str(tmp_path / "f"), "--out", str(tmp_path / "e")]) == 2
+    assert "finetuned_sha256" in capsys.readouterr().err
+    assert main(["-q", "evaluate", str(tmp_path / "m"), str(root), "--out", str(tmp_path / "e2"),
+                 "--n-boot", "20"]) == 0
