@@ -85,7 +85,7 @@ def test_errors_exit_2_with_a_clear_message(tmp_path, capsys):
     assert "is not a medxfer model folder" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", ["demo", "inspect", "extract", "train", "evaluate", "predict", "backbones", "cv", "finetune"])
+@pytest.mark.parametrize("cmd", ["demo", "inspect", "extract", "train", "evaluate", "predict", "backbones", "cv", "finetune", "tune"])
 def test_every_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])

@@ -77,6 +77,49 @@ def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int
         calibration=cal)
 
 
+#: The grid `medxfer tune` searches by default: k x (lambda1 = lambda2) x alpha x imbalance.
+DEFAULT_GRID = [dict(bottleneck_dim=k, l1=lam, l2=lam, alpha=alpha, imbalance=imb)
+                for k in (64, 256) for lam in (0.0, 1e-4, 1e-3, 1e-2) for alpha in (0.0, 1e-2)
+                for imb in ("pos_weight", "focal")]
+
+
+def tune_from_features(fs: FeatureSet, *, grid: list[dict] | None = None, seed: int = 0,
+                       batch_size: int = 64, max_epochs: int = 200, patience: int = 20,
+                       threshold_method: str = "f1", calibration: str = "platt"):
+    """Train every grid setting in one pass (medxfer.grid), keep the one with the best
+    patient-wise validation macro AUC, and calibrate and threshold it on that validation part.
+
+    Returns (TrainedModel, table of every setting with its validation macro AUC). The chosen
+    setting's validation AUC is optimistic (it won a selection on that data): quote test or
+    nested-CV numbers, not this one.
+    """
+    from .grid import fit_grid
+
+    grid = list(grid or DEFAULT_GRID)
+    base = {k: v for k, v in DEFAULT_PARAMS.items() if k not in ("batch_size", "max_epochs", "patience")}
+    settings = [base | g for g in grid]
+    ests = fit_grid(fs.X, fs.Y, settings, groups=fs.dataset.patient_ids, batch_size=batch_size,
+                    max_epochs=max_epochs, patience=patience, random_state=seed)
+    table = [g | {"val_macro_auc": e.best_score_, "best_epoch": e.best_epoch_} for g, e in zip(grid, ests)]
+    best = int(np.nanargmax([e.best_score_ for e in ests]))
+    est = ests[best]
+    _, Yv, Pv = est.validation_
+    cal = fit_calibration(Yv, Pv, calibration)
+    Pv = apply_calibration(Pv, cal)
+    thresholds = choose_thresholds(Yv, Pv, method=threshold_method)
+    m = fs.manifest
+    model = TrainedModel(
+        est, list(fs.dataset.label_names), thresholds, m["backbone"],
+        features={k: m.get(k) for k in ("dataset_name", "dataset_fingerprint", "n_rows", "dtype",
+                                        "medxfer_version")},
+        metrics={"validation_macro_auc": est.best_score_, "best_epoch": est.best_epoch_,
+                 "validation_images": int(len(Yv)), "selected_from": len(grid)},
+        config={"params": est.get_params(), "grid": grid, "threshold_method": threshold_method,
+                "seed": seed, "calibration": calibration},
+        calibration=cal)
+    return model, table
+
+
 def align_labels(ds: Dataset, names: list[str]) -> np.ndarray:
     """Labels of ``ds`` in the order ``names``; error naming findings it lacks."""
     lookup = {n: j for j, n in enumerate(ds.label_names)}
