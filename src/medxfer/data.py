@@ -521,7 +521,6 @@ def read_csv_dataset(csv_path: str | Path, *, root: str | Path | None = None,
                                        if n.strip() and n.strip() != NO_FINDING})
         labels = parse_finding_labels(df[lcol].str.replace(separator, "|", regex=False), tuple(names),
                                       source=str(csv_path))
-        label_src = [lcol]
     else:
         used = {pcol, gcol}
         names = label_columns or [c for c in cols if c not in used and c not in
@@ -537,11 +536,9 @@ def read_csv_dataset(csv_path: str | Path, *, root: str | Path | None = None,
                             for c, v in zip(names, row)]
                            for i, row in enumerate(df[names].itertuples(index=False))],
                           dtype=np.float32).reshape(len(df), len(names))
-        label_src = names
-    df = df.assign(_labels=[tuple(r) for r in np.nan_to_num(labels, nan=-1)])
-    keep_first = ~df[pcol].duplicated(keep="first")
-    _drop_duplicate_rows(df, pcol, ["_labels"], csv_path, problems)
-    df, labels = df[keep_first].reset_index(drop=True), labels[keep_first.to_numpy()]
+    df = df.assign(_labels=[tuple(r) for r in np.nan_to_num(labels, nan=-1)], _row=np.arange(len(df)))
+    df = _drop_duplicate_rows(df, pcol, ["_labels"], csv_path, problems)
+    labels = labels[df["_row"].to_numpy()]
     base = Path(root) if root else csv_path.parent
     paths = [Path(p) if Path(p).is_absolute() else base / p for p in df[pcol]]
     exists = np.array([p.is_file() for p in paths])
@@ -566,7 +563,6 @@ def read_csv_dataset(csv_path: str | Path, *, root: str | Path | None = None,
         table["age"] = _parse_age(table["age"].astype(str), problems, str(csv_path))
     table["file_size"] = [p.stat().st_size if p.is_file() else 0 for p in paths]
     ds = Dataset(table, labels, tuple(names), name=f"CSV {csv_path}", problems=tuple(problems))
-    del label_src
     return ds.subset(exists)
 
 

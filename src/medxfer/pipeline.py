@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .backbones import create_backbone, weights_sha256
+from .baselines import TunedLogisticRegression
 from .data import Dataset, read_dataset, read_image_paths
 from .errors import DataError, ModelError
 from .features import FeatureSet, extract_features, read_manifest
@@ -229,13 +231,11 @@ def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None
     check_no_patient_overlap(fs.dataset.patient_ids, tr, te)
     say(f"[3/4] train: bottleneck model on {len(tr)} images (validation carved out by patient), "
         f"test on {len(te)} held-out images of other patients")
-    model = train_from_features(fs.subset(tr), seed=seed)
+    train, test = fs.subset(tr), fs.subset(te)
+    model = train_from_features(train, seed=seed)
     model.save(out / "model")
-    from .baselines import TunedLogisticRegression
-
-    lr = TunedLogisticRegression(random_state=seed).fit(
-        fs.subset(tr).X, fs.subset(tr).Y, groups=fs.subset(tr).dataset.patient_ids)
-    test = fs.subset(te)
+    lr = TunedLogisticRegression(random_state=seed).fit(train.X, train.Y,
+                                                        groups=train.dataset.patient_ids)
     Yt = align_labels(test.dataset, model.label_names)
     P_model, P_lr = model.predict_proba(test.X), lr.predict_proba(test.X)
     cmp = paired_bootstrap_auc(Yt, P_lr, P_model, groups=test.dataset.patient_ids,
@@ -260,8 +260,6 @@ def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None
     baseline = {"logistic_regression": {"C": lr.C_, "macro_auc": lr_metrics["macro_auc"],
                                         "macro_auc_ci95": lr_metrics["macro_auc_ci95"]},
                 "paired_difference": cmp}
-    import json
-
     doc = json.loads((out / "report" / "metrics.json").read_text())
     doc["baselines"] = baseline
     (out / "report" / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
