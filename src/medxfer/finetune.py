@@ -124,10 +124,7 @@ def finetune(dataset: Dataset, *, backbone: str = "efficientnet_lite0", unfreeze
             for x, y in tqdm(loader(tr, augment, True, gen), desc=f"finetune epoch {epoch}",
                              disable=not progress, leave=False):
                 logits, h = net(bb(x.to(dev)))
-                loss = est._ce(logits, y.to(dev), w) + est._reg(h)
-                if p.get("alpha"):
-                    loss = loss + p["alpha"] * sum(q.pow(2).sum() for n_, q in net.named_parameters()
-                                                   if n_.endswith("weight"))
+                loss = est._ce(logits, y.to(dev), w) + est._reg(h) + est._weight_penalty(net).to(dev)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

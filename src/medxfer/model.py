@@ -287,6 +287,12 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
             return h.new_zeros(())
         return self.l1 * h.abs().sum(1).mean() + self.l2 * h.pow(2).sum(1).mean()
 
+    def _weight_penalty(self, net: nn.Module) -> torch.Tensor:
+        """alpha * (||W||_F^2 + ||V||_F^2); biases are not penalized."""
+        if not self.alpha:
+            return torch.zeros(())
+        return self.alpha * sum(p.pow(2).sum() for n, p in net.named_parameters() if n.endswith("weight"))
+
     def _sample_weights(self, Y: np.ndarray) -> np.ndarray:
         if self.task_ == "multiclass":
             counts = np.bincount(Y, minlength=len(self.classes_))
@@ -321,10 +327,7 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
             for start in range(0, n, self.batch_size):
                 idx = order[start:start + self.batch_size].to(dev)
                 logits, h = net(xt[idx])
-                loss = self._ce(logits, yt[idx], w) + self._reg(h)
-                if self.alpha:
-                    loss = loss + self.alpha * sum(p.pow(2).sum() for n_, p in net.named_parameters()
-                                                   if n_.endswith("weight"))
+                loss = self._ce(logits, yt[idx], w) + self._reg(h) + self._weight_penalty(net)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -61,7 +61,15 @@ def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int
                         f"{len(est.classes_)} of {len(fs.dataset.label_names)} classes")
     if multiclass:  # one-vs-rest view of the classes, as the metrics expect
         Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
-    cal = fit_calibration(Yv, Pv, "none" if multiclass else calibration)
+    return _package(est, fs, Yv, Pv, calibration="none" if multiclass else calibration,
+                    threshold_method=threshold_method, target_sensitivity=target_sensitivity,
+                    config={"params": p, "seed": seed, "calibration": calibration})
+
+
+def _package(est, fs: FeatureSet, Yv, Pv, *, calibration: str, threshold_method: str,
+             target_sensitivity: float = 0.9, config: dict, metrics: dict | None = None) -> TrainedModel:
+    """Calibrate, then choose thresholds, on the validation part (Yv, Pv); wrap it all up."""
+    cal = fit_calibration(Yv, Pv, calibration)
     Pv = apply_calibration(Pv, cal)
     thresholds = choose_thresholds(Yv, Pv, method=threshold_method,
                                    target_sensitivity=target_sensitivity)
@@ -72,10 +80,9 @@ def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int
         features={k: m.get(k) for k in ("dataset_name", "dataset_fingerprint", "n_rows", "dtype",
                                         "medxfer_version")},
         metrics={"validation_macro_auc": val["macro_auc"], "best_epoch": est.best_epoch_,
-                 "validation_images": int(len(Yv))},
-        config={"params": p, "threshold_method": threshold_method, "seed": seed,
-                "target_sensitivity": target_sensitivity,
-                "calibration": calibration},
+                 "validation_images": int(len(Yv))} | (metrics or {}),
+        config=config | {"threshold_method": threshold_method,
+                         "target_sensitivity": target_sensitivity},
         calibration=cal)
 
 
@@ -106,19 +113,10 @@ def tune_from_features(fs: FeatureSet, *, grid: list[dict] | None = None, seed: 
     best = int(np.nanargmax([e.best_score_ for e in ests]))
     est = ests[best]
     _, Yv, Pv = est.validation_
-    cal = fit_calibration(Yv, Pv, calibration)
-    Pv = apply_calibration(Pv, cal)
-    thresholds = choose_thresholds(Yv, Pv, method=threshold_method)
-    m = fs.manifest
-    model = TrainedModel(
-        est, list(fs.dataset.label_names), thresholds, m["backbone"],
-        features={k: m.get(k) for k in ("dataset_name", "dataset_fingerprint", "n_rows", "dtype",
-                                        "medxfer_version")},
-        metrics={"validation_macro_auc": est.best_score_, "best_epoch": est.best_epoch_,
-                 "validation_images": int(len(Yv)), "selected_from": len(grid)},
-        config={"params": est.get_params(), "grid": grid, "threshold_method": threshold_method,
-                "seed": seed, "calibration": calibration},
-        calibration=cal)
+    model = _package(est, fs, Yv, Pv, calibration=calibration, threshold_method=threshold_method,
+                     config={"params": est.get_params(), "grid": grid, "seed": seed,
+                             "calibration": calibration},
+                     metrics={"selected_from": len(grid)})
     return model, table
 
 
