@@ -90,3 +90,21 @@ def test_every_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
     assert e.value.code == 0 and "usage: medxfer" in capsys.readouterr().out
+
+
+def test_toml_config_sets_defaults_and_the_command_line_wins(make_cxr14, sample_table, tmp_path, capsys):
+    import json
+    from medxfer.model_io import TrainedModel
+
+    root = make_cxr14(sample_table["image_id"][:40].tolist())
+    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
+    cfg = tmp_path / "medxfer.toml"
+    cfg.write_text("[train]\nbottleneck-dim = 16\nl1 = 0.002\nepochs = 3\n")
+    assert main(["--config", str(cfg), "-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"),
+                 "--l1", "0.005"]) == 0
+    params = TrainedModel.load(tmp_path / "m").config["params"]
+    assert params["bottleneck_dim"] == 16 and params["max_epochs"] == 3 and params["l1"] == 0.005
+    cfg.write_text("[train]\nlambda1 = 0.1\n")
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "train", str(tmp_path / "f"), "--out", str(tmp_path / "m2")]) == 2
+    assert "[train] has no option 'lambda1'" in capsys.readouterr().err

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Transfer learning for chest radiographs: frozen ImageNet features, a regularized "
         "bottleneck model, and evaluation with patient-level confidence intervals."))
     ap.add_argument("--version", action="version", version=f"medxfer {__version__}")
+    ap.add_argument("--config", default=None, metavar="FILE.toml",
+                    help="defaults per command from a TOML file, e.g. [train] l1 = 1e-4; options "
+                         "given on the command line still win")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -395,8 +398,40 @@ _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backb
              "predict": _cmd_predict}
 
 
+def _apply_config(parser: argparse.ArgumentParser, path: str) -> None:
+    """Set each command's defaults from the TOML file's section of the same name."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise MedxferError(f"config file '{path}' does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise MedxferError(f"config file '{path}' is not valid TOML: {exc}") from exc
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for section, values in doc.items():
+        if section not in subs or not isinstance(values, dict):
+            raise MedxferError(f"config file '{path}': unknown section [{section}]; sections are "
+                               f"command names: {', '.join(sorted(subs))}")
+        known = {a.dest for a in subs[section]._actions}
+        for key in values:
+            if key.replace("-", "_") not in known:
+                raise MedxferError(f"config file '{path}': [{section}] has no option '{key}'; "
+                                   f"see `medxfer {section} --help`")
+        subs[section].set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    config = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+    try:
+        if config:
+            _apply_config(parser, config)
+    except MedxferError as exc:
+        print(f"medxfer: error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="medxfer: %(message)s", stream=sys.stderr, force=True)
     try:
