@@ -44,3 +44,23 @@ def test_overlap_check_raises_naming_patients():
 def test_bad_fold_count():
     with pytest.raises(DataError, match="n_splits must be in 2..3"):
         patient_kfold(["a", "b", "c"], 4)
+
+
+def test_iterative_stratification_spreads_every_finding_evenly(sample_root):
+    from medxfer.data import read_chestxray14
+
+    ds = read_chestxray14(sample_root)
+    folds = patient_kfold(ds.patient_ids, 5, Y=ds.labels, seed=0)
+    per_fold = np.array([ds.labels[te].sum(0) for _, te in folds])
+    assert (per_fold.max(0) - per_fold.min(0) <= 1).all()  # even Hernia (14) and Edema (12)
+    sizes = [len(te) for _, te in folds]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_iterative_stratification_keeps_patients_together_and_balances():
+    groups, Y = _several_images_per_patient(n_patients=200, seed=2)
+    folds = patient_kfold(groups, 4, Y=Y, seed=0)
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+    per_fold = np.array([Y[te].sum(0) for _, te in folds])
+    assert (per_fold.max(0) - per_fold.min(0) <= 0.25 * per_fold.mean(0) + 5).all()

@@ -39,8 +39,49 @@ def _strata(Y: np.ndarray | None, n: int) -> np.ndarray:
     return np.where(np.isfinite(rarity.min(1)), rarity.argmin(1), -1)
 
 
+def _iterative_patient_folds(groups: np.ndarray, Y: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    """Fold number per row by iterative stratification (Sechidis et al., 2011) over patients.
+
+    Patients are the units: each carries the positive counts of its images. The finding with
+    the fewest unassigned positives goes first; each of its patients joins the fold that
+    still wants most of that finding (ties: the fold that wants most images, then at random).
+    Patients without positives fill the folds that want most images.
+    """
+    rng = np.random.default_rng(seed)
+    uniq, inv = np.unique(groups, return_inverse=True)
+    P = len(uniq)
+    counts = np.zeros((P, Y.shape[1]))
+    np.add.at(counts, inv, np.nan_to_num(Y, nan=0.0))
+    sizes = np.bincount(inv, minlength=P).astype(float)
+    want = np.tile(counts.sum(0) / n_splits, (n_splits, 1))
+    want_n = np.full(n_splits, sizes.sum() / n_splits)
+    fold_of = np.full(P, -1)
+    left = counts > 0
+    order = rng.permutation(P)
+    while (fold_of < 0).any():
+        open_ = fold_of < 0
+        remaining = (counts * open_[:, None]).sum(0)
+        live = np.flatnonzero(remaining > 0)
+        if live.size == 0:
+            pats = order[open_[order]]
+        else:
+            j = live[np.argmin(remaining[live])]
+            pats = [p for p in order if open_[p] and left[p, j]]
+        for p in pats:
+            if live.size:
+                score = np.stack([want[:, j], want_n, rng.random(n_splits)], 1)
+            else:
+                score = np.stack([want_n, rng.random(n_splits), rng.random(n_splits)], 1)
+            f = np.lexsort(score.T[::-1])[-1]
+            fold_of[p] = f
+            want[f] -= counts[p]
+            want_n[f] -= sizes[p]
+    return fold_of[inv]
+
+
 def patient_kfold(groups, n_splits: int = 5, *, Y=None, seed: int = 0):
-    """K patient-wise folds, stratified by each image's rarest finding where possible.
+    """K patient-wise folds; with labels ``Y``, stratified over findings by iterative
+    stratification of patients, so each fold gets about 1/K of every finding's positives.
 
     Returns a list of (train_idx, test_idx) integer arrays.
     """
@@ -48,6 +89,14 @@ def patient_kfold(groups, n_splits: int = 5, *, Y=None, seed: int = 0):
     n_patients = len(np.unique(groups))
     if n_splits < 2 or n_splits > n_patients:
         raise DataError(f"n_splits must be in 2..{n_patients} (the number of patients), got {n_splits}")
+    if Y is not None and np.asarray(Y).ndim == 2 and np.asarray(Y).shape[1] > 0:
+        fold = _iterative_patient_folds(groups, np.asarray(Y, dtype=float), n_splits, seed)
+        out = []
+        for k in range(n_splits):
+            tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            check_no_patient_overlap(groups, tr, te)
+            out.append((tr, te))
+        return out
     strata = _strata(None if Y is None else np.asarray(Y, dtype=float), len(groups))
     # A stratum smaller than the fold count cannot be spread over the folds: pool it.
     values, counts = np.unique(strata, return_counts=True)
