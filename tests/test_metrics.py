@@ -121,3 +121,17 @@ def test_platt_never_reverses_the_ranking():
     test = rng.random((50, 1))
     out = apply_calibration(test, cal)
     assert (np.argsort(out[:, 0], kind="stable") == np.argsort(test[:, 0], kind="stable")).all()
+
+
+def test_micro_metrics_pool_every_decision():
+    Y, P = _data(n=100)
+    Y[3, 0] = np.nan
+    t = np.array([0.4, 0.5, 0.6])
+    r = evaluate_predictions(Y, P, ["a", "b", "c"], t, n_boot=0)
+    k = ~np.isnan(Y)
+    pred = (P >= t)[k]
+    y = Y[k].astype(int)
+    assert r["micro"]["f1"] == pytest.approx(f1_score(y, pred))
+    assert r["micro"]["auc"] == pytest.approx(roc_auc_score(y, P[k]))
+    assert r["micro"]["average_precision"] == pytest.approx(average_precision_score(y, P[k]))
+    assert r["micro"]["sensitivity"] == pytest.approx((pred & (y == 1)).sum() / (y == 1).sum())

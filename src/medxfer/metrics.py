@@ -107,13 +107,23 @@ def evaluate_predictions(Y: np.ndarray, P: np.ndarray, label_names, thresholds=N
     known = ~np.isnan(Y)
     yk = Y[known]
     micro = float(roc_auc_score(yk, P[known])) if 0 < yk.sum() < yk.size else None
+    # Micro averages pool every (image, finding) decision, each at its finding's threshold.
+    tp, fp, tn, fn = (sum(m[k] for m in per.values()) for k in ("tp", "fp", "tn", "fn"))
+    micro_all = {
+        "auc": micro,
+        "average_precision": float(average_precision_score(yk, P[known])) if yk.sum() > 0 else None,
+        "sensitivity": tp / (tp + fn) if tp + fn else None,
+        "specificity": tn / (tn + fp) if tn + fp else None,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fn else None,
+        "accuracy": (tp + tn) / (tp + fp + tn + fn) if tp + fp + tn + fn else None,
+    }
     ci = bootstrap_auc_ci(Y, P, groups=groups, n_boot=n_boot, seed=seed)
     for j, name in enumerate(label_names):
         per[name]["auc_ci95"] = ci["per_finding"][j]
     return {"n_images": int(len(Y)),
             "n_patients": int(len(np.unique(groups))) if groups is not None else int(len(Y)),
             "macro_auc": macro["auc"], "macro_auc_ci95": ci["macro"], "micro_auc": micro,
-            "macro": macro, "per_finding": per, "bootstrap": {"n_boot": n_boot, "unit": "patient",
+            "macro": macro, "micro": micro_all, "per_finding": per, "bootstrap": {"n_boot": n_boot, "unit": "patient",
                                                               "seed": seed}}
 
 
