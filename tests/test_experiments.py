@@ -14,12 +14,14 @@ def test_cv_runs_every_model_on_the_same_patient_wise_folds(make_cxr14, sample_t
     fs = extract_features(ds, create_backbone("tiny_random_test"), tmp_path / "f", num_workers=0,
                           progress=False)
     res = cross_validate(fs, n_splits=3, n_boot=30, progress=lambda m: None)
-    assert set(res["models"]) == {"logistic_regression", "linear_head", "bottleneck_no_reg", "bottleneck"}
+    assert set(res["models"]) == {"logistic_regression", "linear_head", "bottleneck_no_reg", "bottleneck",
+                                  "bottleneck_ensemble5"}
     for name, m in res["models"].items():
         assert len(m["per_fold_macro_auc"]) == 3
         assert not np.isnan(res["oof"][name]).any()  # every row predicted exactly once, out of fold
         assert 0 <= m["pooled_macro_auc"] <= 1
-    assert set(res["paired_vs_logistic_regression"]) == {"linear_head", "bottleneck_no_reg", "bottleneck"}
+    assert set(res["paired_vs_logistic_regression"]) == {"linear_head", "bottleneck_no_reg", "bottleneck",
+                                                         "bottleneck_ensemble5"}
     assert "| bottleneck |" in cv_table(res)
 
 

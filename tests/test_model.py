@@ -132,3 +132,21 @@ def test_save_load_round_trip_identical(tmp_path):
         back.check_features({"backbone": backbone | {"name": "efficientnet_lite0", "feature_dim": 1280}})
     with pytest.raises(ModelError, match="is not a medxfer model folder"):
         TrainedModel.load(tmp_path)
+
+
+def test_ensemble_averages_members_with_out_of_bag_validation(tmp_path):
+    X, Y = _separable(n=240)
+    groups = np.repeat(np.arange(120), 2)
+    m = BottleneckClassifier(8, lr=1e-2, max_epochs=30, n_ensemble=3).fit(X, Y, groups=groups)
+    assert len(m.members_) == 3
+    members = [BottleneckClassifier(8, lr=1e-2, max_epochs=30, random_state=i).fit(X, Y, groups=groups)
+               for i in range(3)]
+    np.testing.assert_allclose(m.predict_proba(X), np.mean([e.predict_proba(X) for e in members], 0), atol=1e-6)
+    Xv, Yv, Pv = m.validation_
+    # out-of-bag: each validation row is predicted only by members that did not train on it
+    row = int(np.flatnonzero((X == Xv[0]).all(1))[0])
+    outside = [e for e in members if row in e.validation_index_]
+    np.testing.assert_allclose(Pv[0], np.mean([e.predict_proba(X[row:row + 1])[0] for e in outside], 0), atol=1e-6)
+    tm = TrainedModel(m, ["A", "B", "C"], np.full(3, 0.5), {"name": "x"})
+    tm.save(tmp_path / "m")
+    np.testing.assert_array_equal(TrainedModel.load(tmp_path / "m").predict_proba(X), m.predict_proba(X))

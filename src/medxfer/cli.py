@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l1", type=float, default=d["l1"], help="lambda1 on ||h||_1")
     p.add_argument("--l2", type=float, default=d["l2"], help="lambda2 on ||h||_F^2")
     p.add_argument("--alpha", type=float, default=d["alpha"], help="L2 penalty on W and V")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="average N members, each with its own patient-wise validation split")
     p.add_argument("--refit", action="store_true",
                    help="after early stopping, retrain on all rows for the chosen epochs")
     p.add_argument("--lr", type=float, default=d["lr"])
@@ -265,7 +267,7 @@ def _cmd_train(a) -> int:
 
     fs = FeatureSet.load(a.features)
     params = dict(bottleneck_dim=a.bottleneck_dim or None, l1=a.l1, l2=a.l2, alpha=a.alpha,
-                  refit=a.refit, lr=a.lr,
+                  refit=a.refit, n_ensemble=a.ensemble, lr=a.lr,
                   weight_decay=a.weight_decay, batch_size=a.batch_size, max_epochs=a.epochs,
                   patience=a.patience, imbalance=a.imbalance, focal_gamma=a.focal_gamma,
                   cb_beta=a.cb_beta)

@@ -6,6 +6,7 @@ Models compared (all on the same cached features and folds):
     linear_head           the network without bottleneck (linear probe)
     bottleneck_no_reg     bottleneck, lambda1 = lambda2 = 0
     bottleneck            the full method with medxfer's defaults
+    bottleneck_ensemble5  the full method averaged over 5 validation splits, alpha = 0.1
     bottleneck_tuned      (with tune=True) the full method with k, lambda1, lambda2 chosen by
                           inner patient-wise CV on each outer training part only (nested CV)
 """
@@ -41,6 +42,7 @@ def default_models() -> dict:
         "linear_head": _bottleneck(bottleneck_dim=None),
         "bottleneck_no_reg": _bottleneck(l1=0.0, l2=0.0),
         "bottleneck": _bottleneck(),
+        "bottleneck_ensemble5": _bottleneck(n_ensemble=5, alpha=0.1),
     }
 
 

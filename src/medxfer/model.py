@@ -51,6 +51,7 @@ _CONSTRAINTS = {
     "task": ("choice", TASKS),
     "validation_fraction": ("float", 0.0, 1.0, True),
     "random_state": ("int", 0, math.inf, True),
+    "n_ensemble": ("int", 1, math.inf, True),
 }
 
 
@@ -99,13 +100,20 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
         predictions for choosing thresholds.
     validation_fraction : share of training patients held out for early stopping and
         thresholds when ``fit`` gets no ``eval_set`` (0 trains for ``max_epochs``).
+    n_ensemble : int, default=1
+        Train this many members, each with its own patient-wise validation split and
+        initialization (seeds random_state, random_state + 1, ...), and average their
+        probabilities. Small data gains from it: early stopping on a small validation part
+        is noisy. ``validation_`` then holds out-of-bag predictions: for each row that was in
+        some member's validation part, the mean over those members. ``transform`` returns the
+        first member's codes.
     random_state : seed of initialization, shuffling and the validation split.
     """
 
     def __init__(self, bottleneck_dim=128, *, l1=1e-3, l2=1e-3, lr=1e-3, weight_decay=1e-2,
                  alpha=0.0, refit=False, batch_size=64, max_epochs=200, patience=20, imbalance="pos_weight",
                  focal_gamma=2.0, cb_beta=0.999, task="auto", validation_fraction=0.2,
-                 random_state=0, device="cpu"):
+                 n_ensemble=1, random_state=0, device="cpu"):
         self.bottleneck_dim = bottleneck_dim
         self.l1 = l1
         self.l2 = l2
@@ -121,6 +129,7 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
         self.cb_beta = cb_beta
         self.task = task
         self.validation_fraction = validation_fraction
+        self.n_ensemble = n_ensemble
         self.random_state = random_state
         self.device = device
 
@@ -200,6 +209,8 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
         if len(Y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(Y)}")
         self.task_ = task
+        if self.n_ensemble > 1:
+            return self._fit_ensemble(X, y, Y, groups, eval_set)
         if eval_set is not None:
             Xv = np.asarray(eval_set[0], dtype=np.float32)
             Yv = self._encode_eval(eval_set[1])
@@ -210,6 +221,7 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
                                       random_state=self.random_state)
             tr, va = next(split.split(X, groups=g))
             Xt, Yt, Xv, Yv = X[tr], Y[tr], X[va], Y[va]
+            self.validation_index_ = va
         else:
             Xt, Yt, Xv, Yv = X, Y, None, None
 
@@ -225,6 +237,35 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
                 torch.manual_seed(self.random_state)
                 self._train(X, Y, None, None, epochs=best_epoch)
                 self.best_epoch_, self.best_score_, self.history_ = best_epoch, best_score, history
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _fit_ensemble(self, X, y, Y, groups, eval_set):
+        if eval_set is not None or self.validation_fraction <= 0:
+            raise ValueError("n_ensemble > 1 needs internal validation splits: pass no eval_set "
+                             "and a validation_fraction > 0")
+        members, epochs = [], []
+        P_sum = np.zeros((len(X), self._n_out(Y)))
+        count = np.zeros(len(X))
+        for i in range(self.n_ensemble):
+            m = BottleneckClassifier(**(self.get_params() | {"n_ensemble": 1,
+                                                             "random_state": self.random_state + i}))
+            m.fit(X, y, groups=groups)
+            members.append(m.net_)
+            epochs.append(m.best_epoch_)
+            va = m.validation_index_
+            P_sum[va] += m.validation_[2]
+            count[va] += 1
+        seen = count > 0
+        Pv = P_sum[seen] / count[seen][:, None]
+        self.members_ = members
+        self.net_ = members[0]
+        self.validation_ = (X[seen], Y[seen], Pv.astype(np.float32))
+        self.best_epoch_ = int(np.median(epochs))
+        self.member_best_epochs_ = epochs
+        self.best_score_ = _macro_auc(Y[seen], Pv, self.task_)
+        self.history_ = []
+        self.n_outputs_ = self._n_out(Y)
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -362,11 +403,15 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ predict
 
     def _proba(self, X) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
+        nets = getattr(self, "members_", None) or [self.net_]
+        outs = []
         with torch.no_grad():
-            logits, _ = self.net_.eval()(torch.as_tensor(np.asarray(X, dtype=np.float32),
-                                                         device=self.device))
-            out = torch.sigmoid(logits) if self.task_ == "multilabel" else torch.softmax(logits, 1)
-        return out.cpu().numpy()
+            for net in nets:
+                logits, _ = net.eval()(x)
+                outs.append(torch.sigmoid(logits) if self.task_ == "multilabel"
+                            else torch.softmax(logits, 1))
+        return torch.stack(outs).mean(0).cpu().numpy()
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities, shape (n_samples, n_labels) (sigmoid) or (n_samples, n_classes)."""

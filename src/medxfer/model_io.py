@@ -71,7 +71,9 @@ class TrainedModel:
         folder.mkdir(parents=True, exist_ok=True)
         est = self.estimator
         est._check_fitted()
-        state = {k: v.detach().cpu().contiguous() for k, v in est.net_.state_dict().items()}
+        nets = getattr(est, "members_", None) or [est.net_]
+        state = {(f"member{i}." if len(nets) > 1 else "") + k: v.detach().cpu().contiguous()
+                 for i, net in enumerate(nets) for k, v in net.state_dict().items()}
         save_file(state, str(folder / "model.safetensors"))
         if self.backbone_state is not None:
             save_file(self.backbone_state, str(folder / "backbone.safetensors"))
@@ -114,12 +116,20 @@ class TrainedModel:
         est.best_epoch_ = e["best_epoch"]
         est.best_score_ = e["best_score"] if e["best_score"] is not None else float("nan")
         est.history_ = []
-        net = _Net(e["n_features_in"], e["params"]["bottleneck_dim"], e["n_outputs"])
-        try:
-            net.load_state_dict(load_file(str(wpath)))
-        except Exception as exc:
-            raise ModelError(f"weights in '{wpath}' do not fit model.json: {exc}") from exc
-        est.net_ = net.eval()
+        n_members = int(e["params"].get("n_ensemble", 1))
+        tensors = load_file(str(wpath))
+        nets = []
+        for i in range(n_members):
+            prefix = f"member{i}." if n_members > 1 else ""
+            net = _Net(e["n_features_in"], e["params"]["bottleneck_dim"], e["n_outputs"])
+            try:
+                net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            except Exception as exc:
+                raise ModelError(f"weights in '{wpath}' do not fit model.json: {exc}") from exc
+            nets.append(net.eval())
+        est.net_ = nets[0]
+        if n_members > 1:
+            est.members_ = nets
         bpath = folder / "backbone.safetensors"
         backbone_state = load_file(str(bpath)) if bpath.is_file() else None
         if meta["backbone"].get("finetuned_sha256") and backbone_state is None:
