@@ -8,7 +8,6 @@ every split is checked with :func:`check_no_patient_overlap` before it is return
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from .errors import DataError
 
@@ -27,16 +26,6 @@ def check_no_patient_overlap(groups, *parts) -> None:
         some = ", ".join(sorted(shared)[:5])
         raise DataError(f"{len(shared)} patient(s) appear in more than one part of a split "
                         f"(e.g. {some}); results would leak across the split.")
-
-
-def _strata(Y: np.ndarray | None, n: int) -> np.ndarray:
-    """One stratum per row: its rarest positive finding, or 'none' (-1)."""
-    if Y is None or Y.shape[1] == 0:
-        return np.zeros(n, dtype=int)
-    Yk = np.nan_to_num(Y, nan=0.0)
-    freq = Yk.sum(0)
-    rarity = np.where(Yk == 1, freq[None, :], np.inf)
-    return np.where(np.isfinite(rarity.min(1)), rarity.argmin(1), -1)
 
 
 def _iterative_patient_folds(groups: np.ndarray, Y: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
@@ -89,29 +78,17 @@ def patient_kfold(groups, n_splits: int = 5, *, Y=None, seed: int = 0):
     n_patients = len(np.unique(groups))
     if n_splits < 2 or n_splits > n_patients:
         raise DataError(f"n_splits must be in 2..{n_patients} (the number of patients), got {n_splits}")
-    if Y is not None and np.asarray(Y).ndim == 2 and np.asarray(Y).shape[1] > 0:
-        fold = _iterative_patient_folds(groups, np.asarray(Y, dtype=float), n_splits, seed)
-        out = []
-        for k in range(n_splits):
-            tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-            check_no_patient_overlap(groups, tr, te)
-            out.append((tr, te))
-        return out
-    strata = _strata(None if Y is None else np.asarray(Y, dtype=float), len(groups))
-    # A stratum smaller than the fold count cannot be spread over the folds: pool it.
-    values, counts = np.unique(strata, return_counts=True)
-    strata = np.where(np.isin(strata, values[counts < n_splits]), values[counts.argmax()], strata)
-    try:
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        folds = list(splitter.split(np.zeros(len(groups)), strata, groups))
-    except ValueError:
-        # Too few rows per stratum to stratify: fall back to plain patient-wise folds.
-        order = np.random.default_rng(seed).permutation(len(groups))
-        folds = [(order[tr], order[te]) for tr, te in
-                 GroupKFold(n_splits=n_splits).split(order, groups=groups[order])]
+    if Y is None:
+        Y = np.zeros((len(groups), 0))
+    Y = np.asarray(Y, dtype=float)
+    if Y.ndim == 1:  # class codes of a single-label task: stratify by class
+        Y = (Y[:, None] == np.unique(Y)[None, :]).astype(float)
+    fold = _iterative_patient_folds(groups, Y, n_splits, seed)
     out = []
-    for tr, te in folds:
-        tr, te = np.sort(tr), np.sort(te)
+    for k in range(n_splits):
+        tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        if len(te) == 0:
+            raise DataError(f"fold {k} of {n_splits} received no patient; use fewer folds")
         check_no_patient_overlap(groups, tr, te)
         out.append((tr, te))
     return out
