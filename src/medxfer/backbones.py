@@ -10,7 +10,6 @@ Nothing falls back to random weights; ``tiny_random_test`` is random on purpose,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import io
 import os
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import BackboneError, unknown_name_message
+from .hashing import sha256_file
 from .preprocess import Preprocessing
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -156,11 +156,7 @@ def weights_sha256(path: Path | None) -> str | None:
     st = os.stat(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()
+        _HASHES[key] = sha256_file(path)
     return _HASHES[key]
 
 

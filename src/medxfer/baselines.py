@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 from .errors import NotFittedError
+from .metrics import macro_auc
 from .splits import patient_kfold
 
 
@@ -53,9 +53,8 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
             scores = []
             for tr, te in folds:
                 P = self._proba(self._fit_fixed(Xs[tr], Y[tr], C), Xs[te])
-                aucs = [roc_auc_score(Y[te][k, j], P[k, j]) for j in range(Y.shape[1])
-                        for k in [~np.isnan(Y[te][:, j])] if 0 < np.nansum(Y[te][:, j]) < k.sum()]
-                scores.append(np.mean(aucs) if aucs else np.nan)
+                auc = macro_auc(Y[te], P)
+                scores.append(np.nan if auc is None else auc)
             self.cv_scores_[C] = float(np.nanmean(scores))
         self.C_ = max(self.cv_scores_, key=self.cv_scores_.get)
         self.models_ = self._fit_fixed(Xs, Y, self.C_)

@@ -39,6 +39,7 @@ from . import __version__
 from .backbones import Backbone
 from .data import Dataset, Problem
 from .errors import FeatureCacheError, MedxferError
+from .hashing import sha256_file
 from .images import load_image
 from .preprocess import Preprocessing
 
@@ -172,14 +173,6 @@ def _shard_path(folder: Path, i: int) -> Path:
     return folder / "shards" / f"{i:05d}.npy"
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _valid_shard(folder: Path, i: int) -> dict | None:
     """The shard's record when it is complete and intact, else None."""
     npy, meta = _shard_path(folder, i), _shard_path(folder, i).with_suffix(".json")
@@ -189,7 +182,7 @@ def _valid_shard(folder: Path, i: int) -> dict | None:
         info = json.loads(meta.read_text())
     except (OSError, ValueError):
         return None
-    if info.get("sha256") != _sha256_file(npy):
+    if info.get("sha256") != sha256_file(npy):
         log.warning("shard %s is corrupt (checksum mismatch); it will be recomputed", npy)
         return None
     return info
@@ -357,5 +350,5 @@ def _write_shard(out: Path, i: int, buf: dict, start: int, stop: int, dtype) -> 
         arr[e["row"] - start] = np.nan
     npy = _shard_path(out, i)
     _atomic_write(npy, lambda f: np.save(f, arr))
-    info = {"shard": i, "rows": [start, stop], "sha256": _sha256_file(npy), "errors": buf["errors"]}
+    info = {"shard": i, "rows": [start, stop], "sha256": sha256_file(npy), "errors": buf["errors"]}
     _atomic_write(npy.with_suffix(".json"), lambda f: f.write(json.dumps(info).encode()))

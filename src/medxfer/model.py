@@ -23,12 +23,12 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit
 from torch import nn
 from torch.nn import functional as F
 
 from .errors import NotFittedError
+from .metrics import macro_auc
 
 IMBALANCE_OPTIONS = ("none", "pos_weight", "class_balanced", "focal", "balanced_sampler")
 TASKS = ("auto", "multilabel", "multiclass")
@@ -446,14 +446,9 @@ class BottleneckClassifier(ClassifierMixin, BaseEstimator):
 
 
 def _macro_auc(Y: np.ndarray, P: np.ndarray, task: str) -> float:
-    """Mean AUC over labels that have both classes among known entries; NaN when none."""
+    """metrics.macro_auc for either task (class codes one-hot encoded); NaN when no label
+    has both classes among its known entries."""
     if task == "multiclass":
-        onehot = np.eye(P.shape[1])[Y]
-        Y = onehot
-    aucs = []
-    for j in range(Y.shape[1]):
-        known = ~np.isnan(Y[:, j])
-        yj = Y[known, j]
-        if yj.size and 0 < yj.sum() < yj.size:
-            aucs.append(roc_auc_score(yj, P[known, j]))
-    return float(np.mean(aucs)) if aucs else float("nan")
+        Y = np.eye(P.shape[1])[Y]
+    out = macro_auc(Y, P)
+    return float("nan") if out is None else out
