@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     bb = create_backbone("efficientnet_lite0")
     with tempfile.TemporaryDirectory() as tmp:
         fs = extract_features(ds.subset(~boxed), bb, Path(tmp) / "f", progress=False)
-        model = train_from_features(fs, seed=a.seed)
+        model = train_from_features(fs, head={"random_state": a.seed})
     rows = []
     for b in boxes.itertuples(index=False):
         path = ds.table.loc[ds.table["image_id"] == b.image_id, "path"].iloc[0]

@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from medxfer.grid import fit_grid
-from medxfer.model import BottleneckClassifier
+from medxfer.head import fit_grid
+from medxfer.head import BottleneckClassifier
 
 PREVALENCE = [.103, .025, .119, .177, .052, .056, .013, .047, .042, .021, .022, .015, .030, .002]
 

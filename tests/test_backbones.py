@@ -1,8 +1,13 @@
+import dataclasses
+import hashlib
+
 import pytest
 import torch
+from torch import nn
 
-from medxfer.backbones import create_backbone, get_backbone_config, list_backbones
-from medxfer.errors import BackboneError
+from medxfer.backbones import (Backbone, create_backbone, get_backbone_config, list_backbones,
+                               rebuild_backbone, state_sha256)
+from medxfer.errors import BackboneError, ModelError
 
 AVAILABLE = [n for n in list_backbones() if get_backbone_config(n).describe()["weights_available"]]
 
@@ -97,3 +102,148 @@ def test_timm_model_from_a_local_file(tmp_path):
         torch.testing.assert_close(bb(x), m.eval()(x))
     with pytest.raises(BackboneError, match=r"No weights for backbone 'timm:resnet18'.*--weights PATH"):
         create_backbone("timm:resnet18")
+
+
+def _tiny_swin(arch=None, weights=None):
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    return SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                           window_size=[4, 4], num_classes=10)
+
+
+def test_swin_channels_last_features_are_its_own_pooled_features(tmp_path, monkeypatch):
+    # torchvision's Swin trunk gives (N, h, w, C) maps; pooling axes (2, 3) of those used to
+    # give h-wide "features". A tiny Swin stands in for swin_t (same class, same code path).
+    import torchvision
+
+    monkeypatch.setattr(torchvision.models, "get_model", _tiny_swin)
+    ref = _tiny_swin()
+    torch.save(ref.state_dict(), tmp_path / "swin.pth")
+    bb = create_backbone("torchvision:swin_t", weights=tmp_path / "swin.pth", input_size=64)
+    assert bb.channels_last and bb.feature_dim == 32  # the classifier's width, not h = 8
+    ref.head = nn.Identity()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        feats, fmap = bb.forward_with_map(x)
+        torch.testing.assert_close(feats, ref.eval()(x))  # norm included, right axes pooled
+    assert fmap.shape == (2, 32, 8, 8)  # (B, C, h, w) for Grad-CAM
+    multi = create_backbone("torchvision:swin_t", weights=tmp_path / "swin.pth", input_size=64,
+                            pooling="multistage")
+    with torch.inference_mode():
+        out = multi(x)
+    # stage widths 16 (embedding), 16 (stage 1), 32 (merging), 32 (stage 2, the map)
+    assert out.shape == (2, 16 + 16 + 32 + 32)
+
+
+class _ChannelsLast(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 24, 8, stride=8)
+
+    def forward(self, x):
+        return self.conv(x).permute(0, 2, 3, 1)  # (B, 8, 8, 24) for 64-pixel inputs
+
+
+def _backbone(trunk, feature_dim=0, **hints):
+    cfg = dataclasses.replace(get_backbone_config("tiny_random_test"), name="fake",
+                              feature_dim=feature_dim)
+    return Backbone(cfg, trunk, [trunk], [trunk], input_size=64, pooling="avg",
+                    weights_path=None, **hints)
+
+
+def test_any_channels_last_trunk_is_detected_or_refused():
+    trunk = _ChannelsLast()
+    bb = _backbone(trunk)  # detected from the shape: inputs are square, so h == w
+    assert bb.channels_last and bb.feature_dim == 24
+    assert _backbone(trunk, width=24).feature_dim == 24
+    with pytest.raises(BackboneError, match=r"gives 8-wide features, but its registry entry "
+                                            r"says 24 .*refuses"):
+        _backbone(trunk, feature_dim=24, channels_last=False)
+
+    class Tokens(nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 49, 24)
+
+    with pytest.raises(BackboneError, match=r"returns a tensor of shape \(1, 49, 24\)"):
+        _backbone(Tokens())
+
+
+def test_state_sha256_is_the_recorded_hash():
+    state = {"b": torch.arange(3, dtype=torch.float32), "a": torch.ones(2, 2)}
+    h = hashlib.sha256()
+    for k in ("a", "b"):
+        h.update(k.encode())
+        h.update(state[k].numpy().tobytes())
+    assert state_sha256(state) == h.hexdigest()
+
+
+def _fake_pretrained(monkeypatch, weights_file):
+    """A registered 'pretrained' entry whose weights are a small local file."""
+    import medxfer.backbones as backbones
+
+    tiny = get_backbone_config("tiny_random_test")
+
+    def build(path, size):
+        trunk, blocks, stages = tiny.builder(None, size)
+        trunk.load_state_dict(torch.load(path, weights_only=True))
+        return trunk, blocks, stages
+
+    cfg = dataclasses.replace(tiny, name="fake_pretrained", pretrained=True, builder=build,
+                              locate_weights=lambda: weights_file)
+    monkeypatch.setitem(backbones._REGISTRY, "fake_pretrained", cfg)
+
+
+def test_rebuild_backbone_from_identity_checks_the_weights(tmp_path, monkeypatch):
+    trunk = get_backbone_config("tiny_random_test").builder(None, 64)[0]
+    torch.save(trunk.state_dict(), tmp_path / "w.pth")
+    _fake_pretrained(monkeypatch, tmp_path / "w.pth")
+    bb = create_backbone("fake_pretrained", input_size=96, pooling="multistage")
+    identity = bb.identity()
+    again = rebuild_backbone(identity)
+    assert again.identity() == identity and again.pooling == "multistage"
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(again(x), bb(x))
+    # Other weights on this machine than the model was trained with:
+    with torch.no_grad():
+        next(trunk.parameters()).add_(1e-3)
+    torch.save(trunk.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(ModelError, match=r"the weights of backbone 'fake_pretrained' on this "
+                       r"machine \(.*w\.pth\) differ from those the model was trained with "
+                       r"\(sha256 mismatch\); install the same weights package version"):
+        rebuild_backbone(identity)
+
+
+def test_rebuild_backbone_refuses_a_tampered_weights_hash_before_building():
+    cfg = get_backbone_config("efficientnet_lite0")
+    identity = {"name": "efficientnet_lite0", "weights_sha256": "0" * 64, "pooling": "avg",
+                "feature_dim": 1280, "preprocessing": {"size": 224}}
+    with pytest.raises(ModelError, match=r"the weights of backbone 'efficientnet_lite0' on this "
+                       r"machine \(.*\) differ from those the model was trained with \(sha256 "
+                       r"mismatch\); install the same weights package version"):
+        rebuild_backbone(identity)
+    assert cfg.locate_weights() is not None
+
+
+def test_rebuild_backbone_loads_and_checks_a_finetuned_state():
+    bb = create_backbone("tiny_random_test")
+    state = {k: v.clone() for k, v in bb.state_dict().items()}
+    first = next(iter(state))
+    state[first] += 0.5  # "fine-tuned"
+    bb.load_state_dict(state)
+    identity = bb.identity() | {"finetuned_sha256": state_sha256(state)}
+    again = rebuild_backbone(identity, state)
+    assert again.finetuned_sha256 == identity["finetuned_sha256"]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(again(x), bb(x))
+    bad = {k: v.clone() for k, v in state.items()}
+    bad[first] += 1e-3
+    with pytest.raises(ModelError, match=r"fine-tuned weights of backbone 'tiny_random_test' "
+                       r"differ from those the model recorded \(sha256 mismatch\)"):
+        rebuild_backbone(identity, bad)
+    with pytest.raises(ModelError, match="no fine-tuned state was given"):
+        rebuild_backbone(identity)
+    with pytest.raises(ModelError, match="records no fine-tuning"):
+        rebuild_backbone(create_backbone("tiny_random_test").identity(), state)

@@ -5,7 +5,7 @@ from PIL import Image
 from medxfer.backbones import create_backbone
 from medxfer.cam import grad_cam, peak
 from medxfer.cli import main
-from medxfer.model import BottleneckClassifier
+from medxfer.head import BottleneckClassifier
 from medxfer.model_io import TrainedModel
 
 

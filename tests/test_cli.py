@@ -93,7 +93,6 @@ def test_every_command_has_help(cmd, capsys):
 
 
 def test_toml_config_sets_defaults_and_the_command_line_wins(make_cxr14, sample_table, tmp_path, capsys):
-    import json
     from medxfer.model_io import TrainedModel
 
     root = make_cxr14(sample_table["image_id"][:40].tolist())

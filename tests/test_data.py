@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +18,8 @@ SOURCES_COUNTS = {"Atelectasis": 62, "Cardiomegaly": 38, "Effusion": 56, "Infilt
                   "Pleural_Thickening": 46, "Hernia": 14}
 
 
-def test_bundled_sample_exact_counts(sample_root):
+def test_bundled_sample_exact_counts(sample_root, caplog):
+    caplog.set_level(logging.DEBUG, logger="medxfer")
     ds = read_chestxray14(sample_root)
     s = ds.summary()
     assert s["images"] == 421 and s["patients"] == 421
@@ -24,9 +27,34 @@ def test_bundled_sample_exact_counts(sample_root):
     assert s["no_finding"] == 53
     assert s["view"] == {"PA": 344, "AP": 77}
     assert ds.labels.shape == (421, 14) and ds.label_names == CHESTXRAY14_FINDINGS
-    # The full official table lists the rest of the release: reported once, not an error.
+    # Its table is trimmed to its own images: nothing is missing, nothing is said.
+    assert ds.problems == ()
+    assert not [r for r in caplog.records if r.name.startswith("medxfer")]
+
+
+def test_partial_copy_of_the_release_is_said_once_as_info(make_cxr14, sample_table, caplog):
+    ids = sample_table["image_id"].tolist()
+    absent = [",".join(r) for r in sample_table.iloc[3:10, :11].astype(str).to_numpy()]
+    root = make_cxr14(ids[:3], extra_rows=absent)  # rows 4-10 are listed but not on disk
+    caplog.set_level(logging.DEBUG, logger="medxfer")
+    ds = read_chestxray14(root)
+    assert len(ds) == 3
+    (record,) = [r for r in caplog.records if r.name.startswith("medxfer")]
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == (f"{root} holds 3 of the 10 images in Data_Entry_2017_v2020.csv.gz "
+                                   "(a partial copy of the release); reading those")
     (missing,) = [p for p in ds.problems if p.kind == "missing_images"]
-    assert missing.detail.startswith("111699 of 112120 listed images are not under")
+    assert missing.detail.startswith("7 of 10 listed images are not under")
+
+
+def test_thousands_are_grouped_in_the_partial_copy_line(make_cxr14, sample_table, caplog):
+    ids = sample_table["image_id"].tolist()
+    first = sample_table.iloc[0, :11].astype(str).tolist()
+    fake = [",".join([f"{90000000 + i:08d}_000.png"] + first[1:]) for i in range(1200)]
+    caplog.set_level(logging.INFO, logger="medxfer")
+    read_chestxray14(make_cxr14(ids[:2], extra_rows=fake))
+    (record,) = [r for r in caplog.records if r.name.startswith("medxfer")]
+    assert " holds 2 of the 1,202 images in " in record.getMessage()
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/nih14-sample not present")

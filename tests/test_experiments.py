@@ -13,7 +13,7 @@ def test_cv_runs_every_model_on_the_same_patient_wise_folds(make_cxr14, sample_t
     ds = read_chestxray14(make_cxr14(sample_table["image_id"][:60].tolist()))
     fs = extract_features(ds, create_backbone("tiny_random_test"), tmp_path / "f", num_workers=0,
                           progress=False)
-    res = cross_validate(fs, n_splits=3, n_boot=30, progress=lambda m: None)
+    res = cross_validate(fs, n_splits=3, n_boot=30, progress=lambda k, n, line: None)
     assert set(res["models"]) == {"logistic_regression", "linear_head", "bottleneck_no_reg", "bottleneck",
                                   "bottleneck_ensemble5"}
     for name, m in res["models"].items():

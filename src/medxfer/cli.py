@@ -1,4 +1,10 @@
-"""Command line: a thin layer over the Python API. Every command has --help."""
+"""Command line: a thin layer over the Python API. Every command has --help.
+
+Options that tune a stage are generated from the settings tables of :mod:`medxfer.settings`
+(name, default, one-line description, allowed range), so the command line, the TOML config
+file and the Python estimators share one set of defaults. A bad value, on the command line
+or in the config file, exits 2 with one line naming the option, the value and the range.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +13,293 @@ import json
 import logging
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
 from .errors import MedxferError
+from .settings import (DEFAULT_BACKBONE, Choice, EvalSettings, ExtractSettings, FinetuneSettings,
+                       HeadSettings, Interval, Kind, PackageSettings, TuneSettings)
 
 log = logging.getLogger("medxfer")
 
 
-def _add_extract_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="image decoding processes (default: cores - 1, at least 1)")
+class UsageError(MedxferError):
+    """A bad option value: exit 2 with one line."""
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
+# ---------------------------------------------------------------------------- settings <-> options
+
+def _option(f) -> str:
+    return f.metadata.get("cli") or "--" + f.name.replace("_", "-")
+
+
+def _fmt_default(v) -> str:
+    return "none" if v is None else str(v)
+
+
+def add_settings(parser, cls, *, only=None, skip=(), title: str | None = None) -> None:
+    """One option per field of settings class ``cls`` (dest = field name)."""
+    g = parser.add_argument_group(title or cls.__doc__.split("\n")[0] if cls.__doc__ else cls.__name__)
+    for f in fields(cls):
+        if f.name in skip or (only is not None and f.name not in only):
+            continue
+        check, default = f.metadata.get("check"), f.default
+        help_ = f"{f.metadata['help']} (default: {_fmt_default(default)})".replace("%", "%%")
+        kw: dict = {"dest": f.name, "default": default, "help": help_}
+        if isinstance(check, Kind) and check.type is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif isinstance(check, Choice):
+            kw["choices"] = list(check.options)
+        elif isinstance(check, Interval):
+            kw["type"] = int if check.kind == "int" else float
+            kw["metavar"] = "N" if check.kind == "int" else "X"
+        g.add_argument(_option(f), **kw)
+
+
+def settings_from_args(args, cls, *, only=None):
+    """The settings object ``cls`` from parsed options; a value outside its range is a
+    UsageError naming the option. Fields not on this command keep their defaults."""
+    values = {}
+    for f in fields(cls):
+        if (only is not None and f.name not in only) or not hasattr(args, f.name):
+            continue
+        v = getattr(args, f.name)
+        check = f.metadata.get("check")
+        if isinstance(check, Interval) and check.none_ok and check.low >= 1 and v == 0:
+            v = None  # 0 on the command line means "none" (no bottleneck, no step cap...)
+        if check is not None and not check.accepts(v):
+            raise UsageError(f"{_option(f)} must be {check.describe()}; got {v!r}")
+        values[f.name] = v
+    return cls(**values)
+
+
+# ---------------------------------------------------------------------------- parser
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that records the dest of every option it gets (its own, its
+    groups' and its parents'), so the config file can be checked against them, and keeps
+    its sub-commands by name."""
+
+    def __init__(self, *args, parents=(), **kw):
+        #: config key -> dest: each option's dest and its long names without dashes
+        self.dests: dict[str, str] = {k: v for p in parents for k, v in getattr(p, "dests", {}).items()}
+        self.commands: dict[str, _Parser] = {}
+        super().__init__(*args, parents=list(parents), **kw)
+
+    def _record(self, action):
+        self.dests[action.dest] = action.dest
+        for opt in action.option_strings:
+            if opt.startswith("--"):
+                self.dests[opt[2:].replace("-", "_")] = action.dest
+        return action
+
+    def add_argument(self, *args, **kw):
+        return self._record(super().add_argument(*args, **kw))
+
+    def add_argument_group(self, *args, **kw):
+        group = super().add_argument_group(*args, **kw)
+        add = group.add_argument
+
+        group.add_argument = lambda *a, **k: self._record(add(*a, **k))
+        return group
+
+
+def _data_options() -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
     g = p.add_argument_group("CSV datasets (DATA is a .csv of image paths and labels)")
-    g.add_argument("--path-column", default=None, help="image path column (default: path/image/filename)")
-    g.add_argument("--patient-column", default=None, help="patient id column (default: patient_id/patient)")
+    g.add_argument("--path-column", default=None,
+                   help="image path column (default: path, image or filename)")
+    g.add_argument("--patient-column", default=None,
+                   help="patient id column (default: patient_id or patient)")
     g.add_argument("--labels-column", default=None,
-                   help="one column of delimited finding names instead of one 0/1 column per label")
-    g.add_argument("--separator", default="|", help="delimiter of --labels-column (default |)")
+                   help="one column of delimited finding names instead of one 0/1 column per "
+                        "label (default: none)")
+    g.add_argument("--separator", default="|", help="delimiter of --labels-column (default: |)")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N images (default: all)")
+    return p
+
+
+def _json_option() -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    p.add_argument("--json", action="store_true", help="print the result as JSON (default: text)")
+    return p
+
+
+def _seed_option() -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    return p
+
+
+def _boot_option() -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    add_settings(p, EvalSettings, only=("n_boot",), title="confidence intervals")
+    return p
+
+
+#: Fields of HeadSettings that fine-tuning takes from the head (the rest are its own).
+FINETUNE_HEAD = ("bottleneck_dim", "l1", "l2", "alpha", "lr", "weight_decay", "imbalance",
+                 "focal_gamma", "cb_beta", "validation_fraction")
+
+
+#: The settings each command reads, resolved and range-checked before the command runs.
+COMMAND_SETTINGS = {
+    "demo": [(EvalSettings, ("n_boot",))],
+    "extract": [(ExtractSettings, None)],
+    "train": [(HeadSettings, None), (PackageSettings, None)],
+    "tune": [(TuneSettings, None), (PackageSettings, None)],
+    "finetune": [(FinetuneSettings, None), (HeadSettings, FINETUNE_HEAD), (PackageSettings, None)],
+    "cv": [(EvalSettings, None)],
+    "evaluate": [(ExtractSettings, ("batch_size", "workers")), (EvalSettings, ("n_boot",))],
+}
+
+
+def resolve_settings(args) -> dict:
+    """{settings class: object} for the parsed command; UsageError on a bad value."""
+    return {cls: settings_from_args(args, cls, only=only)
+            for cls, only in COMMAND_SETTINGS.get(args.command, [])}
+
+
+def build_parser() -> _Parser:
+    ap = _Parser(prog="medxfer", description=(
+        "Transfer learning for chest radiographs: frozen ImageNet features, a regularized "
+        "bottleneck model, and evaluation with patient-level confidence intervals."))
+    ap.add_argument("--version", action="version", version=f"medxfer {__version__}")
+    ap.add_argument("--config", default=None, metavar="FILE.toml",
+                    help="defaults per command from a TOML file, e.g. [train] l1 = 1e-4; options "
+                         "given on the command line still win (default: none)")
+    ap.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress bars or info lines (default: shown on a terminal)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    data, js, seed, boot = _data_options(), _json_option(), _seed_option(), _boot_option()
+
+    def command(name, help_, description=None, parents=()):
+        ap.commands[name] = sub.add_parser(name, help=help_, description=description or help_,
+                                           parents=list(parents))
+        return ap.commands[name]
+
+    p = command("demo", "run the main job on the bundled real ChestX-ray14 sample",
+                "Extract features with a pretrained frozen backbone, train the bottleneck model on "
+                "a patient-wise training part, evaluate it beside a tuned logistic regression on "
+                "held-out patients, and write a report folder.", [seed, boot])
+    p.add_argument("--out", default="medxfer-demo", help="output folder (default: medxfer-demo)")
+    p.add_argument("--data", default=None,
+                   help="a ChestX-ray14 folder instead of the bundled sample (default: bundled)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help=f"backbone name (default: {DEFAULT_BACKBONE})")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images (default: all)")
+
+    p = command("inspect", "counts per finding, patients, views, age, sex, problems",
+                parents=[data, js])
+    p.add_argument("data", help="ChestX-ray14 folder, CSV file, class folder or DICOM folder")
+
+    command("backbones", "list backbones and whether their weights are here", parents=[js])
+
+    p = command("extract", "compute backbone features for a dataset (resumable)", parents=[data])
+    p.add_argument("data", help="ChestX-ray14 folder, CSV file, class folder or DICOM folder")
+    p.add_argument("--out", required=True, help="features folder to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute when the folder holds features made differently (default: refuse)")
+    add_settings(p, ExtractSettings, title="extraction")
+
+    p = command("train", "train the bottleneck model on a features folder", parents=[js])
+    p.add_argument("features", help="features folder from `medxfer extract`")
+    p.add_argument("--out", required=True, help="model folder to write")
+    add_settings(p, HeadSettings, skip=("task",), title="the bottleneck model")
+    add_settings(p, PackageSettings, title="calibration and thresholds (validation patients)")
+
+    p = command("tune", "train a grid of settings in one pass, keep the best",
+                "Every setting of a grid (k, lambda1=lambda2, alpha, imbalance) trained at once "
+                "over the cached features; the best by patient-wise validation macro AUC is "
+                "calibrated, thresholded and saved.", [seed, js])
+    p.add_argument("features", help="features folder")
+    p.add_argument("--out", required=True, help="model folder to write (with tune.json)")
+    p.add_argument("--grid", default=None,
+                   help="JSON file with a list of parameter dicts (default: the built-in grid)")
+    add_settings(p, TuneSettings, title="grid training")
+    add_settings(p, PackageSettings, title="calibration and thresholds (validation patients)")
+
+    p = command("finetune", "fine-tune the last backbone blocks with the head, from images",
+                "Partial fine-tuning: unfreeze the last N backbone blocks and train them end to "
+                "end with the bottleneck head (lower backbone learning rate, light radiograph "
+                "augmentation, early stopping on patient-wise validation). Uses the GPU when one "
+                "is present.", [seed, data])
+    p.add_argument("data", help="dataset (ChestX-ray14 folder or CSV)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    add_settings(p, FinetuneSettings, title="fine-tuning")
+    add_settings(p, HeadSettings, only=FINETUNE_HEAD, title="the bottleneck head")
+    add_settings(p, PackageSettings, title="calibration and thresholds (validation patients)")
+
+    p = command("cv", "patient-wise K-fold CV of the model beside its baselines",
+                "Logistic regression, linear head, bottleneck without and with its code penalty "
+                "(and with --tune, nested selection) on the same folds; pooled out-of-fold "
+                "metrics with patient-bootstrap CIs, per-fold spread, paired differences.",
+                [seed, boot, js])
+    p.add_argument("features", help="features folder")
+    p.add_argument("--out", required=True, help="folder for cv.json, cv.md and the predictions")
+    add_settings(p, EvalSettings, only=("folds",), title="folds")
+    p.add_argument("--tune", action="store_true",
+                   help="add the nested-CV tuned bottleneck (default: off)")
+
+    p = command("evaluate", "metrics with CIs and a report folder", parents=[seed, boot, js])
+    p.add_argument("model", help="model folder from `medxfer train`")
+    p.add_argument("data", help="features folder, or a dataset folder (extracted with the "
+                                "model's own backbone and preprocessing)")
+    p.add_argument("--out", required=True, help="report folder to write")
+    add_settings(p, ExtractSettings, only=("batch_size", "workers"), title="extraction")
+
+    p = command("predict", "per-finding probabilities for image files or folders", parents=[js])
+    p.add_argument("model", help="model folder")
+    p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files, or folders of them")
+    p.add_argument("--cam", default=None, metavar="DIR",
+                   help="also save Grad-CAM overlays of the predicted findings into DIR (default: none)")
+    return ap
+
+
+# ---------------------------------------------------------------------------- config file
+
+#: Settings class of each option dest, for checking config-file values.
+_CHECKS = {f.name: f.metadata.get("check") for cls in (HeadSettings, ExtractSettings, TuneSettings,
+                                                         FinetuneSettings, PackageSettings, EvalSettings)
+           for f in fields(cls)}
+
+
+def apply_config(parser: _Parser, path: str) -> None:
+    """Set each command's defaults from the TOML file's section of the same name; unknown
+    sections, unknown keys and values outside their range are errors naming them."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise UsageError(f"config file '{path}' does not exist") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file '{path}' is not valid TOML: {exc}") from exc
+    subs = parser.commands
+    for section, values in doc.items():
+        if section not in subs or not isinstance(values, dict):
+            raise UsageError(f"config file '{path}': unknown section [{section}]; sections are "
+                             f"command names: {', '.join(sorted(subs))}")
+        resolved = {}
+        for key, value in values.items():
+            dest = subs[section].dests.get(key.replace("-", "_"))
+            if dest is None or dest in ("help", "config", "quiet", "version"):
+                raise UsageError(f"config file '{path}': [{section}] has no option '{key}'; "
+                                 f"see `medxfer {section} --help`")
+            check = _CHECKS.get(dest)
+            if check is not None and not check.accepts(value):
+                raise UsageError(f"config file '{path}': [{section}] {key} must be "
+                                 f"{check.describe()}; got {value!r}")
+            resolved[dest] = value
+        subs[section].set_defaults(**resolved)
+
+
+# ---------------------------------------------------------------------------- commands
+
+def _progress(a) -> bool:
+    """Progress bars on a terminal only: quiet with -q or when stderr goes to a log."""
+    return not a.quiet and sys.stderr.isatty()
 
 
 def _read(a, path):
@@ -40,11 +312,12 @@ def _read(a, path):
         if a.labels_column:
             kw["separator"] = a.separator
     ds = read_dataset(path, **kw)
-    limit = getattr(a, "limit", None)
-    if limit:
+    if a.limit is not None:
+        if a.limit < 1:
+            raise UsageError(f"--limit must be an int in the range [1, inf); got {a.limit}")
         import numpy as np
 
-        ds = ds.subset(np.arange(min(limit, len(ds))))
+        ds = ds.subset(np.arange(min(a.limit, len(ds))))
     return ds
 
 
@@ -54,157 +327,18 @@ def _saved_line(what: str, out, metrics: dict) -> str:
             f"{'n/a' if auc is None else f'{auc:.3f}'} on {metrics['validation_images']} images")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .model import IMBALANCE_OPTIONS
-    from .pipeline import DEFAULT_PARAMS
-
-    ap = argparse.ArgumentParser(prog="medxfer", description=(
-        "Transfer learning for chest radiographs: frozen ImageNet features, a regularized "
-        "bottleneck model, and evaluation with patient-level confidence intervals."))
-    ap.add_argument("--version", action="version", version=f"medxfer {__version__}")
-    ap.add_argument("--config", default=None, metavar="FILE.toml",
-                    help="defaults per command from a TOML file, e.g. [train] l1 = 1e-4; options "
-                         "given on the command line still win")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("demo", help="run the main job on the bundled real ChestX-ray14 sample",
-                       description="Extract features with a pretrained frozen backbone, train the "
-                       "bottleneck model on a patient-wise training part, evaluate it beside a tuned "
-                       "logistic regression on held-out patients, and write a report folder.")
-    p.add_argument("--out", default="medxfer-demo", help="output folder (default medxfer-demo)")
-    p.add_argument("--data", default=None, help="a ChestX-ray14 folder instead of the bundled sample")
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs")
-
-    p = sub.add_parser("inspect", help="counts per finding, patients, views, age, sex, problems")
-    p.add_argument("data", help="ChestX-ray14 folder, CSV file, class folder or DICOM folder")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    _add_data_options(p)
-
-    p = sub.add_parser("backbones", help="list backbones and whether their weights are here")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = sub.add_parser("extract", help="compute backbone features for a dataset (resumable)")
-    p.add_argument("data", help="ChestX-ray14 folder, CSV file, class folder or DICOM folder")
-    p.add_argument("--backbone", default="efficientnet_lite0", help="see `medxfer backbones`")
-    p.add_argument("--out", required=True, help="features folder to write")
-    p.add_argument("--weights", default=None, help="explicit weights file for the backbone")
-    p.add_argument("--input-size", type=int, default=None, help="square input side in pixels")
-    p.add_argument("--pooling", default="avg", choices=["avg", "multistage"])
-    p.add_argument("--shard-size", type=int, default=1024, help="rows per shard (resume unit)")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
-    p.add_argument("--overwrite", action="store_true",
-                   help="recompute when the folder holds features made differently")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    p.add_argument("--image-cache", default=None,
-                   help="folder for decoded+resized images, reused by later backbones at this size")
-    _add_extract_options(p)
-    _add_data_options(p)
-
-    p = sub.add_parser("train", help="train the bottleneck model on a features folder")
-    p.add_argument("features", help="features folder from `medxfer extract`")
-    p.add_argument("--out", required=True, help="model folder to write")
-    d = DEFAULT_PARAMS
-    p.add_argument("--bottleneck-dim", type=int, default=d["bottleneck_dim"],
-                   help="k; 0 for no bottleneck (linear head)")
-    p.add_argument("--l1", type=float, default=d["l1"], help="lambda1 on ||h||_1")
-    p.add_argument("--l2", type=float, default=d["l2"], help="lambda2 on ||h||_F^2")
-    p.add_argument("--alpha", type=float, default=d["alpha"], help="L2 penalty on W and V")
-    p.add_argument("--ensemble", type=int, default=1, metavar="N",
-                   help="average N members, each with its own patient-wise validation split")
-    p.add_argument("--refit", action="store_true",
-                   help="after early stopping, retrain on all rows for the chosen epochs")
-    p.add_argument("--lr", type=float, default=d["lr"])
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--epochs", type=int, default=d["max_epochs"], help="maximum epochs")
-    p.add_argument("--patience", type=int, default=d["patience"])
-    p.add_argument("--imbalance", default=d["imbalance"], choices=IMBALANCE_OPTIONS,
-                   help="pos_weight (default), class_balanced, focal, balanced_sampler or none")
-    p.add_argument("--focal-gamma", type=float, default=2.0, help="gamma of --imbalance focal")
-    p.add_argument("--cb-beta", type=float, default=0.999, help="beta of --imbalance class_balanced")
-    p.add_argument("--threshold-method", default="f1", choices=["f1", "youden", "sensitivity"])
-    p.add_argument("--target-sensitivity", type=float, default=0.9,
-                   help="with --threshold-method sensitivity (default 0.9)")
-    p.add_argument("--calibration", default="platt", choices=["none", "platt", "temperature"],
-                   help="recalibrate probabilities on the validation patients (default platt)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the training summary as JSON")
-
-    p = sub.add_parser("tune", help="train a grid of settings in one pass, keep the best",
-                       description="Every setting of a grid (k, lambda1=lambda2, alpha, imbalance) "
-                       "trained at once over the cached features; the best by patient-wise "
-                       "validation macro AUC is calibrated, thresholded and saved.")
-    p.add_argument("features", help="features folder")
-    p.add_argument("--out", required=True, help="model folder to write (with tune.json)")
-    p.add_argument("--grid", default=None, help="JSON file with a list of parameter dicts")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--patience", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("finetune", help="fine-tune the last backbone blocks with the head, from images",
-                       description="Partial fine-tuning: unfreeze the last N backbone blocks and "
-                       "train them end to end with the bottleneck head (lower backbone learning "
-                       "rate, light radiograph augmentation, early stopping on patient-wise "
-                       "validation). Uses the GPU when one is present.")
-    p.add_argument("data", help="dataset (ChestX-ray14 folder or CSV)")
-    p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--unfreeze", type=int, default=2, help="number of last blocks to train")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--lr-backbone", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--hflip", action="store_true", help="also flip horizontally (off: anatomy is not symmetric)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    _add_data_options(p)
-
-    p = sub.add_parser("cv", help="patient-wise K-fold CV of the model beside its baselines",
-                       description="Logistic regression, linear head, bottleneck without and with "
-                       "regularization (and with --tune, nested selection) on the same folds; "
-                       "pooled out-of-fold metrics with patient-bootstrap CIs, per-fold spread, "
-                       "paired differences.")
-    p.add_argument("features", help="features folder")
-    p.add_argument("--out", required=True, help="folder for cv.json and cv.md")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--tune", action="store_true", help="add the nested-CV tuned bottleneck")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("evaluate", help="metrics with CIs and a report folder")
-    p.add_argument("model", help="model folder from `medxfer train`")
-    p.add_argument("data", help="features folder, or a dataset folder (extracted with the "
-                                "model's own backbone and preprocessing)")
-    p.add_argument("--out", required=True, help="report folder to write")
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print metrics as JSON")
-    _add_extract_options(p)
-
-    p = sub.add_parser("predict", help="per-finding probabilities for image files or folders")
-    p.add_argument("model", help="model folder")
-    p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files, or folders of them")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--cam", default=None, metavar="DIR",
-                   help="also save Grad-CAM overlays of the predicted findings into DIR")
-    return ap
-
-
 def _cmd_demo(a) -> int:
     from .pipeline import run_demo
 
-    run_demo(a.out, data=a.data, backbone=a.backbone, limit=a.limit, seed=a.seed,
-             n_boot=a.n_boot, progress=not a.quiet)
+    if a.limit is not None and a.limit < 2:
+        raise UsageError(f"--limit must be an int in the range [2, inf); got {a.limit}")
+    r = run_demo(a.out, data=a.data, backbone=a.backbone, limit=a.limit, seed=a.seed,
+                 n_boot=a.settings[EvalSettings].n_boot, progress=_progress(a))
+    ci = r.metrics["macro_auc_ci95"]
+    print(f"macro AUC on {r.test_images} held-out images: {r.metrics['macro_auc']:.3f} "
+          f"(95% CI {ci[0]:.3f}-{ci[1]:.3f}); tuned logistic regression "
+          f"{r.baseline['logistic_regression']['macro_auc']:.3f}. Small sample: wide intervals.")
+    print(f"report: {r.report}  ({r.seconds:.0f} s)")
     return 0
 
 
@@ -248,50 +382,57 @@ def _cmd_backbones(a) -> int:
 
 
 def _cmd_extract(a) -> int:
-    from .backbones import create_backbone
-    from .features import extract_features
+    from .features import extract_with_settings
 
-    ds = _read(a, a.data)
-    bb = create_backbone(a.backbone, weights=a.weights, input_size=a.input_size, pooling=a.pooling)
-    fs = extract_features(ds, bb, a.out, batch_size=a.batch_size, num_workers=a.workers,
-                          shard_size=a.shard_size, dtype=a.dtype, overwrite=a.overwrite,
-                          progress=not a.quiet, image_cache=a.image_cache)
-    print(f"features: {fs.features.shape[0]} x {fs.features.shape[1]} ({a.dtype}) in {a.out}"
+    s = a.settings[ExtractSettings]
+    fs = extract_with_settings(_read(a, a.data), s, a.out, overwrite=a.overwrite,
+                               progress=_progress(a))
+    print(f"features: {fs.features.shape[0]} x {fs.features.shape[1]} ({s.dtype}) in {a.out}"
           + (f"; {len(fs.skipped)} unreadable image(s) left out" if fs.skipped else ""))
     return 0
+
+
+def train_settings(a) -> tuple[HeadSettings, PackageSettings]:
+    """What `medxfer train` trains with, from its parsed options."""
+    s = resolve_settings(a)
+    return s[HeadSettings], s[PackageSettings]
 
 
 def _cmd_train(a) -> int:
     from .features import FeatureSet
     from .pipeline import train_from_features
 
-    fs = FeatureSet.load(a.features)
-    params = dict(bottleneck_dim=a.bottleneck_dim or None, l1=a.l1, l2=a.l2, alpha=a.alpha,
-                  refit=a.refit, n_ensemble=a.ensemble, lr=a.lr,
-                  weight_decay=a.weight_decay, batch_size=a.batch_size, max_epochs=a.epochs,
-                  patience=a.patience, imbalance=a.imbalance, focal_gamma=a.focal_gamma,
-                  cb_beta=a.cb_beta)
-    model = train_from_features(fs, params=params, seed=a.seed, threshold_method=a.threshold_method,
-                                calibration=a.calibration, target_sensitivity=a.target_sensitivity)
+    head, packaging = a.settings[HeadSettings], a.settings[PackageSettings]
+    model = train_from_features(FeatureSet.load(a.features), head=head, packaging=packaging)
     model.save(a.out)
-    out = {"model": str(a.out), "train_images": len(fs)} | model.metrics
+    out = {"model": str(a.out), "train_images": model.features.get("n_rows")} | model.metrics
     if a.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2, default=str))
     else:
         print(_saved_line("model", a.out, out))
+        terms = out.get("loss_terms") or {}
+        if terms:
+            print("loss terms at the chosen epoch (training rows): " + ", ".join(
+                f"{k} {v:.4g}" for k, v in terms.items() if v is not None))
     return 0
 
 
 def _cmd_tune(a) -> int:
     from .features import FeatureSet
-    from .pipeline import tune_from_features
+    from .pipeline import save_tuned, tune_from_features
 
-    fs = FeatureSet.load(a.features)
-    grid = json.loads(Path(a.grid).read_text()) if a.grid else None
-    model, table = tune_from_features(fs, grid=grid, seed=a.seed, batch_size=a.batch_size,
-                                      max_epochs=a.epochs, patience=a.patience)
-    model.save(a.out)
-    (Path(a.out) / "tune.json").write_text(json.dumps(table, indent=2))
+    grid = None
+    if a.grid:
+        try:
+            grid = json.loads(Path(a.grid).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--grid '{a.grid}' is not a readable JSON file: {exc}") from exc
+        if not isinstance(grid, list) or not all(isinstance(g, dict) for g in grid) or not grid:
+            raise UsageError(f"--grid '{a.grid}' must hold a non-empty JSON list of parameter dicts")
+    model, table = tune_from_features(FeatureSet.load(a.features), grid=grid, seed=a.seed,
+                                      tune=a.settings[TuneSettings],
+                                      packaging=a.settings[PackageSettings])
+    save_tuned(model, table, a.out)
     best = max(table, key=lambda r: r["val_macro_auc"])
     if a.json:
         print(json.dumps({"model": a.out, "best": best, "settings": len(table)}, indent=2))
@@ -305,38 +446,28 @@ def _cmd_tune(a) -> int:
 def _cmd_finetune(a) -> int:
     from .finetune import finetune
 
-    ds = _read(a, a.data)
-    model = finetune(ds, backbone=a.backbone, unfreeze=a.unfreeze, epochs=a.epochs,
-                     patience=a.patience, lr_backbone=a.lr_backbone, batch_size=a.batch_size,
-                     augment=not a.no_augment, hflip=a.hflip, max_steps=a.max_steps, seed=a.seed,
-                     device=a.device, progress=not a.quiet)
+    head = {k: getattr(a.settings[HeadSettings], k) for k in FINETUNE_HEAD}
+    model = finetune(_read(a, a.data), settings=a.settings[FinetuneSettings], head=head,
+                     packaging=a.settings[PackageSettings], seed=a.seed,
+                     progress=_progress(a))
     model.save(a.out)
     print(_saved_line("fine-tuned model", a.out, model.metrics))
     return 0
 
 
 def _cmd_cv(a) -> int:
-    import numpy as np
-
-    from .experiments import cross_validate, cv_table
+    from .experiments import cross_validate, cv_table, write_cv
     from .features import FeatureSet
 
+    s = a.settings[EvalSettings]
     fs = FeatureSet.load(a.features)
-    res = cross_validate(fs, n_splits=a.folds, seed=a.seed, tune=a.tune, n_boot=a.n_boot,
-                         progress=(lambda m: None) if a.quiet or a.json else
-                         (lambda m: print(m, file=sys.stderr)))
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    oof = res.pop("oof")
-    np.savez(out / "oof_predictions.npz", **oof)
-    (out / "cv.json").write_text(json.dumps(res, indent=2, default=str))
-    table = cv_table(res)
-    (out / "cv.md").write_text(f"# {a.folds}-fold patient-wise CV on {fs.dataset.name}\n\n{table}\n")
+    res = cross_validate(fs, n_splits=s.folds, seed=a.seed, tune=a.tune, n_boot=s.n_boot)
+    write_cv(res, a.out, title=f"{s.folds}-fold patient-wise CV on {fs.dataset.name}")
     if a.json:
         print(json.dumps({n: {k: v for k, v in m.items() if k != "pooled"}
                           for n, m in res["models"].items()}, indent=2))
     else:
-        print(table)
+        print(cv_table(res))
     return 0
 
 
@@ -344,11 +475,13 @@ def _cmd_evaluate(a) -> int:
     from .model_io import TrainedModel
     from .pipeline import evaluate_model, features_for_model
 
+    x = a.settings[ExtractSettings]
+    n_boot = a.settings[EvalSettings].n_boot
     model = TrainedModel.load(a.model)
     out = Path(a.out)
-    fs = features_for_model(model, a.data, cache=out / "features", batch_size=a.batch_size,
-                            num_workers=a.workers, progress=not a.quiet)
-    m = evaluate_model(model, fs, out, n_boot=a.n_boot, seed=a.seed,
+    fs = features_for_model(model, a.data, cache=out / "features", batch_size=x.batch_size,
+                            num_workers=x.workers, progress=_progress(a))
+    m = evaluate_model(model, fs, out, n_boot=n_boot, seed=a.seed,
                        config={"model": str(a.model), "data": str(a.data)})
     if a.json:
         print(json.dumps(m, indent=2, default=str))
@@ -396,50 +529,29 @@ def _cmd_predict(a) -> int:
 
 _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,
              "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
-             "finetune": _cmd_finetune, "tune": _cmd_tune,
-             "predict": _cmd_predict}
-
-
-def _apply_config(parser: argparse.ArgumentParser, path: str) -> None:
-    """Set each command's defaults from the TOML file's section of the same name."""
-    import tomllib
-
-    try:
-        doc = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise MedxferError(f"config file '{path}' does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise MedxferError(f"config file '{path}' is not valid TOML: {exc}") from exc
-    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    for section, values in doc.items():
-        if section not in subs or not isinstance(values, dict):
-            raise MedxferError(f"config file '{path}': unknown section [{section}]; sections are "
-                               f"command names: {', '.join(sorted(subs))}")
-        known = {a.dest for a in subs[section]._actions}
-        for key in values:
-            if key.replace("-", "_") not in known:
-                raise MedxferError(f"config file '{path}': [{section}] has no option '{key}'; "
-                                   f"see `medxfer {section} --help`")
-        subs[section].set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
+             "finetune": _cmd_finetune, "tune": _cmd_tune, "predict": _cmd_predict}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    config = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    config = pre.parse_known_args(argv)[0].config  # both --config FILE and --config=FILE
     try:
         if config:
-            _apply_config(parser, config)
-    except MedxferError as exc:
+            apply_config(parser, config)
+    except UsageError as exc:
         print(f"medxfer: error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="medxfer: %(message)s", stream=sys.stderr, force=True)
     try:
+        args.settings = resolve_settings(args)
         return _COMMANDS[args.command](args)
-    except MedxferError as exc:
-        print(f"medxfer: error: {exc}", file=sys.stderr)
+    except (MedxferError, ValueError) as exc:
+        print(f"medxfer {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medxfer: interrupted; run the same command again to resume", file=sys.stderr)

@@ -13,15 +13,18 @@ Models compared (all on the same cached features and folds):
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
 from .baselines import TunedLogisticRegression
 from .features import FeatureSet
+from .head import BottleneckClassifier
 from .metrics import evaluate_predictions, macro_auc, paired_bootstrap_auc
-from .model import BottleneckClassifier
+from .settings import HeadSettings, defaults
 from .splits import check_no_patient_overlap, patient_kfold
 
 log = logging.getLogger(__name__)
@@ -31,9 +34,7 @@ TUNING_GRID = [dict(bottleneck_dim=k, l1=lam, l2=lam) for k in (64, 256) for lam
 
 
 def _bottleneck(**over):
-    from .pipeline import DEFAULT_PARAMS
-
-    return lambda seed: BottleneckClassifier(**(DEFAULT_PARAMS | over | {"random_state": seed}))
+    return lambda seed: BottleneckClassifier(**(defaults(HeadSettings) | over | {"random_state": seed}))
 
 
 def default_models() -> dict:
@@ -46,22 +47,32 @@ def default_models() -> dict:
     }
 
 
-def _tuned_bottleneck(X, Y, groups, seed, inner_folds=3):
-    """Pick the grid point with the best inner-CV macro AUC, refit it on all of X."""
-    folds = patient_kfold(groups, inner_folds, Y=Y, seed=seed + 1)
-    scores = []
-    for params in TUNING_GRID:
-        s = []
-        for tr, te in folds:
-            m = _bottleneck(**params)(seed).fit(X[tr], Y[tr], groups=groups[tr])
-            s.append(m.score(X[te], Y[te]))
-        scores.append(float(np.nanmean(s)))
-    best = TUNING_GRID[int(np.nanargmax(scores))]
-    return _bottleneck(**best)(seed).fit(X, Y, groups=groups), best
+class InnerCVBottleneck:
+    """The full method with k, lambda1 = lambda2 chosen by inner patient-wise CV on the
+    training rows it is given, then refit on all of them (one arm of nested CV)."""
+
+    def __init__(self, grid=None, *, inner_folds: int = 3, random_state: int = 0):
+        self.grid = list(grid or TUNING_GRID)
+        self.inner_folds = inner_folds
+        self.random_state = random_state
+
+    def fit(self, X, Y, *, groups):
+        folds = patient_kfold(groups, self.inner_folds, Y=Y, seed=self.random_state + 1)
+        scores = []
+        for params in self.grid:
+            s = [_bottleneck(**params)(self.random_state).fit(X[tr], Y[tr], groups=groups[tr])
+                 .score(X[te], Y[te]) for tr, te in folds]
+            scores.append(float(np.nanmean(s)))
+        self.chosen_ = self.grid[int(np.nanargmax(scores))]
+        self.model_ = _bottleneck(**self.chosen_)(self.random_state).fit(X, Y, groups=groups)
+        return self
+
+    def predict_proba(self, X):
+        return self.model_.predict_proba(X)
 
 
 def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bool = False,
-                   models: dict | None = None, n_boot: int = 1000, progress=print) -> dict:
+                   models: dict | None = None, n_boot: int = 1000, progress=None) -> dict:
     """Out-of-fold predictions and metrics for each model on the same patient-wise folds.
 
     Returns {"folds": n, "models": {name: {"pooled": metrics of pooled OOF predictions,
@@ -73,7 +84,7 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
     folds = patient_kfold(groups, n_splits, Y=Y, seed=seed)
     models = dict(models or default_models())
     if tune:
-        models["bottleneck_tuned"] = "tuned"
+        models["bottleneck_tuned"] = lambda seed: InnerCVBottleneck(random_state=seed)
     oof = {m: np.full(Y.shape, np.nan) for m in models}
     per_fold = {m: [] for m in models}
     seconds = {m: 0.0 for m in models}
@@ -82,17 +93,16 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
         check_no_patient_overlap(groups, tr, te)
         for name, make in models.items():
             t = time.time()
-            if make == "tuned":
-                est, best = _tuned_bottleneck(X[tr], Y[tr], groups[tr], seed)
-                chosen.append(best)
-            else:
-                est = make(seed)
-                est.fit(X[tr], Y[tr], groups=groups[tr])
+            est = make(seed).fit(X[tr], Y[tr], groups=groups[tr])
+            if hasattr(est, "chosen_"):
+                chosen.append(est.chosen_)
             oof[name][te] = est.predict_proba(X[te])
             seconds[name] += time.time() - t
             per_fold[name].append(macro_auc(Y[te], oof[name][te]))
-        progress(f"fold {k + 1}/{n_splits}: " + ", ".join(
-            f"{n} {per_fold[n][-1]:.3f}" for n in models))
+        line = f"fold {k + 1}/{n_splits}: " + ", ".join(f"{n} {per_fold[n][-1]:.3f}" for n in models)
+        log.info(line)
+        if progress is not None:
+            progress(k + 1, n_splits, line)
     out = {"folds": n_splits, "seed": seed, "n_images": int(len(Y)),
            "n_patients": int(len(np.unique(groups))), "models": {}, "paired_vs_logistic_regression": {}}
     for name in models:
@@ -109,6 +119,18 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
     if chosen:
         out["tuned_choices"] = chosen
     out["oof"] = oof
+    return out
+
+
+def write_cv(result: dict, out: str | Path, *, title: str) -> Path:
+    """cv.json (everything but the predictions), cv.md (the table) and
+    oof_predictions.npz (each model's pooled out-of-fold probabilities) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "oof_predictions.npz", **result["oof"])
+    (out / "cv.json").write_text(json.dumps({k: v for k, v in result.items() if k != "oof"},
+                                            indent=2, default=str))
+    (out / "cv.md").write_text(f"# {title}\n\n{cv_table(result)}\n")
     return out
 
 

@@ -42,6 +42,9 @@ from .errors import FeatureCacheError, MedxferError
 from .hashing import sha256_file
 from .images import load_image
 from .preprocess import Preprocessing
+from .settings import ExtractSettings
+
+_X = ExtractSettings()  # the defaults
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -244,8 +247,8 @@ def manifest_mismatch(have: dict, want: dict) -> list[str]:
 
 
 def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
-                     batch_size: int = 32, num_workers: int | None = None,
-                     shard_size: int = 1024, dtype: str = "float16", overwrite: bool = False,
+                     batch_size: int = _X.batch_size, num_workers: int | None = _X.workers,
+                     shard_size: int = _X.shard_size, dtype: str = _X.dtype, overwrite: bool = False,
                      rank: int = 0, world_size: int = 1, progress: bool = True,
                      image_cache: str | Path | None = None) -> FeatureSet | None:
     """Compute features for every row of ``dataset`` into the folder ``out``; resumable.
@@ -306,6 +309,18 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         log.warning("%d image(s) could not be read and were left out (listed in %s): %s",
                     len(fs.skipped), out / "shards", "; ".join(p.detail for p in fs.skipped[:3]))
     return fs
+
+
+def extract_with_settings(dataset: Dataset, settings: ExtractSettings, out: str | Path, *,
+                          overwrite: bool = False, progress: bool = True) -> FeatureSet:
+    """:func:`extract_features` with the backbone and options of ``settings``."""
+    from .backbones import create_backbone
+
+    s = settings
+    bb = create_backbone(s.backbone, weights=s.weights, input_size=s.input_size, pooling=s.pooling)
+    return extract_features(dataset, bb, out, batch_size=s.batch_size, num_workers=s.workers,
+                            shard_size=s.shard_size, dtype=s.dtype, overwrite=overwrite,
+                            progress=progress, image_cache=s.image_cache)
 
 
 def default_workers() -> int:

@@ -1,8 +1,8 @@
 """Partial fine-tuning from images: the last N backbone blocks and the bottleneck head,
 trained end to end.
 
-Same model and loss as :class:`medxfer.model.BottleneckClassifier` (it provides the head,
-the imbalance weighting and L_reg); the backbone's last ``unfreeze`` blocks get their own,
+Same network, loss and training loop as :class:`medxfer.head.BottleneckClassifier`
+(medxfer.head provides them); the backbone's last ``unfreeze`` blocks get their own,
 lower learning rate. Batch-norm statistics stay frozen (eval mode), which is what small
 batches of radiographs need. Light augmentation suited to radiographs: small rotation and
 scale, brightness and contrast; no horizontal flip by default (the heart is on the left).
@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -22,13 +23,14 @@ from torch.utils.data import Dataset as TorchDataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .backbones import create_backbone
+from .backbones import create_backbone, state_sha256
 from .data import Dataset
 from .errors import DataError
+from .head import (BottleneckClassifier, BottleneckNet, HeadLoss, early_stopping_loop,
+                   predict_proba_nets, resolve_device, task_macro_auc)
 from .images import load_image
-from .metrics import apply_calibration, choose_thresholds, fit_calibration
-from .model import BottleneckClassifier, _macro_auc, _Net
-from .model_io import TrainedModel
+from .model_io import TrainedModel, package
+from .settings import FinetuneSettings, HeadSettings, PackageSettings
 from .splits import patient_holdout
 
 log = logging.getLogger(__name__)
@@ -54,129 +56,111 @@ class _Images(TorchDataset):
         return x, torch.from_numpy(self.labels[i])
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(),
+             head: HeadSettings | dict | None = None,
+             packaging: PackageSettings = PackageSettings(), seed: int = 0,
+             num_workers: int = 0, progress: bool = True) -> TrainedModel:
+    """Fine-tune the last ``settings.unfreeze`` blocks with the bottleneck head on images.
 
-
-def finetune(dataset: Dataset, *, backbone: str = "efficientnet_lite0", unfreeze: int = 2,
-             params: dict | None = None, epochs: int = 10, patience: int = 3,
-             lr_backbone: float = 1e-4, batch_size: int = 16, augment: bool = True,
-             hflip: bool = False, max_steps: int | None = None, seed: int = 0,
-             device: str = "auto", num_workers: int = 0, calibration: str = "platt",
-             progress: bool = True) -> TrainedModel:
-    """Fine-tune the last ``unfreeze`` blocks with the bottleneck head on images.
-
-    A patient-wise 20% of ``dataset`` is held out for early stopping on macro AUC,
-    calibration and thresholds. ``max_steps`` stops after that many optimizer steps (tests).
-    Returns a TrainedModel whose folder also stores the fine-tuned backbone weights.
+    A patient-wise share (``head.validation_fraction``) of ``dataset`` is held out for early
+    stopping on macro AUC, calibration and thresholds. ``settings.max_steps`` stops after
+    that many optimizer steps (tests). Returns a TrainedModel whose folder also stores the
+    fine-tuned backbone weights.
     """
     if dataset.task != "multilabel":
         raise DataError("fine-tuning supports multi-label data for now; use `medxfer train` "
                         "on features for single-label folders")
-    from .pipeline import DEFAULT_PARAMS
+    from .pipeline import head_params
 
-    dev = _device(device)
-    p = DEFAULT_PARAMS | dict(params or {}) | {"random_state": seed}
-    est = BottleneckClassifier(**p)
-    est._validate_params()
-    est.task_ = "multilabel"
-    tr, va = patient_holdout(dataset.patient_ids, 0.2, Y=dataset.labels, seed=seed)
-    bb = create_backbone(backbone)
+    st = settings
+    dev = resolve_device(st.device)
+    p = head_params(head) | {"random_state": seed, "device": str(dev)}
+    BottleneckClassifier(**p).validate_params()
+    tr, va = patient_holdout(dataset.patient_ids, p["validation_fraction"], Y=dataset.labels, seed=seed)
+    bb = create_backbone(st.backbone)
     pp = bb.preprocessing
     Y = dataset.labels.astype(np.float32)
     paths = dataset.table["path"].tolist()
 
     def loader(idx, aug, shuffle, gen=None):
-        return DataLoader(_Images([paths[i] for i in idx], Y[idx], pp, aug, hflip),
-                          batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        return DataLoader(_Images([paths[i] for i in idx], Y[idx], pp, aug, st.hflip),
+                          batch_size=st.batch_size, shuffle=shuffle, num_workers=num_workers,
                           generator=gen)
 
-    def features(idx):
+    def features(idx) -> np.ndarray:
         out = []
         bb.eval()
         with torch.inference_mode():
             for x, _ in loader(idx, False, False):
                 out.append(bb(x.to(dev)).cpu())
-        return torch.cat(out)
+        return torch.cat(out).numpy()
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         bb.to(dev)
         z = features(tr)  # frozen features of the training part fix the standardization
-        net = _Net(z.shape[1], p["bottleneck_dim"], Y.shape[1]).to(dev)
-        net.mean.copy_(z.mean(0))
-        net.scale.copy_(z.std(0) + 1e-6)
-        bb_params = bb.unfreeze_last(unfreeze)
+        net = BottleneckNet(z.shape[1], p["bottleneck_dim"], Y.shape[1]).standardize_like(z).to(dev)
+        bb_params = bb.unfreeze_last(st.unfreeze)
         opt = torch.optim.AdamW([{"params": net.parameters(), "lr": p["lr"]},
-                                 {"params": bb_params, "lr": lr_backbone}],
+                                 {"params": bb_params, "lr": st.lr_backbone}],
                                 weight_decay=p["weight_decay"])
-        w = {k: torch.as_tensor(v, dtype=torch.float32, device=dev)
-             for k, v in est._loss_weights(Y[tr]).items()}
+        est = BottleneckClassifier(**p)
+        loss_fn = HeadLoss(est, "multilabel", Y[tr], Y.shape[1], dev)
         gen = torch.Generator().manual_seed(seed)
-        best, best_state, bad, steps, best_epoch = -math.inf, None, 0, 0, 0
-        history = []
-        for epoch in range(1, epochs + 1):
+        steps = [0]
+        best_state: list = [None]
+
+        def run_epoch(epoch, active):
             bb.eval()  # frozen BN statistics; gradients still flow into the open blocks
             net.train()
             total, seen = 0.0, 0
-            for x, y in tqdm(loader(tr, augment, True, gen), desc=f"finetune epoch {epoch}",
+            for x, y in tqdm(loader(tr, st.augment, True, gen), desc=f"finetune epoch {epoch}",
                              disable=not progress, leave=False):
-                logits, h = net(bb(x.to(dev)))
-                loss = est._ce(logits, y.to(dev), w) + est._reg(h) + est._weight_penalty(net).to(dev)
+                loss = loss_fn(net, bb(x.to(dev)), y.to(dev))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(x)
                 seen += len(x)
-                steps += 1
-                if max_steps and steps >= max_steps:
+                steps[0] += 1
+                if st.max_steps and steps[0] >= st.max_steps:
                     break
-            est.net_ = net.eval()
-            Pv = est._proba(features(va).numpy())
-            score = _macro_auc(Y[va], Pv, "multilabel")
-            history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "val_macro_auc": score})
-            log.info("fine-tune epoch %d: loss %.4f, validation macro AUC %.3f", epoch,
-                     total / max(seen, 1), score)
-            if not math.isnan(score) and score > best + 1e-6 or best_state is None:
-                best, bad, best_epoch = score, 0, epoch
-                best_state = (copy.deepcopy(net.state_dict()), copy.deepcopy(bb.state_dict()))
-            else:
-                bad += 1
-            if bad >= patience or (max_steps and steps >= max_steps):
-                break
-        net.load_state_dict(best_state[0])
-        bb.load_state_dict(best_state[1])
+            return total / max(seen, 1)
+
+        def validate():
+            score = task_macro_auc(Y[va], predict_proba_nets([net], features(va), "multilabel"),
+                                   "multilabel")
+            log.info("fine-tune: validation macro AUC %.3f", score)
+            return np.array([score])
+
+        def keep(improved):
+            best_state[0] = (copy.deepcopy(net.state_dict()), copy.deepcopy(bb.state_dict()))
+
+        res = early_stopping_loop(
+            n_settings=1, max_epochs=st.epochs, patience=st.patience, run_epoch=run_epoch,
+            validate=validate, keep=keep,
+            should_stop=lambda: bool(st.max_steps and steps[0] >= st.max_steps))
+        if best_state[0] is not None:
+            net.load_state_dict(best_state[0][0])
+            bb.load_state_dict(best_state[0][1])
         bb.requires_grad_(False)
         bb.eval()
-        est.net_ = net.eval()
-        Pv = est._proba(features(va).numpy())
-    est.n_features_in_, est.n_outputs_ = int(z.shape[1]), int(Y.shape[1])
-    est.best_epoch_, est.best_score_, est.history_ = best_epoch, best, history
-    cal = fit_calibration(Y[va], Pv, calibration)
-    thresholds = choose_thresholds(Y[va], apply_calibration(Pv, cal))
+        Xv = features(va)
     net.cpu()
     bb.cpu()
+    est = BottleneckClassifier.from_nets(p | {"device": "cpu"}, [net], task="multilabel",
+                                         best_epoch=res.best_epoch[0], best_score=res.best_score[0],
+                                         history=res.history[0])
+    Pv = est.predict_proba(Xv)
+    est.validation_ = (Xv, Y[va], Pv)
     state = {k: v.detach().cpu().contiguous() for k, v in bb.state_dict().items()}
-    identity = bb.identity() | {"finetuned_sha256": _state_sha256(state)}
-    return TrainedModel(est, list(dataset.label_names), thresholds, identity,
-                        features={"dataset_name": dataset.name, "n_rows": len(dataset),
-                                  "dataset_fingerprint": dataset.fingerprint()},
-                        metrics={"validation_macro_auc": None if math.isinf(best) else best,
-                                 "best_epoch": best_epoch, "validation_images": int(len(va))},
-                        config={"params": p, "finetune": {"unfreeze": unfreeze, "epochs": epochs,
-                                                          "lr_backbone": lr_backbone,
-                                                          "augment": augment, "hflip": hflip,
-                                                          "device": str(dev), "steps": steps}},
-                        calibration=cal, backbone_state=state)
-
-
-def _state_sha256(state: dict) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].numpy().tobytes())
-    return h.hexdigest()
+    identity = bb.identity() | {"finetuned_sha256": state_sha256(state)}
+    best = res.best_score[0]
+    return package(est, dataset.label_names, Y[va], Pv, backbone=identity,
+                   features={"dataset_name": dataset.name, "n_rows": len(dataset),
+                             "dataset_fingerprint": dataset.fingerprint()},
+                   settings=packaging,
+                   metrics={"fine_tune_validation_macro_auc": None if math.isinf(best) else best,
+                            "steps": steps[0]},
+                   config={"params": p, "finetune": asdict(st) | {"device": str(dev)}},
+                   backbone_state=state)

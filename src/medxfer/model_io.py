@@ -15,7 +15,7 @@ predict on new images.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,9 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .errors import ModelError
-from .metrics import apply_calibration
-from .model import BottleneckClassifier, _Net
+from .head import BottleneckClassifier
+from .metrics import apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration
+from .settings import PackageSettings
 
 FORMAT = "medxfer-model"
 FORMAT_VERSION = 1
@@ -69,22 +70,13 @@ class TrainedModel:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        est = self.estimator
-        est._check_fitted()
-        nets = getattr(est, "members_", None) or [est.net_]
-        state = {(f"member{i}." if len(nets) > 1 else "") + k: v.detach().cpu().contiguous()
-                 for i, net in enumerate(nets) for k, v in net.state_dict().items()}
-        save_file(state, str(folder / "model.safetensors"))
+        tensors, est_meta = self.estimator.to_state()
+        save_file(tensors, str(folder / "model.safetensors"))
         if self.backbone_state is not None:
             save_file(self.backbone_state, str(folder / "backbone.safetensors"))
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "medxfer_version": __version__,
-            "estimator": {"class": type(est).__name__, "params": est.get_params(),
-                          "task": est.task_, "n_features_in": int(est.n_features_in_),
-                          "n_outputs": int(est.n_outputs_),
-                          "classes": est.classes_.tolist() if est.task_ == "multiclass" else None,
-                          "best_epoch": int(est.best_epoch_),
-                          "best_score": _finite_or_none(est.best_score_)},
+            "estimator": est_meta,
             "label_names": list(self.label_names),
             "thresholds": [float(t) for t in self.thresholds],
             "calibration": self.calibration,
@@ -106,30 +98,10 @@ class TrainedModel:
         meta = json.loads(jpath.read_text())
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise ModelError(f"'{jpath}' is not a model of format {FORMAT} v{FORMAT_VERSION}")
-        e = meta["estimator"]
-        est = BottleneckClassifier(**e["params"])
-        est.task_ = e["task"]
-        est.n_features_in_ = e["n_features_in"]
-        est.n_outputs_ = e["n_outputs"]
-        if e["classes"] is not None:
-            est.classes_ = np.asarray(e["classes"])
-        est.best_epoch_ = e["best_epoch"]
-        est.best_score_ = e["best_score"] if e["best_score"] is not None else float("nan")
-        est.history_ = []
-        n_members = int(e["params"].get("n_ensemble", 1))
-        tensors = load_file(str(wpath))
-        nets = []
-        for i in range(n_members):
-            prefix = f"member{i}." if n_members > 1 else ""
-            net = _Net(e["n_features_in"], e["params"]["bottleneck_dim"], e["n_outputs"])
-            try:
-                net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-            except Exception as exc:
-                raise ModelError(f"weights in '{wpath}' do not fit model.json: {exc}") from exc
-            nets.append(net.eval())
-        est.net_ = nets[0]
-        if n_members > 1:
-            est.members_ = nets
+        try:
+            est = BottleneckClassifier.from_state(load_file(str(wpath)), meta["estimator"])
+        except ModelError as exc:
+            raise ModelError(f"'{wpath}' does not fit '{jpath}': {exc}") from exc
         bpath = folder / "backbone.safetensors"
         backbone_state = load_file(str(bpath)) if bpath.is_file() else None
         if meta["backbone"].get("finetuned_sha256") and backbone_state is None:
@@ -139,8 +111,26 @@ class TrainedModel:
                    meta.get("calibration", {"method": "none"}), backbone_state)
 
 
-def _finite_or_none(x):
-    return float(x) if x is not None and np.isfinite(x) else None
+def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np.ndarray, *,
+            backbone: dict, features: dict, settings: PackageSettings = PackageSettings(),
+            config: dict | None = None, metrics: dict | None = None,
+            backbone_state: dict | None = None) -> TrainedModel:
+    """The one packaging step of train, tune and fine-tuning: calibrate, then choose
+    thresholds, on validation predictions (Yv, Pv) of patients the model did not train on,
+    and wrap everything the model folder records. Multiclass (softmax) probabilities are
+    not recalibrated per class."""
+    calibration = "none" if estimator.task_ == "multiclass" else settings.calibration
+    cal = fit_calibration(Yv, Pv, calibration)
+    Pv = apply_calibration(Pv, cal)
+    thresholds = choose_thresholds(Yv, Pv, method=settings.threshold_method,
+                                   target_sensitivity=settings.target_sensitivity)
+    val = evaluate_predictions(Yv, Pv, list(label_names), thresholds, n_boot=0)
+    return TrainedModel(
+        estimator, list(label_names), thresholds, backbone, features=features,
+        metrics={"validation_macro_auc": val["macro_auc"], "best_epoch": estimator.best_epoch_,
+                 "validation_images": int(len(Yv)),
+                 "loss_terms": getattr(estimator, "loss_terms_", {})} | (metrics or {}),
+        config=(config or {}) | asdict(settings), calibration=cal, backbone_state=backbone_state)
 
 
 def _json_default(o):

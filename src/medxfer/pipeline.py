@@ -5,33 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .backbones import create_backbone, weights_sha256
+from .backbones import create_backbone, rebuild_backbone
 from .baselines import TunedLogisticRegression
 from .data import Dataset, read_dataset, read_image_paths
-from .errors import DataError, ModelError
+from .errors import DataError
 from .features import FeatureSet, extract_features, read_manifest
-from .metrics import (apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration,
-                      paired_bootstrap_auc)
-from .model import BottleneckClassifier
-from .model_io import TrainedModel
-from .report import _ci as _abs_ci
+from .head import BottleneckClassifier, fit_grid
+from .metrics import evaluate_predictions, paired_bootstrap_auc
+from .model_io import TrainedModel, package
 from .report import write_report
+from .settings import (DEFAULT_BACKBONE, ExtractSettings, HeadSettings, PackageSettings,
+                       TuneSettings, defaults)
 from .splits import check_no_patient_overlap, patient_holdout
 
 log = logging.getLogger(__name__)
-
-#: Defaults of `medxfer train`, picked by patient-wise 5-fold CV on the 421-image
-#: ChestX-ray14 sample (EfficientNet-Lite0 features); the sweep is in docs/defaults.md.
-DEFAULT_PARAMS = dict(bottleneck_dim=256, l1=1e-4, l2=1e-4, alpha=1e-2, lr=1e-3,
-                      weight_decay=1e-2, batch_size=64, max_epochs=200, patience=20,
-                      imbalance="pos_weight")
 
 
 def bundled_sample() -> Path:
@@ -39,16 +33,22 @@ def bundled_sample() -> Path:
     return Path(str(resources.files("medxfer") / "sample_data" / "nih14-mini"))
 
 
-def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int = 0,
-                        threshold_method: str = "f1", calibration: str = "platt",
-                        target_sensitivity: float = 0.9) -> TrainedModel:
-    """Fit the bottleneck model on a FeatureSet. Calibration (Platt by default: the
-    imbalance weights shift probabilities) and then thresholds are fitted on its
-    patient-wise validation part (the part used for early stopping), never on test data."""
+def _features_info(fs: FeatureSet) -> dict:
+    m = fs.manifest
+    return {k: m.get(k) for k in ("dataset_name", "dataset_fingerprint", "n_rows", "dtype",
+                                  "medxfer_version")}
+
+
+def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = None,
+                        packaging: PackageSettings = PackageSettings()) -> TrainedModel:
+    """Fit the bottleneck model on a FeatureSet with ``head`` settings (HeadSettings or a
+    dict of overrides of its defaults). Calibration (Platt by default: the imbalance
+    weights shift probabilities) and then thresholds are fitted on its patient-wise
+    validation part (the part used for early stopping), never on test data."""
     if fs.dataset.labels.shape[1] == 0:
         raise DataError("these features carry no labels; train needs a labelled dataset")
-    p = dict(DEFAULT_PARAMS) | dict(params or {}) | {"random_state": seed}
-    est = BottleneckClassifier(**p)
+    params = head_params(head)
+    est = BottleneckClassifier(**params)
     multiclass = fs.dataset.task == "multiclass"
     y = fs.Y.argmax(1) if multiclass else fs.Y
     est.fit(fs.X, y, groups=fs.dataset.patient_ids)
@@ -61,29 +61,15 @@ def train_from_features(fs: FeatureSet, *, params: dict | None = None, seed: int
                         f"{len(est.classes_)} of {len(fs.dataset.label_names)} classes")
     if multiclass:  # one-vs-rest view of the classes, as the metrics expect
         Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
-    return _package(est, fs, Yv, Pv, calibration="none" if multiclass else calibration,
-                    threshold_method=threshold_method, target_sensitivity=target_sensitivity,
-                    config={"params": p, "seed": seed, "calibration": calibration})
+    return package(est, fs.dataset.label_names, Yv, Pv, backbone=fs.manifest["backbone"],
+                   features=_features_info(fs), settings=packaging, config={"params": params})
 
 
-def _package(est, fs: FeatureSet, Yv, Pv, *, calibration: str, threshold_method: str,
-             target_sensitivity: float = 0.9, config: dict, metrics: dict | None = None) -> TrainedModel:
-    """Calibrate, then choose thresholds, on the validation part (Yv, Pv); wrap it all up."""
-    cal = fit_calibration(Yv, Pv, calibration)
-    Pv = apply_calibration(Pv, cal)
-    thresholds = choose_thresholds(Yv, Pv, method=threshold_method,
-                                   target_sensitivity=target_sensitivity)
-    val = evaluate_predictions(Yv, Pv, fs.dataset.label_names, thresholds, n_boot=0)
-    m = fs.manifest
-    return TrainedModel(
-        est, list(fs.dataset.label_names), thresholds, m["backbone"],
-        features={k: m.get(k) for k in ("dataset_name", "dataset_fingerprint", "n_rows", "dtype",
-                                        "medxfer_version")},
-        metrics={"validation_macro_auc": val["macro_auc"], "best_epoch": est.best_epoch_,
-                 "validation_images": int(len(Yv))} | (metrics or {}),
-        config=config | {"threshold_method": threshold_method,
-                         "target_sensitivity": target_sensitivity},
-        calibration=cal)
+def head_params(head: HeadSettings | dict | None) -> dict:
+    """BottleneckClassifier parameters: HeadSettings defaults updated by ``head``."""
+    if isinstance(head, HeadSettings):
+        return asdict(head)
+    return defaults(HeadSettings) | dict(head or {})
 
 
 #: The grid `medxfer tune` searches by default: k x (lambda1 = lambda2) x alpha x imbalance.
@@ -93,31 +79,35 @@ DEFAULT_GRID = [dict(bottleneck_dim=k, l1=lam, l2=lam, alpha=alpha, imbalance=im
 
 
 def tune_from_features(fs: FeatureSet, *, grid: list[dict] | None = None, seed: int = 0,
-                       batch_size: int = 64, max_epochs: int = 200, patience: int = 20,
-                       threshold_method: str = "f1", calibration: str = "platt"):
-    """Train every grid setting in one pass (medxfer.grid), keep the one with the best
-    patient-wise validation macro AUC, and calibrate and threshold it on that validation part.
+                       tune: TuneSettings = TuneSettings(),
+                       packaging: PackageSettings = PackageSettings(), progress=None):
+    """Train every grid setting in one pass (:func:`medxfer.head.fit_grid`), keep the one
+    with the best patient-wise validation macro AUC, and calibrate and threshold it on that
+    validation part.
 
     Returns (TrainedModel, table of every setting with its validation macro AUC). The chosen
     setting's validation AUC is optimistic (it won a selection on that data): quote test or
     nested-CV numbers, not this one.
     """
-    from .grid import fit_grid
-
     grid = list(grid or DEFAULT_GRID)
-    base = {k: v for k, v in DEFAULT_PARAMS.items() if k not in ("batch_size", "max_epochs", "patience")}
-    settings = [base | g for g in grid]
-    ests = fit_grid(fs.X, fs.Y, settings, groups=fs.dataset.patient_ids, batch_size=batch_size,
-                    max_epochs=max_epochs, patience=patience, random_state=seed)
+    ests = fit_grid(fs.X, fs.Y, grid, groups=fs.dataset.patient_ids, random_state=seed,
+                    progress=progress, **asdict(tune))
     table = [g | {"val_macro_auc": e.best_score_, "best_epoch": e.best_epoch_} for g, e in zip(grid, ests)]
     best = int(np.nanargmax([e.best_score_ for e in ests]))
     est = ests[best]
     _, Yv, Pv = est.validation_
-    model = _package(est, fs, Yv, Pv, calibration=calibration, threshold_method=threshold_method,
-                     config={"params": est.get_params(), "grid": grid, "seed": seed,
-                             "calibration": calibration},
-                     metrics={"selected_from": len(grid)})
+    model = package(est, fs.dataset.label_names, Yv, Pv, backbone=fs.manifest["backbone"],
+                    features=_features_info(fs), settings=packaging,
+                    config={"params": est.get_params(), "grid": grid, "seed": seed},
+                    metrics={"selected_from": len(grid)})
     return model, table
+
+
+def save_tuned(model: TrainedModel, table: list[dict], out: str | Path) -> Path:
+    """The chosen model's folder, with every setting's validation score in tune.json."""
+    out = model.save(out)
+    (out / "tune.json").write_text(json.dumps(table, indent=2))
+    return out
 
 
 def align_labels(ds: Dataset, names: list[str]) -> np.ndarray:
@@ -131,7 +121,8 @@ def align_labels(ds: Dataset, names: list[str]) -> np.ndarray:
 
 
 def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cache: Path,
-                       batch_size: int = 32, num_workers: int | None = None,
+                       batch_size: int = ExtractSettings.batch_size,
+                       num_workers: int | None = ExtractSettings.workers,
                        progress: bool = True) -> FeatureSet:
     """Features of ``source`` as the model needs them.
 
@@ -142,16 +133,7 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
         model.check_features(read_manifest(source), where=f"features in '{source}'")
         return FeatureSet.load(source)
     ds = source if isinstance(source, Dataset) else read_dataset(source)
-    bb = model.backbone
-    backbone = create_backbone(bb["name"], input_size=bb["preprocessing"]["size"],
-                               pooling=bb["pooling"])
-    if bb.get("weights_sha256") and weights_sha256(backbone.weights_path) != bb["weights_sha256"]:
-        raise ModelError(f"the weights of backbone '{bb['name']}' on this machine "
-                         f"({backbone.weights_path}) differ from those the model was trained "
-                         "with (sha256 mismatch); install the same weights package version")
-    if model.backbone_state is not None:
-        backbone.load_state_dict(model.backbone_state)
-        backbone.finetuned_sha256 = bb["finetuned_sha256"]
+    backbone = rebuild_backbone(model.backbone, model.backbone_state)
     fs = extract_features(ds, backbone, cache, batch_size=batch_size, num_workers=num_workers,
                           progress=progress)
     model.check_features(fs.manifest)
@@ -198,8 +180,10 @@ def predict_paths(model: TrainedModel, paths, *, cache: Path, progress: bool = F
     return out, problems + list(fs.skipped)
 
 
-def _ci(ci) -> str:
-    return "n/a" if not ci else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+def _fmt_ci(ci, signed: bool = False) -> str:
+    if not ci:
+        return "n/a"
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if signed else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
 @dataclass
@@ -207,30 +191,32 @@ class DemoResult:
     report: Path
     metrics: dict
     baseline: dict
+    test_images: int
+    seconds: float
 
 
 def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None,
-             backbone: str = "efficientnet_lite0", limit: int | None = None, seed: int = 0,
-             n_boot: int = 1000, progress: bool = True, say=print) -> DemoResult:
+             backbone: str = DEFAULT_BACKBONE, limit: int | None = None, seed: int = 0,
+             n_boot: int = 1000, progress: bool = True) -> DemoResult:
     """The main job end to end on real chest X-rays (the bundled sample by default):
     extract frozen pretrained features, train the paper's model on a patient-wise training
     part, evaluate it beside a tuned logistic regression on the held-out patients, and
-    write a report folder."""
+    write a report folder. Steps are logged (logger "medxfer.pipeline"); nothing is printed."""
     out = Path(out)
     t0 = time.time()
     ds = read_dataset(data or bundled_sample())
     if limit:
         ds = ds.subset(np.arange(min(limit, len(ds))))
-    say(f"[1/4] data: {len(ds)} images of {ds.table['patient_id'].nunique()} patients from {ds.name}")
+    log.info(f"[1/4] data: {len(ds)} images of {ds.table['patient_id'].nunique()} patients from {ds.name}")
     bb = create_backbone(backbone)
-    say(f"[2/4] features: {bb.config.architecture}, ImageNet weights, frozen -> {out / 'features'}")
+    log.info(f"[2/4] features: {bb.config.architecture}, ImageNet weights, frozen -> {out / 'features'}")
     fs = extract_features(ds, bb, out / "features", progress=progress)
     tr, te = patient_holdout(fs.dataset.patient_ids, 0.25, Y=fs.Y, seed=seed)
     check_no_patient_overlap(fs.dataset.patient_ids, tr, te)
-    say(f"[3/4] train: bottleneck model on {len(tr)} images (validation carved out by patient), "
-        f"test on {len(te)} held-out images of other patients")
+    log.info(f"[3/4] train: bottleneck model on {len(tr)} images (validation carved out by "
+             f"patient), test on {len(te)} held-out images of other patients")
     train, test = fs.subset(tr), fs.subset(te)
-    model = train_from_features(train, seed=seed)
+    model = train_from_features(train, head={"random_state": seed})
     model.save(out / "model")
     lr = TunedLogisticRegression(random_state=seed).fit(train.X, train.Y,
                                                         groups=train.dataset.patient_ids)
@@ -244,11 +230,11 @@ def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None
         f"Same training images, same held-out test images.\n"
         f"bottleneck model (this report):   macro AUC {cmp['macro_auc_b']:.3f}\n"
         f"logistic regression (C={lr.C_:g}, chosen by patient-wise 5-fold CV on training data): "
-        f"macro AUC {lr_metrics['macro_auc']:.3f} (95% CI {_abs_ci(lr_metrics['macro_auc_ci95'])})\n"
-        f"difference (model - LR): {cmp['difference']:+.3f}, 95% CI {_ci(cmp['ci95'])}, "
+        f"macro AUC {lr_metrics['macro_auc']:.3f} (95% CI {_fmt_ci(lr_metrics['macro_auc_ci95'])})\n"
+        f"difference (model - LR): {cmp['difference']:+.3f}, 95% CI {_fmt_ci(cmp['ci95'], signed=True)}, "
         f"share of patient resamples where the model is not better: {cmp['p_b_not_better']:.2f}\n"
         f"A test set of {len(te)} images is small: read the intervals, not the point estimates.")
-    say(f"[4/4] evaluate on the held-out patients -> {out / 'report'}")
+    log.info(f"[4/4] evaluate on the held-out patients -> {out / 'report'}")
     metrics = evaluate_model(model, test, out / "report", n_boot=n_boot, seed=seed,
                              title="medxfer demo: ChestX-ray14 sample, patient-wise hold-out",
                              config={"demo": {"backbone": backbone, "seed": seed,
@@ -261,9 +247,4 @@ def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None
     doc = json.loads((out / "report" / "metrics.json").read_text())
     doc["baselines"] = baseline
     (out / "report" / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
-    ci = metrics["macro_auc_ci95"]
-    say(f"macro AUC on {len(te)} held-out images: {metrics['macro_auc']:.3f} "
-        f"(95% CI {ci[0]:.3f}-{ci[1]:.3f}); tuned logistic regression "
-        f"{lr_metrics['macro_auc']:.3f}. Small sample: wide intervals.")
-    say(f"report: {metrics['report']}  ({time.time() - t0:.0f} s)")
-    return DemoResult(Path(metrics["report"]), metrics, baseline)
+    return DemoResult(Path(metrics["report"]), metrics, baseline, int(len(te)), time.time() - t0)

@@ -19,15 +19,20 @@ import html
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
+from .metrics import calibration_bins
 
-from .metrics import calibration_bins  # noqa: E402
+
+def _figure(**kw) -> Figure:
+    """A figure drawn by its own Agg canvas: no pyplot, so the global backend is left alone."""
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _fmt(x, digits=3) -> str:
@@ -53,7 +58,8 @@ def _curves(Y, P, label_names, kind: str, path: Path) -> None:
     L = len(label_names)
     cols = 4
     rows = (L + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    fig = _figure(figsize=(3.2 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for j, name in enumerate(label_names):
         ax = axes[j // cols][j % cols]
         known = ~np.isnan(Y[:, j])
@@ -81,11 +87,11 @@ def _curves(Y, P, label_names, kind: str, path: Path) -> None:
         axes[j // cols][j % cols].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def _reliability(calib: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = _figure(figsize=(4, 4))
+    ax = fig.subplots()
     xs = [b["mean_p"] for b in calib["bins"] if b["count"]]
     ys = [b["frac_pos"] for b in calib["bins"] if b["count"]]
     ax.plot([0, 1], [0, 1], "k--", lw=0.7, label="perfect")
@@ -95,7 +101,6 @@ def _reliability(calib: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def summary_markdown(metrics: dict, label_names, title: str) -> str:

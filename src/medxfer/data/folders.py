@@ -1,0 +1,95 @@
+"""Datasets from folders: class subfolders, DICOM files, loose image files and folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from ..images import IMAGE_SUFFIXES
+from .contract import Dataset, Problem
+
+
+def index_images(root: Path) -> dict[str, Path]:
+    """File name -> path for every image below ``root`` (flat or images_0NN/images/)."""
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            if Path(fn).suffix.lower() in IMAGE_SUFFIXES and fn not in found:
+                found[fn] = Path(dirpath) / fn
+    return found
+
+
+def read_image_paths(paths: list[str | Path]) -> tuple[Dataset, list[Problem]]:
+    """A label-free dataset from image files and folders (for prediction).
+
+    Folders are searched recursively for image files. Paths that do not exist are returned
+    as problems rather than raised, so one bad argument does not stop the others.
+    """
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(index_images(p).values()))
+        elif p.is_file():
+            files.append(p)
+        else:
+            problems.append(Problem("missing_image", str(p), "no such file or folder"))
+    table = pd.DataFrame({
+        "image_id": [f.name for f in files],
+        "path": [str(f) for f in files],
+        "patient_id": [f.stem for f in files],
+        "file_size": [f.stat().st_size for f in files],
+    })
+    return Dataset(table, np.full((len(files), 0), np.nan, np.float32), (), name="images",
+                   problems=tuple(problems)), problems
+
+
+def read_class_folder(root: str | Path) -> Dataset:
+    """Single-label data: one subfolder per class, images inside (any depth)."""
+    root = Path(root)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"class folder '{root}' needs at least two subfolders (one per class), "
+                        f"found {classes}")
+    rows, ys = [], []
+    for j, c in enumerate(classes):
+        for path in sorted(index_images(root / c).values()):
+            rows.append((path.name, str(path), path.stem, c, path.stat().st_size))
+            ys.append(j)
+    if not rows:
+        raise DataError(f"no image files in the class subfolders of '{root}'")
+    table = pd.DataFrame(rows, columns=["image_id", "path", "patient_id", "class", "file_size"])
+    labels = np.eye(len(classes), dtype=np.float32)[ys]
+    return Dataset(table, labels, tuple(classes), name=f"class folder {root}", task="multiclass",
+                   problems=(Problem("no_patient_column", str(root),
+                                     "class folders carry no patient ids: each image is its own "
+                                     "patient"),))
+
+
+def read_dicom_folder(root: str | Path) -> Dataset:
+    """Unlabelled DICOM files (for prediction, inspection or pairing with a CSV), patient ID
+    taken from each header."""
+    from ..images import DICOM_SUFFIXES, dicom_patient_id
+
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in DICOM_SUFFIXES)
+    if not files:
+        raise DataError(f"no .dcm files under '{root}'")
+    problems, rows = [], []
+    for f in files:
+        try:
+            pid = dicom_patient_id(f)
+        except Exception as exc:
+            problems.append(Problem("unreadable_image", str(f), f"DICOM header unreadable: {exc}"))
+            continue
+        if pid is None:
+            problems.append(Problem("no_patient_id", str(f), "no PatientID in the header; file name used"))
+        rows.append((f.name, str(f), pid or f.stem, f.stat().st_size))
+    table = pd.DataFrame(rows, columns=["image_id", "path", "patient_id", "file_size"])
+    return Dataset(table, np.zeros((len(table), 0), np.float32), (), name=f"DICOM folder {root}",
+                   problems=tuple(problems))

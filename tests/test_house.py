@@ -1,0 +1,187 @@
+"""One source of defaults, a thin CLI that refuses bad values in one line, the head as one
+package, and scikit-learn's own estimator checks."""
+
+import warnings
+from dataclasses import asdict, fields
+
+import numpy as np
+import pytest
+import torch
+
+from medxfer.cli import build_parser, main, train_settings
+from medxfer.head import BottleneckClassifier, BottleneckNet, HeadLoss, fit_grid, resolve_device
+from medxfer.head.net import predict_proba_nets
+from medxfer.settings import (ExtractSettings, FinetuneSettings, HeadSettings, PackageSettings,
+                              TuneSettings)
+
+
+def _data(n=160, d=12, L=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    Y = (X[:, :L] + 0.3 * rng.normal(size=(n, L)) > 0).astype(np.float32)
+    return X, Y
+
+
+def test_estimator_and_train_command_resolve_to_the_same_settings():
+    args = build_parser().parse_args(["train", "FEATS", "--out", "M"])
+    head, packaging = train_settings(args)
+    assert asdict(head) == BottleneckClassifier().get_params()
+    assert asdict(head) == asdict(HeadSettings())
+    assert packaging == PackageSettings()
+
+
+@pytest.mark.parametrize("command,cls", [("train", HeadSettings), ("train", PackageSettings),
+                                         ("extract", ExtractSettings), ("tune", TuneSettings),
+                                         ("finetune", FinetuneSettings)])
+def test_help_shows_every_option_with_its_default(command, cls, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in fields(cls):
+        if f.name == "task":
+            continue
+        opt = f.metadata.get("cli") or "--" + f.name.replace("_", "-")
+        if f.name in ("random_state",) and command != "train":
+            continue
+        assert opt in text, opt
+    assert text.count("(default:") >= len([f for f in fields(cls) if f.name != "task"]) - 1
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "F", "--out", "M", "--l1", "-1"], "--l1 must be a float in the range [0.0, inf); got -1.0"),
+    (["train", "F", "--out", "M", "--cb-beta", "1.0"], "--cb-beta must be a float in the range [0.0, 1.0); got 1.0"),
+    (["train", "F", "--out", "M", "--epochs", "0"], "--epochs must be an int in the range [1, inf); got 0"),
+    (["train", "F", "--out", "M", "--validation-fraction", "1.5"], "--validation-fraction"),
+    (["extract", "D", "--out", "F", "--batch-size", "0"], "--batch-size must be an int"),
+    (["finetune", "D", "--out", "M", "--lr-backbone", "0"], "--lr-backbone must be a float"),
+    (["cv", "F", "--out", "O", "--folds", "1"], "--folds must be an int in the range [2, inf); got 1"),
+    (["evaluate", "M", "D", "--out", "O", "--n-boot", "-5"], "--n-boot must be an int"),
+])
+def test_bad_values_exit_2_with_one_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_config_file_both_spellings_unknown_keys_and_bad_values(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nl1 = -0.5\n")
+    for argv in (["--config", str(cfg)], [f"--config={cfg}"]):
+        assert main(argv + ["train", "F", "--out", "M"]) == 2
+        err = capsys.readouterr().err
+        assert "[train] l1 must be a float in the range [0.0, inf); got -0.5" in err
+    cfg.write_text("[train]\nlambda1 = 0.1\n")
+    assert main([f"--config={cfg}", "train", "F", "--out", "M"]) == 2
+    assert "[train] has no option 'lambda1'" in capsys.readouterr().err
+    cfg.write_text("[trian]\nl1 = 0.1\n")
+    assert main(["--config", str(cfg), "train", "F", "--out", "M"]) == 2
+    assert "unknown section [trian]" in capsys.readouterr().err
+    cfg.write_text("[train]\nepochs = 7\nmax_epochs = 7\n")  # option name or field name
+    parser = build_parser()
+    from medxfer.cli import apply_config
+    apply_config(parser, str(cfg))
+    assert train_settings(parser.parse_args(["train", "F", "--out", "M"]))[0].max_epochs == 7
+
+
+def test_refit_starts_from_a_clean_state():
+    X, Y = _data()
+    groups = np.arange(len(X)) // 2
+    m = BottleneckClassifier(8, max_epochs=5, n_ensemble=3).fit(X, Y, groups=groups)
+    assert len(m.members_) == 3
+    m.set_params(n_ensemble=1).fit(X, Y, groups=groups)
+    assert len(m.members_) == 1 and not hasattr(m, "member_best_epochs_")
+    lone = BottleneckClassifier(8, max_epochs=5).fit(X, Y, groups=groups)
+    np.testing.assert_array_equal(m.predict_proba(X), lone.predict_proba(X))
+
+
+def test_fit_without_groups_warns_about_image_wise_validation():
+    X, Y = _data(n=40)
+    with pytest.warns(UserWarning, match="got no groups"):
+        BottleneckClassifier(4, max_epochs=2).fit(X, Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BottleneckClassifier(4, max_epochs=2).fit(X, Y, groups=np.arange(40) // 2)
+        BottleneckClassifier(4, max_epochs=2, validation_fraction=0.0).fit(X, Y)
+
+
+def test_grid_setting_equals_the_same_setting_trained_alone():
+    X, Y = _data(n=200)
+    groups = np.arange(200) // 2
+    setting = dict(bottleneck_dim=8, lr=1e-2, l1=1e-3, l2=1e-3, alpha=1e-3, imbalance="pos_weight")
+    grid = fit_grid(X, Y, [setting, setting | {"l1": 0.05}], groups=groups, batch_size=32,
+                    max_epochs=15, patience=4)
+    alone = BottleneckClassifier(**setting, batch_size=32, max_epochs=15, patience=4).fit(X, Y, groups=groups)
+    assert grid[0].best_epoch_ == alone.best_epoch_
+    np.testing.assert_allclose(grid[0].predict_proba(X), alone.predict_proba(X), atol=1e-4)
+
+
+def test_grid_keeps_trained_weights_when_validation_auc_is_undefined():
+    X, Y = _data(n=120)
+    groups = np.arange(120)
+    Y[:, :] = 0.0
+    Y[:60, 0] = 1.0  # training rows hold both classes of finding 0 ...
+    from sklearn.model_selection import GroupShuffleSplit
+    _, va = next(GroupShuffleSplit(n_splits=1, test_size=0.2, random_state=0).split(X, groups=groups))
+    Y[va, 0] = 0.0  # ... but no validation row is positive: AUC undefined everywhere
+    ests = fit_grid(X, Y, [dict(bottleneck_dim=4, lr=1e-2)], groups=groups, max_epochs=6, patience=3)
+    assert ests[0].best_epoch_ >= 1  # the epoch with the lowest validation loss, not epoch 0
+    torch.manual_seed(0)
+    init = BottleneckNet(12, 4, 3)
+    assert not torch.allclose(ests[0].net_.head.weight, init.head.weight)
+
+
+def test_every_imbalance_strategy_gives_finite_weights_at_its_limits():
+    Y = np.array([[1, 0], [0, 0], [0, np.nan], [0, 0]], dtype=np.float32)
+    for beta in (0.0, 0.5, 0.9999):
+        loss = HeadLoss(BottleneckClassifier(imbalance="class_balanced", cb_beta=beta), "multilabel", Y, 2)
+        assert all(torch.isfinite(w).all() for w in loss.weights.values())
+
+
+def test_device_handling_is_one_code_path(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    # predictions go to each network's own device, whatever the estimator's device says
+    seen = []
+    net = BottleneckNet(5, 3, 2)
+    original = BottleneckNet.forward
+
+    def spy(self, x):
+        seen.append((x.device, self.head.weight.device))
+        return original(self, x)
+    monkeypatch.setattr(BottleneckNet, "forward", spy)
+    predict_proba_nets([net], np.zeros((4, 5), np.float32), "multilabel")
+    assert seen and all(a == b for a, b in seen)
+
+
+def test_finetune_validates_on_the_network_device(monkeypatch, make_cxr14, sample_table):
+    """Validation batches are scored by the network where it lives (fake CUDA check: the
+    device the code resolves is recorded and must be the one every forward pass ran on)."""
+    from medxfer.data import read_chestxray14
+    from medxfer.finetune import finetune
+
+    ds = read_chestxray14(make_cxr14(sample_table["image_id"][:30].tolist()))
+    seen = []
+    original = BottleneckNet.forward
+
+    def spy(self, x):
+        seen.append((x.device, self.head.weight.device))
+        return original(self, x)
+    monkeypatch.setattr(BottleneckNet, "forward", spy)
+    model = finetune(ds, settings=FinetuneSettings(backbone="tiny_random_test", max_steps=2,
+                                                   batch_size=8, device="auto"), progress=False)
+    assert seen and all(a == b for a, b in seen)
+    assert model.config["finetune"]["device"] == "cpu"
+
+
+def test_bottleneck_classifier_passes_sklearn_check_estimator():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(BottleneckClassifier(8, max_epochs=30, patience=5, lr=1e-2),
+                                  on_fail=None)
+    failed = [(r["check_name"], repr(r["exception"])[:200]) for r in results if r["status"] == "failed"]
+    assert len(results) > 50 and failed == []
