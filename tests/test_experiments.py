@@ -14,15 +14,16 @@ def test_cv_runs_every_model_on_the_same_patient_wise_folds(make_cxr14, sample_t
     fs = extract_features(ds, create_backbone("tiny_random_test"), tmp_path / "f", num_workers=0,
                           progress=False)
     res = cross_validate(fs, n_splits=3, n_boot=30, progress=lambda k, n, line: None)
-    assert set(res["models"]) == {"logistic_regression", "linear_head", "bottleneck_no_reg", "bottleneck",
-                                  "bottleneck_ensemble5"}
+    names = {"logistic_regression", "linear_head_cv", "bottleneck_cv", "bottleneck_cv_code_penalty",
+             "bottleneck_adamw_es"}
+    assert set(res["models"]) == names
     for name, m in res["models"].items():
         assert len(m["per_fold_macro_auc"]) == 3
         assert not np.isnan(res["oof"][name]).any()  # every row predicted exactly once, out of fold
         assert 0 <= m["pooled_macro_auc"] <= 1
-    assert set(res["paired_vs_logistic_regression"]) == {"linear_head", "bottleneck_no_reg", "bottleneck",
-                                                         "bottleneck_ensemble5"}
-    assert "| bottleneck |" in cv_table(res)
+    assert set(res["paired_vs_logistic_regression"]) == names - {"logistic_regression"}
+    assert "| bottleneck_cv |" in cv_table(res)
+    assert {c["model"] for c in res["tuned_choices"]} == names - {"logistic_regression", "bottleneck_adamw_es"}
 
 
 def test_cv_cli_writes_table_and_json(make_cxr14, sample_table, tmp_path, capsys):
@@ -32,6 +33,6 @@ def test_cv_cli_writes_table_and_json(make_cxr14, sample_table, tmp_path, capsys
     assert main(["-q", "cv", str(tmp_path / "f"), "--out", str(tmp_path / "cv"), "--folds", "3",
                  "--n-boot", "20", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["bottleneck"]["per_fold_macro_auc"]
+    assert printed["bottleneck_cv"]["per_fold_macro_auc"]
     assert (tmp_path / "cv" / "cv.md").read_text().startswith("# 3-fold patient-wise CV")
     assert set(np.load(tmp_path / "cv" / "oof_predictions.npz").files) == set(printed)

@@ -111,7 +111,8 @@ def test_grid_setting_equals_the_same_setting_trained_alone():
     setting = dict(bottleneck_dim=8, lr=1e-2, l1=1e-3, l2=1e-3, alpha=1e-3, imbalance="pos_weight")
     grid = fit_grid(X, Y, [setting, setting | {"l1": 0.05}], groups=groups, batch_size=32,
                     max_epochs=15, patience=4)
-    alone = BottleneckClassifier(**setting, batch_size=32, max_epochs=15, patience=4).fit(X, Y, groups=groups)
+    alone = BottleneckClassifier(**setting, solver="adamw", batch_size=32, max_epochs=15,
+                                 patience=4).fit(X, Y, groups=groups)
     assert grid[0].best_epoch_ == alone.best_epoch_
     np.testing.assert_allclose(grid[0].predict_proba(X), alone.predict_proba(X), atol=1e-4)
 
@@ -185,3 +186,39 @@ def test_bottleneck_classifier_passes_sklearn_check_estimator():
                                   on_fail=None)
     failed = [(r["check_name"], repr(r["exception"])[:200]) for r in results if r["status"] == "failed"]
     assert len(results) > 50 and failed == []
+
+
+def test_bottleneck_cv_selects_by_out_of_fold_auc_and_averages_fold_models(tmp_path):
+    from medxfer.head import BottleneckCV
+    from medxfer.model_io import TrainedModel
+
+    X, Y = _data(n=200)
+    groups = np.arange(200) // 2
+    grid = [dict(bottleneck_dim=4, alpha=0.05), dict(bottleneck_dim=None, alpha=1.0),
+            dict(bottleneck_dim=None, alpha=1e4)]  # the last one is flattened to nothing
+    cv = BottleneckCV(grid, n_splits=3).fit(X, Y, groups=groups)
+    scores = [r["oof_macro_auc"] for r in cv.cv_results_]
+    assert scores[2] < max(scores[:2])
+    assert cv.best_score_ >= max(scores) - 1e-9  # a blend is kept only when it is better
+    members = cv.best_estimator_.members_
+    assert len(members) in (3, 6)
+    # out-of-fold: each row predicted by the fold models that did not see its patient
+    _, Yv, Pv = cv.validation_
+    assert Pv.shape == Y.shape and np.isfinite(Pv).all()
+    P = cv.predict_proba(X)
+    np.testing.assert_allclose(P, np.mean([predict_proba_nets([m], X, "multilabel") for m in members], 0),
+                               atol=1e-6)
+    tm = TrainedModel(cv.best_estimator_, ["A", "B", "C"], np.full(3, 0.5), {"name": "x"})
+    tm.save(tmp_path / "m")
+    np.testing.assert_allclose(TrainedModel.load(tmp_path / "m").predict_proba(X), P, atol=1e-6)
+
+
+def test_lbfgs_solver_trains_full_batch_and_reports_loss_terms():
+    X, Y = _data(n=200)
+    m = BottleneckClassifier(8, solver="lbfgs", alpha=0.01, l1=1e-3, l2=1e-3,
+                             validation_fraction=0.0).fit(X, Y)
+    assert m.score(X, Y) > 0.85
+    assert set(m.loss_terms_) >= {"ce", "code_l1", "code_l2", "weight_penalty"}
+    assert m.loss_terms_["code_l1"] > 0 and m.loss_terms_["weight_penalty"] > 0
+    with pytest.raises(ValueError, match="balanced_sampler"):
+        BottleneckClassifier(4, solver="lbfgs", imbalance="balanced_sampler").fit(X, Y, groups=np.arange(200))

@@ -58,7 +58,8 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
-    C_ : the chosen C.  cv_scores_ : {C: mean inner-CV macro AUC} (NaN where undefined).
+    C_ : the chosen C.  cv_scores_ : {C: macro AUC of the pooled inner out-of-fold
+    predictions} (NaN where undefined).
     C_at_edge_ : True when C_ is the smallest or largest of ``Cs`` (a warning is logged
     when its score still beats the next C by more than 0.001: the best C may lie outside).  classes_, n_features_in_, scaler_, models_.
     """
@@ -171,15 +172,17 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
             n_splits = min(int(self.n_splits), n_groups)
             folds = patient_kfold(groups, n_splits, Y=Y, seed=self.random_state)
             for C in Cs:
-                scores = []
+                # Scored on the pooled out-of-fold predictions (as BottleneckCV is): a C so
+                # small that every probability sits near 0.5 with a fold-dependent offset
+                # ranks well inside each fold but not across them, and a deployed model
+                # must rank new patients against each other, not within one fold.
+                oof = np.full(Y.shape, np.nan)
                 for tr, te in folds:
-                    P = self._proba(self._fit_fixed(Xs[tr], Y[tr], C,
-                                                    None if weights is None else weights[tr]),
-                                    Xs[te])
-                    auc = macro_auc(Y[te], P)
-                    scores.append(np.nan if auc is None else auc)
-                finite = [s for s in scores if not np.isnan(s)]
-                self.cv_scores_[C] = float(np.mean(finite)) if finite else np.nan
+                    oof[te] = self._proba(self._fit_fixed(Xs[tr], Y[tr], C,
+                                                          None if weights is None else weights[tr]),
+                                          Xs[te])
+                auc = macro_auc(Y, oof)
+                self.cv_scores_[C] = np.nan if auc is None else float(auc)
         finite = [C for C in Cs if not np.isnan(self.cv_scores_[C])]
         # First best in grid order (ties go to the earlier C).
         self.C_ = max(finite, key=self.cv_scores_.get) if finite else Cs[0]

@@ -19,7 +19,8 @@ from pathlib import Path
 from . import __version__
 from .errors import MedxferError
 from .settings import (DEFAULT_BACKBONE, Choice, EvalSettings, ExtractSettings, FinetuneSettings,
-                       HeadSettings, Interval, Kind, PackageSettings, TuneSettings)
+                       HeadSettings, Interval, Kind, PackageSettings, SelectionSettings,
+                       TuneSettings)
 
 log = logging.getLogger("medxfer")
 
@@ -147,7 +148,7 @@ FINETUNE_HEAD = ("bottleneck_dim", "l1", "l2", "alpha", "lr", "weight_decay", "i
 COMMAND_SETTINGS = {
     "demo": [(EvalSettings, ("n_boot",))],
     "extract": [(ExtractSettings, None)],
-    "train": [(HeadSettings, None), (PackageSettings, None)],
+    "train": [(HeadSettings, None), (SelectionSettings, None), (PackageSettings, None)],
     "tune": [(TuneSettings, None), (PackageSettings, None)],
     "finetune": [(FinetuneSettings, None), (HeadSettings, FINETUNE_HEAD), (PackageSettings, None)],
     "cv": [(EvalSettings, None)],
@@ -207,6 +208,7 @@ def build_parser() -> _Parser:
     p.add_argument("features", help="features folder from `medxfer extract`")
     p.add_argument("--out", required=True, help="model folder to write")
     add_settings(p, HeadSettings, skip=("task",), title="the bottleneck model")
+    add_settings(p, SelectionSettings, title="choice of width and penalties (inner patient-wise CV)")
     add_settings(p, PackageSettings, title="calibration and thresholds (validation patients)")
 
     p = command("tune", "train a grid of settings in one pass, keep the best",
@@ -261,7 +263,8 @@ def build_parser() -> _Parser:
 
 #: Settings class of each option dest, for checking config-file values.
 _CHECKS = {f.name: f.metadata.get("check") for cls in (HeadSettings, ExtractSettings, TuneSettings,
-                                                         FinetuneSettings, PackageSettings, EvalSettings)
+                                                         FinetuneSettings, PackageSettings, EvalSettings,
+                                                         SelectionSettings)
            for f in fields(cls)}
 
 
@@ -402,18 +405,28 @@ def _cmd_train(a) -> int:
     from .features import FeatureSet
     from .pipeline import train_from_features
 
-    head, packaging = a.settings[HeadSettings], a.settings[PackageSettings]
-    model = train_from_features(FeatureSet.load(a.features), head=head, packaging=packaging)
+    fs = FeatureSet.load(a.features)
+    model = train_from_features(fs, head=a.settings[HeadSettings],
+                                selection=a.settings[SelectionSettings],
+                                packaging=a.settings[PackageSettings])
     model.save(a.out)
     out = {"model": str(a.out), "train_images": model.features.get("n_rows")} | model.metrics
     if a.json:
         print(json.dumps(out, indent=2, default=str))
+    elif "selection" in out:
+        chosen = " + ".join(f"k={c['bottleneck_dim'] or 'none (linear head)'}, alpha={c['alpha']:g}"
+                            for c in model.config["chosen"])
+        auc = out["validation_macro_auc"]
+        print(f"model saved to {a.out}: chose {chosen} among {out['selected_from']} settings by "
+              f"{a.settings[SelectionSettings].inner_folds}-fold patient-wise CV; out-of-fold "
+              f"macro AUC {'n/a' if auc is None else f'{auc:.3f}'} on {out['validation_images']} "
+              f"images (optimistic: it won the selection); {out['members']} fold models averaged")
     else:
         print(_saved_line("model", a.out, out))
-        terms = out.get("loss_terms") or {}
-        if terms:
-            print("loss terms at the chosen epoch (training rows): " + ", ".join(
-                f"{k} {v:.4g}" for k, v in terms.items() if v is not None))
+    terms = out.get("loss_terms") or {}
+    if terms and not a.json:
+        print("loss terms at the solution (training rows of the first member): " + ", ".join(
+            f"{k} {v:.4g}" for k, v in terms.items() if v is not None))
     return 0
 
 

@@ -1,14 +1,20 @@
 """Patient-wise cross-validation of the paper's model beside its baselines, on one set of
-folds, with pooled out-of-fold predictions and per-fold spread.
+folds, with pooled out-of-fold predictions, per-fold spread and paired differences.
 
+Every model gets only the outer training part and makes its own choices on it (nested CV).
 Models compared (all on the same cached features and folds):
-    logistic_regression   one L2 logistic regression per finding, C by inner patient-wise CV
-    linear_head           the network without bottleneck (linear probe)
-    bottleneck_no_reg     bottleneck, lambda1 = lambda2 = 0
-    bottleneck            the full method with medxfer's defaults
-    bottleneck_ensemble5  the full method averaged over 5 validation splits, alpha = 0.1
-    bottleneck_tuned      (with tune=True) the full method with k, lambda1, lambda2 chosen by
-                          inner patient-wise CV on each outer training part only (nested CV)
+    logistic_regression        one L2 logistic regression per finding, C by inner
+                               patient-wise CV (the baseline a reviewer runs first)
+    linear_head_cv             the network without bottleneck (a linear probe), its weight
+                               penalty chosen by inner CV, fold models averaged
+    bottleneck_cv              `medxfer train`'s default: BottleneckCV over DEFAULT_CV_GRID
+                               (low-rank bottleneck or linear head or their blend, by
+                               inner patient-wise CV), fold models averaged
+    bottleneck_cv_code_penalty the same grid with the paper's code penalty on
+                               (lambda1 = lambda2 = 1e-3 on the bottleneck settings)
+    bottleneck_adamw_es        the previous default: k=256, lambda1=lambda2=1e-4, alpha=1e-2,
+                               AdamW minibatches, early stopping on one validation split
+With tune=True, bottleneck_cv_wide (a wider grid of widths and penalties) is added.
 """
 
 from __future__ import annotations
@@ -22,53 +28,42 @@ import numpy as np
 
 from .baselines import TunedLogisticRegression
 from .features import FeatureSet
-from .head import BottleneckClassifier
+from .head import DEFAULT_CV_GRID, BottleneckClassifier, BottleneckCV
 from .metrics import evaluate_predictions, macro_auc, paired_bootstrap_auc
 from .settings import HeadSettings, defaults
 from .splits import check_no_patient_overlap, patient_kfold
 
 log = logging.getLogger(__name__)
 
-#: The inner grid of the nested selection: k x (lambda1 = lambda2).
-TUNING_GRID = [dict(bottleneck_dim=k, l1=lam, l2=lam) for k in (64, 256) for lam in (0.0, 1e-4, 1e-3)]
+#: The previous default of `medxfer train` (before inner-CV selection).
+PREVIOUS_DEFAULT = dict(bottleneck_dim=256, l1=1e-4, l2=1e-4, alpha=1e-2, solver="adamw")
+
+#: A wider grid for `medxfer cv --tune`.
+WIDE_GRID = ([dict(bottleneck_dim=k, alpha=a) for k in (4, 8, 16, 32, 64) for a in (0.01, 0.03, 0.1, 0.3)]
+             + [dict(bottleneck_dim=None, alpha=a) for a in (0.3, 1.0, 3.0, 10.0, 30.0)])
 
 
 def _bottleneck(**over):
     return lambda seed: BottleneckClassifier(**(defaults(HeadSettings) | over | {"random_state": seed}))
 
 
-def default_models() -> dict:
-    return {
+def _cv(grid):
+    return lambda seed: BottleneckCV(grid, random_state=seed)
+
+
+def default_models(tune: bool = False) -> dict:
+    """name -> factory(seed) of an estimator with fit(X, Y, groups=) and predict_proba."""
+    code = [g | ({"l1": 1e-3, "l2": 1e-3} if g["bottleneck_dim"] else {}) for g in DEFAULT_CV_GRID]
+    models = {
         "logistic_regression": lambda seed: TunedLogisticRegression(random_state=seed),
-        "linear_head": _bottleneck(bottleneck_dim=None),
-        "bottleneck_no_reg": _bottleneck(l1=0.0, l2=0.0),
-        "bottleneck": _bottleneck(),
-        "bottleneck_ensemble5": _bottleneck(n_ensemble=5, alpha=0.1),
+        "linear_head_cv": _cv([g for g in DEFAULT_CV_GRID if g["bottleneck_dim"] is None]),
+        "bottleneck_cv": _cv(DEFAULT_CV_GRID),
+        "bottleneck_cv_code_penalty": _cv(code),
+        "bottleneck_adamw_es": _bottleneck(**PREVIOUS_DEFAULT),
     }
-
-
-class InnerCVBottleneck:
-    """The full method with k, lambda1 = lambda2 chosen by inner patient-wise CV on the
-    training rows it is given, then refit on all of them (one arm of nested CV)."""
-
-    def __init__(self, grid=None, *, inner_folds: int = 3, random_state: int = 0):
-        self.grid = list(grid or TUNING_GRID)
-        self.inner_folds = inner_folds
-        self.random_state = random_state
-
-    def fit(self, X, Y, *, groups):
-        folds = patient_kfold(groups, self.inner_folds, Y=Y, seed=self.random_state + 1)
-        scores = []
-        for params in self.grid:
-            s = [_bottleneck(**params)(self.random_state).fit(X[tr], Y[tr], groups=groups[tr])
-                 .score(X[te], Y[te]) for tr, te in folds]
-            scores.append(float(np.nanmean(s)))
-        self.chosen_ = self.grid[int(np.nanargmax(scores))]
-        self.model_ = _bottleneck(**self.chosen_)(self.random_state).fit(X, Y, groups=groups)
-        return self
-
-    def predict_proba(self, X):
-        return self.model_.predict_proba(X)
+    if tune:
+        models["bottleneck_cv_wide"] = _cv(WIDE_GRID)
+    return models
 
 
 def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bool = False,
@@ -82,9 +77,7 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
     X, Y, groups = fs.X, fs.Y, fs.dataset.patient_ids
     names = list(fs.dataset.label_names)
     folds = patient_kfold(groups, n_splits, Y=Y, seed=seed)
-    models = dict(models or default_models())
-    if tune:
-        models["bottleneck_tuned"] = lambda seed: InnerCVBottleneck(random_state=seed)
+    models = dict(models or default_models(tune))
     oof = {m: np.full(Y.shape, np.nan) for m in models}
     per_fold = {m: [] for m in models}
     seconds = {m: 0.0 for m in models}
@@ -94,8 +87,10 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
         for name, make in models.items():
             t = time.time()
             est = make(seed).fit(X[tr], Y[tr], groups=groups[tr])
-            if hasattr(est, "chosen_"):
-                chosen.append(est.chosen_)
+            if hasattr(est, "best_params_"):
+                bp = est.best_params_ if isinstance(est.best_params_, list) else [est.best_params_]
+                chosen.append({"model": name, "fold": k + 1, "chosen": [
+                    {p: b[p] for p in ("bottleneck_dim", "alpha", "l1", "l2")} for b in bp]})
             oof[name][te] = est.predict_proba(X[te])
             seconds[name] += time.time() - t
             per_fold[name].append(macro_auc(Y[te], oof[name][te]))
@@ -120,6 +115,23 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
         out["tuned_choices"] = chosen
     out["oof"] = oof
     return out
+
+
+def concat_features(folders) -> FeatureSet:
+    """Several features folders of the same images side by side (columns concatenated),
+    e.g. three backbones; refuses folders whose rows differ."""
+    sets = [FeatureSet.load(f) for f in folders]
+    ids = sets[0].dataset.table["image_id"].to_numpy()
+    for f, fs in zip(folders[1:], sets[1:]):
+        if len(fs) != len(ids) or (fs.dataset.table["image_id"].to_numpy() != ids).any():
+            raise ValueError(f"features folder '{f}' holds other images (or another order) "
+                             f"than '{folders[0]}'; extract both from the same dataset")
+    X = np.hstack([fs.features.astype(np.float32) for fs in sets])
+    manifest = sets[0].manifest | {"backbone": {"name": "+".join(fs.manifest["backbone"]["name"]
+                                                                   for fs in sets),
+                                                "parts": [fs.manifest["backbone"] for fs in sets],
+                                                "feature_dim": int(X.shape[1])}}
+    return FeatureSet(X, sets[0].dataset, manifest, sets[0].skipped)
 
 
 def write_cv(result: dict, out: str | Path, *, title: str) -> Path:

@@ -118,8 +118,12 @@ def evaluate_predictions(Y: np.ndarray, P: np.ndarray, label_names, thresholds=N
         "accuracy": (tp + tn) / (tp + fp + tn + fn) if tp + fp + tn + fn else None,
     }
     ci = bootstrap_auc_ci(Y, P, groups=groups, n_boot=n_boot, seed=seed)
+    cal = calibration_per_finding(Y, P, groups=groups, n_boot=n_boot, seed=seed)
     for j, name in enumerate(label_names):
         per[name]["auc_ci95"] = ci["per_finding"][j]
+        per[name] |= cal["per_finding"][j]
+    macro["brier"] = _mean_defined(m["brier"] for m in per.values())
+    macro["ece"] = _mean_defined(m["ece"] for m in per.values())
     return {"n_images": int(len(Y)),
             "n_patients": int(len(np.unique(groups))) if groups is not None else int(len(Y)),
             "macro_auc": macro["auc"], "macro_auc_ci95": ci["macro"], "micro_auc": micro,
@@ -169,6 +173,45 @@ def bootstrap_auc_ci(Y, P, *, groups=None, n_boot: int = 1000, seed: int = 0,
         return [float(np.quantile(v, a)), float(np.quantile(v, 1 - a))]
 
     return {"macro": interval(macro), "per_finding": [interval(v) for v in per]}
+
+
+def _ece_brier(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> tuple[float, float]:
+    which = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    gap = np.abs(np.bincount(which, weights=y - p, minlength=n_bins))
+    return float(gap.sum() / len(y)), float(np.mean((p - y) ** 2))
+
+
+def calibration_per_finding(Y, P, *, groups=None, n_boot: int = 1000, seed: int = 0,
+                            level: float = 0.95, n_bins: int = 10) -> dict:
+    """Per-finding expected calibration error (10 equal-width bins) and Brier score, with
+    patient-bootstrap percentile CIs. Pooling ECE over findings where most entries are
+    negatives hides a miscalibrated rare finding; this does not.
+
+    Returns {"per_finding": [{"ece", "ece_ci95", "brier", "brier_ci95"}, ...]}.
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    P = np.asarray(P, dtype=np.float64)
+    groups = np.arange(len(Y)) if groups is None else np.asarray(groups)
+    L = Y.shape[1]
+    point = []
+    for j in range(L):
+        y, p = _known(Y[:, j], P[:, j])
+        point.append(_ece_brier(y, p, n_bins) if len(y) else (None, None))
+    boot = [[] for _ in range(L)]
+    for rows in _patient_resamples(groups, n_boot, seed):
+        for j in range(L):
+            y, p = _known(Y[rows, j], P[rows, j])
+            if len(y):
+                boot[j].append(_ece_brier(y, p, n_bins))
+    a = (1 - level) / 2
+    out = []
+    for j in range(L):
+        b = np.asarray(boot[j]).reshape(-1, 2)
+        ok = len(b) >= max(1, n_boot / 2)
+        out.append({"ece": point[j][0], "brier": point[j][1],
+                    "ece_ci95": [float(np.quantile(b[:, 0], a)), float(np.quantile(b[:, 0], 1 - a))] if ok else None,
+                    "brier_ci95": [float(np.quantile(b[:, 1], a)), float(np.quantile(b[:, 1], 1 - a))] if ok else None})
+    return {"per_finding": out}
 
 
 def paired_bootstrap_auc(Y, P_a, P_b, *, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -250,8 +293,8 @@ CALIBRATION_METHODS = ("none", "platt", "temperature")
 def fit_calibration(Y: np.ndarray, P: np.ndarray, method: str = "platt") -> dict:
     """Fit a monotone recalibration of probabilities on validation data.
 
-    "platt": per finding, p' = sigmoid(a * logit(p) + b) by (lightly regularized) logistic
-    regression, with a > 0 enforced so the ranking (and AUC) never changes; "temperature": one T for all findings, p' = sigmoid(logit(p) / T), by grid
+    "platt": per finding, p' = sigmoid(a * logit(p) + b) by unpenalized logistic regression
+    (a default C=1 penalty flattens the slope towards 0 on small validation sets), with a > 0 enforced so the ranking (and AUC) never changes; "temperature": one T for all findings, p' = sigmoid(logit(p) / T), by grid
     search on the log-loss. Findings without both classes keep a = 1, b = 0.
     """
     if method not in CALIBRATION_METHODS:
@@ -275,9 +318,9 @@ def fit_calibration(Y: np.ndarray, P: np.ndarray, method: str = "platt") -> dict
     for j in range(L):
         y, zj = _known(Y[:, j], z[:, j])
         if 0 < y.sum() < len(y):
-            lr = LogisticRegression(C=1.0).fit(zj[:, None], y)
+            lr = LogisticRegression(C=np.inf, max_iter=1000).fit(zj[:, None], y)
             a[j], b[j] = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-            if a[j] <= 0:
+            if not (0 < a[j] < 1e3 and np.isfinite(b[j])):  # reversed, flat or separable
                 # A non-positive slope would reorder (or flatten) the test predictions on the
                 # word of a small validation set: keep the ranking, shift only the level.
                 a[j] = 1.0

@@ -17,12 +17,12 @@ from .baselines import TunedLogisticRegression
 from .data import Dataset, read_dataset, read_image_paths
 from .errors import DataError
 from .features import FeatureSet, extract_features, read_manifest
-from .head import BottleneckClassifier, fit_grid
+from .head import DEFAULT_CV_GRID, BottleneckClassifier, BottleneckCV, fit_grid
 from .metrics import evaluate_predictions, paired_bootstrap_auc
 from .model_io import TrainedModel, package
 from .report import write_report
 from .settings import (DEFAULT_BACKBONE, ExtractSettings, HeadSettings, PackageSettings,
-                       TuneSettings, defaults)
+                       SelectionSettings, TuneSettings, defaults)
 from .splits import check_no_patient_overlap, patient_holdout
 
 log = logging.getLogger(__name__)
@@ -40,29 +40,74 @@ def _features_info(fs: FeatureSet) -> dict:
 
 
 def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = None,
-                        packaging: PackageSettings = PackageSettings()) -> TrainedModel:
-    """Fit the bottleneck model on a FeatureSet with ``head`` settings (HeadSettings or a
-    dict of overrides of its defaults). Calibration (Platt by default: the imbalance
-    weights shift probabilities) and then thresholds are fitted on its patient-wise
-    validation part (the part used for early stopping), never on test data."""
+                        selection: SelectionSettings = SelectionSettings(),
+                        grid: list[dict] | None = None,
+                        packaging: PackageSettings = PackageSettings(), progress=None) -> TrainedModel:
+    """Fit the bottleneck model on a FeatureSet and package it.
+
+    With ``selection.select`` (the default, multi-label data): every setting of ``grid``
+    (default :data:`medxfer.head.DEFAULT_CV_GRID`, or the JSON file ``selection.grid``),
+    on top of ``head``, is trained full-batch on the training parts of
+    ``selection.inner_folds`` patient-wise folds; the setting with the best pooled
+    out-of-fold macro AUC is kept and its fold models are averaged
+    (:class:`medxfer.head.BottleneckCV`). Calibration and thresholds are fitted on the
+    out-of-fold predictions: every training image predicted by the member that did not see
+    its patient. Without selection (or for single-label data) ``head`` is trained as given
+    and calibrated on its patient-wise validation part.
+    """
     if fs.dataset.labels.shape[1] == 0:
         raise DataError("these features carry no labels; train needs a labelled dataset")
     params = head_params(head)
-    est = BottleneckClassifier(**params)
     multiclass = fs.dataset.task == "multiclass"
-    y = fs.Y.argmax(1) if multiclass else fs.Y
-    est.fit(fs.X, y, groups=fs.dataset.patient_ids)
-    if est.validation_ is None:
-        raise DataError("training needs a validation part for early stopping and thresholds; "
-                        "use validation_fraction > 0")
-    _, Yv, Pv = est.validation_
-    if multiclass and len(est.classes_) != len(fs.dataset.label_names):
-        raise DataError(f"every class needs training images; the training rows hold only "
-                        f"{len(est.classes_)} of {len(fs.dataset.label_names)} classes")
-    if multiclass:  # one-vs-rest view of the classes, as the metrics expect
-        Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
+    config: dict = {"params": params, "selection": asdict(selection)}
+    metrics: dict = {}
+    if selection.select and not multiclass:
+        grid = grid if grid is not None else read_grid(selection.grid)
+        cv = BottleneckCV(grid, params=params, n_splits=selection.inner_folds,
+                          random_state=params["random_state"])
+        cv.fit(fs.X, fs.Y, groups=fs.dataset.patient_ids, progress=progress)
+        est = cv.best_estimator_
+        _, Yv, Pv = cv.validation_
+        keys = sorted({k for g in (grid or DEFAULT_CV_GRID) for k in g})
+        chosen = cv.best_params_ if isinstance(cv.best_params_, list) else [cv.best_params_]
+        config |= {"chosen": [{k: c[k] for k in keys} for c in chosen]}
+        metrics = {"selection": cv.cv_results_, "selected_from": len(cv.cv_results_),
+                   "members": len(est.members_)}
+    else:
+        est = BottleneckClassifier(**params)
+        y = fs.Y.argmax(1) if multiclass else fs.Y
+        est.fit(fs.X, y, groups=fs.dataset.patient_ids)
+        if est.validation_ is None:
+            raise DataError("training needs a validation part for calibration and thresholds; "
+                            "use validation_fraction > 0 or selection")
+        _, Yv, Pv = est.validation_
+        if multiclass and len(est.classes_) != len(fs.dataset.label_names):
+            raise DataError(f"every class needs training images; the training rows hold only "
+                            f"{len(est.classes_)} of {len(fs.dataset.label_names)} classes")
+        if multiclass:  # one-vs-rest view of the classes, as the metrics expect
+            Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
     return package(est, fs.dataset.label_names, Yv, Pv, backbone=fs.manifest["backbone"],
-                   features=_features_info(fs), settings=packaging, config={"params": params})
+                   features=_features_info(fs), settings=packaging, config=config, metrics=metrics)
+
+
+def read_grid(path: str | Path | None) -> list[dict] | None:
+    """A grid of parameter dicts from a JSON file (None: the default grid)."""
+    if path is None:
+        return None
+    try:
+        grid = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"grid file '{path}' is not a readable JSON file: {exc}") from exc
+    if not isinstance(grid, list) or not grid or not all(isinstance(g, dict) for g in grid):
+        raise DataError(f"grid file '{path}' must hold a non-empty JSON list of parameter dicts, "
+                        'e.g. [{"bottleneck_dim": 8, "alpha": 0.1}]')
+    known = set(defaults(HeadSettings))
+    for g in grid:
+        unknown = sorted(set(g) - known)
+        if unknown:
+            raise DataError(f"grid file '{path}': unknown parameter(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(known))}")
+    return grid
 
 
 def head_params(head: HeadSettings | dict | None) -> dict:

@@ -166,7 +166,9 @@ def _html(title, metrics, label_names, config, problems, sections, out: Path) ->
             name, f"{m['positives']}/{m['n']}", _fmt(m["auc"]), _ci(m["auc_ci95"]),
             _fmt(m["average_precision"]), _fmt(m["threshold"], 2), _fmt(m["sensitivity"], 2),
             _fmt(m["specificity"], 2), _fmt(m["f1"], 2), _fmt(m["accuracy"], 2),
-            _fmt(m["all_negative_accuracy"], 2), f"{m['tp']}/{m['fp']}/{m['tn']}/{m['fn']}")) + "</tr>")
+            _fmt(m["all_negative_accuracy"], 2), f"{m['tp']}/{m['fp']}/{m['tn']}/{m['fn']}",
+            f"{_fmt(m.get('ece'))} {_ci(m.get('ece_ci95'))}",
+            f"{_fmt(m.get('brier'))} {_ci(m.get('brier_ci95'))}")) + "</tr>")
     extra = "".join(f"<h2>{e(h)}</h2><pre>{e(t)}</pre>" for h, t in sections)
     prob = ""
     if problems:
@@ -198,7 +200,7 @@ useful where it beats that. Thresholds were chosen on validation data, not on th
 Undefined metrics (a finding without positives here) are shown as n/a.</p>
 <table><tr><th>finding</th><th>pos/n</th><th>AUC</th><th>95% CI</th><th>AP</th><th>threshold</th>
 <th>sensitivity</th><th>specificity</th><th>F1</th><th>accuracy</th><th>all-negative accuracy</th>
-<th>TP/FP/TN/FN</th></tr>
+<th>TP/FP/TN/FN</th><th>ECE (95% CI)</th><th>Brier (95% CI)</th></tr>
 {''.join(rows)}</table>
 {extra}
 <h2>ROC curves</h2>{_img(out / 'roc_curves.png', 'ROC curves')}

@@ -5,6 +5,7 @@ constraint as data. The Python estimators, the command line (options, ``--help``
 range errors) and the TOML config file all read these tables, so a default is written once:
 
     HeadSettings       the bottleneck model (BottleneckClassifier and `medxfer train`)
+    SelectionSettings  inner-CV choice of its penalties in `medxfer train`
     ExtractSettings    feature extraction (`medxfer extract`, `evaluate`, `predict`)
     PackageSettings    calibration and thresholds fitted on validation patients
     TuneSettings       the one-pass grid (`medxfer tune`)
@@ -118,6 +119,7 @@ NONNEG_INT = Interval("int", 0)
 
 IMBALANCE_OPTIONS = ("none", "pos_weight", "class_balanced", "focal", "balanced_sampler")
 TASKS = ("auto", "multilabel", "multiclass")
+SOLVERS = ("adamw", "lbfgs")
 CALIBRATION_METHODS = ("none", "platt", "temperature")
 THRESHOLD_METHODS = ("f1", "youden", "sensitivity")
 POOLINGS = ("avg", "multistage")
@@ -128,16 +130,22 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 @dataclass(frozen=True)
 class HeadSettings:
     """The bottleneck model. ``BottleneckClassifier()`` and ``medxfer train`` both start
-    here; the values were chosen by patient-wise CV on the 421-image ChestX-ray14 sample
-    (docs/defaults.md)."""
+    here (train then chooses width and alpha among DEFAULT_CV_GRID by inner CV). Chosen by
+    nested patient-wise CV on the 421-image ChestX-ray14 sample (docs/defaults.md): full
+    batch L-BFGS with the weight penalty; the code penalty is off because it lowered the
+    out-of-fold AUC at every strength that changed the codes (docs/benchmarks.md)."""
 
     bottleneck_dim: int | None = setting(
-        256, "k, the width of the codes h = W^T z; 0 on the command line (None in Python) "
+        8, "k, the width of the codes h = W^T z; 0 on the command line (None in Python) "
         "drops the bottleneck (a linear head)", Interval("int", 1, none_ok=True))
-    l1: float = setting(1e-4, "lambda1 of the code penalty lambda1*||h||_1", NONNEG_FLOAT)
-    l2: float = setting(1e-4, "lambda2 of the code penalty lambda2*||h||_F^2", NONNEG_FLOAT)
-    alpha: float = setting(1e-2, "L2 penalty alpha*(||W||^2 + ||V||^2) on the weights",
+    l1: float = setting(0.0, "lambda1 of the code penalty lambda1*||h||_1", NONNEG_FLOAT)
+    l2: float = setting(0.0, "lambda2 of the code penalty lambda2*||h||_F^2", NONNEG_FLOAT)
+    alpha: float = setting(0.03, "L2 penalty alpha*(||W||^2 + ||V||^2) on the weights",
                            NONNEG_FLOAT)
+    solver: str = setting("lbfgs", "adamw: minibatches with early stopping on the validation "
+                          "patients; lbfgs: full batch on every training row, the penalties "
+                          "alone control fit", Choice(SOLVERS))
+    max_iter: int = setting(200, "iterations of --solver lbfgs", POS_INT)
     lr: float = setting(1e-3, "AdamW learning rate", POS_FLOAT)
     weight_decay: float = setting(1e-2, "AdamW decoupled weight decay", NONNEG_FLOAT)
     batch_size: int = setting(64, "rows per minibatch", POS_INT)
@@ -162,6 +170,19 @@ class HeadSettings:
                                 cli="--seed")
     device: str = setting("cpu", "torch device for training: cpu, cuda, cuda:N or auto",
                           Kind(str))
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    """How `medxfer train` chooses the head's penalties: inner patient-wise CV over a grid
+    (medxfer.head.BottleneckCV), the fold models averaged."""
+
+    select: bool = setting(True, "choose width and penalties by inner patient-wise CV over "
+                           "the grid and average the fold models (off: train the head "
+                           "settings as given, calibrated on a validation part)", Kind(bool))
+    inner_folds: int = setting(5, "patient-wise inner folds of the selection", Interval("int", 2))
+    grid: str | None = setting(None, "JSON file with a list of parameter dicts to choose among "
+                               "(default: medxfer.head.DEFAULT_CV_GRID)", Kind(str, none_ok=True))
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,15 @@
     training.py   the one early-stopping loop (estimator, grid trainer, fine-tuning)
     estimator.py  BottleneckClassifier, the scikit-learn estimator; to_state/from_state
     grid.py       fit_grid: many settings trained in one pass
+    selection.py  BottleneckCV: penalties by inner patient-wise CV, fold models averaged
 """
 
 from .estimator import BottleneckClassifier, task_macro_auc
 from .grid import fit_grid
 from .losses import IMBALANCE, HeadLoss
 from .net import BottleneckNet, predict_proba_nets, resolve_device
+from .selection import DEFAULT_CV_GRID, BottleneckCV
 from .training import early_stopping_loop
 
-__all__ = ["BottleneckClassifier", "BottleneckNet", "HeadLoss", "IMBALANCE", "early_stopping_loop",
+__all__ = ["BottleneckCV", "DEFAULT_CV_GRID", "BottleneckClassifier", "BottleneckNet", "HeadLoss", "IMBALANCE", "early_stopping_loop",
            "fit_grid", "predict_proba_nets", "resolve_device", "task_macro_auc"]

@@ -63,6 +63,10 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     alpha : L2 penalty alpha * (||W||_F^2 + ||V||_F^2) on the weights (as in scikit-learn's
         MLP). The code penalty alone is scale-free (W small, V large gives the same
         predictions), so the weights need their own penalty or weight decay.
+    solver : "adamw" (minibatches, early stopping on the validation part) or "lbfgs" (full
+        batch on every training row for at most ``max_iter`` iterations; no early stopping,
+        so the penalties alone control the fit: choose them by CV, e.g. with
+        :class:`medxfer.head.BottleneckCV`).
     lr, weight_decay : AdamW learning rate and decoupled weight decay.
     batch_size, max_epochs, patience : minibatch size; epoch cap; epochs without a better
         validation macro AUC before stopping (the best epoch's weights are kept).
@@ -87,7 +91,7 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, bottleneck_dim=_D["bottleneck_dim"], *, l1=_D["l1"], l2=_D["l2"],
-                 alpha=_D["alpha"], lr=_D["lr"], weight_decay=_D["weight_decay"],
+                 alpha=_D["alpha"], solver=_D["solver"], max_iter=_D["max_iter"], lr=_D["lr"], weight_decay=_D["weight_decay"],
                  batch_size=_D["batch_size"], max_epochs=_D["max_epochs"],
                  patience=_D["patience"], imbalance=_D["imbalance"],
                  focal_gamma=_D["focal_gamma"], cb_beta=_D["cb_beta"], task=_D["task"],
@@ -98,6 +102,8 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.l1 = l1
         self.l2 = l2
         self.alpha = alpha
+        self.solver = solver
+        self.max_iter = max_iter
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -213,6 +219,7 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             fits.append(fit)
         self.members_ = [net.cpu() for net in members]  # fitted models predict on the CPU
         self.n_outputs_ = n_out
+        self.n_iter_ = max(f["n_iter"] for f in fits)
         if self.n_ensemble == 1:
             fit = fits[0]
             self.best_epoch_, self.best_score_, self.history_ = fit["best_epoch"], fit["best_score"], fit["history"]
@@ -241,7 +248,7 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         with torch.no_grad():
             net.head.weight.zero_()
             net.head.bias.zero_()
-        self.members_, self.n_outputs_ = [net.eval()], 1
+        self.members_, self.n_outputs_, self.n_iter_ = [net.eval()], 1, 0
         self.best_epoch_, self.best_score_, self.history_, self.validation_ = 0, float("nan"), [], None
         self.loss_terms_ = {}
         return self
@@ -266,20 +273,40 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             if self.refit and Xv is not None and eval_set is None:
                 torch.manual_seed(seed)  # retrain on every row for the epochs validation chose
                 net, _ = self._train_net(X, Y, None, None, epochs=res.best_epoch[0])
-        fit.update(best_epoch=res.best_epoch[0], best_score=res.best_score[0], history=res.history[0])
+        fit.update(best_epoch=res.best_epoch[0], best_score=res.best_score[0], history=res.history[0],
+                   n_iter=res.n_iter)
         return net.eval(), fit
 
     def _train_net(self, Xt, Yt, Xv, Yv, epochs: int | None = None):
         dev = resolve_device(self.device)
         n_out = self._n_out(Yt)
         net = BottleneckNet(Xt.shape[1], self.bottleneck_dim, n_out).standardize_like(Xt).to(dev)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = HeadLoss(self, self.task_, Yt, n_out, dev)
         xt, yt = torch.from_numpy(Xt).to(dev), torch.from_numpy(Yt).to(dev)
         n = len(xt)
         sw = loss_fn.strategy.sample_weights(Yt, self.task_, n_out)
         sampler_w = torch.as_tensor(sw) if sw is not None else None
         best_state: list = [None]
+        lbfgs = self.solver == "lbfgs"
+        if lbfgs and sampler_w is not None:
+            raise ValueError("imbalance='balanced_sampler' draws minibatches; solver='lbfgs' uses "
+                             "every row at once: choose another imbalance option or solver='adamw'")
+        if lbfgs:
+            opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=self.max_iter,
+                                    history_size=20, tolerance_grad=1e-7, tolerance_change=1e-10,
+                                    line_search_fn="strong_wolfe")
+        else:
+            opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+        def full_batch(epoch, active):
+            net.train()
+
+            def closure():
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(net, xt, yt)
+                loss.backward()
+                return loss
+            return float(opt.step(closure).detach())
 
         def run_epoch(epoch, active):
             net.train()
@@ -306,11 +333,15 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         def keep(improved):
             best_state[0] = copy.deepcopy(net.state_dict())
 
-        res = early_stopping_loop(n_settings=1, max_epochs=epochs or self.max_epochs,
-                                  patience=self.patience, run_epoch=run_epoch,
+        # L-BFGS is one full-batch "epoch" of up to max_iter iterations: nothing to stop early.
+        res = early_stopping_loop(n_settings=1, max_epochs=1 if lbfgs else (epochs or self.max_epochs),
+                                  patience=self.patience, run_epoch=full_batch if lbfgs else run_epoch,
                                   validate=validate_epoch if Xv is not None else None, keep=keep)
         if best_state[0] is not None:
             net.load_state_dict(best_state[0])
+        # iterations for L-BFGS (its state records them), epochs for AdamW
+        res.n_iter = (int(opt.state_dict()["state"].get(0, {}).get("n_iter", 0)) if lbfgs
+                      else res.epochs_run)
         return net.eval(), res
 
     # ------------------------------------------------------------------ predict
@@ -373,6 +404,8 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         meta = {"class": type(self).__name__, "params": self.get_params(), "task": self.task_,
                 "n_features_in": int(self.n_features_in_), "n_outputs": int(self.n_outputs_),
                 "n_members": len(self.members_),
+                "member_bottleneck_dims": [None if net.bottleneck is None else
+                                           int(net.bottleneck.out_features) for net in self.members_],
                 "classes": self.classes_.tolist() if self.task_ == "multiclass" else None,
                 "best_epoch": int(self.best_epoch_),
                 "best_score": float(self.best_score_) if np.isfinite(self.best_score_) else None,
@@ -384,10 +417,11 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """Inverse of :meth:`to_state`; ModelError when the tensors do not fit the metadata."""
         params = meta["params"]
         n = int(meta.get("n_members", params.get("n_ensemble", 1)))
+        dims = meta.get("member_bottleneck_dims") or [params["bottleneck_dim"]] * n
         nets = []
         for i in range(n):
             prefix = f"member{i}." if n > 1 else ""
-            net = BottleneckNet(meta["n_features_in"], params["bottleneck_dim"], meta["n_outputs"])
+            net = BottleneckNet(meta["n_features_in"], dims[i], meta["n_outputs"])
             try:
                 net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             except (RuntimeError, KeyError) as exc:

@@ -55,7 +55,7 @@ def fit_grid(X, Y, grid: list[dict], *, groups=None,
     if not 0 < validation_fraction < 1:
         raise ValueError(f"fit_grid needs a validation part: validation_fraction must be in (0, 1), "
                          f"got {validation_fraction}")
-    shared = {"batch_size": batch_size, "max_epochs": max_epochs, "patience": patience,
+    shared = {"solver": "adamw", "batch_size": batch_size, "max_epochs": max_epochs, "patience": patience,
               "random_state": random_state, "validation_fraction": validation_fraction}
     params = [defaults(HeadSettings) | p | shared for p in grid]
     for p in params:

@@ -26,6 +26,7 @@ class LoopResult:
     best_score: list[float]
     history: list[list[dict]] = field(default_factory=list)
     epochs_run: int = 0
+    n_iter: int = 0
 
 
 def early_stopping_loop(*, n_settings: int, max_epochs: int, patience: int,

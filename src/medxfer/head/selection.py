@@ -1,0 +1,151 @@
+"""Penalties chosen by inner patient-wise K-fold CV, and the fold models averaged.
+
+On a few hundred radiographs, one early-stopping split is noise: the epoch it picks and the
+validation AUC it reports swing with which patients fell into it. :class:`BottleneckCV`
+instead trains every setting of a small grid full-batch (L-BFGS) on each of K patient-wise
+folds' training parts, scores it by the macro AUC of the pooled out-of-fold predictions,
+keeps the best setting, and deploys the average of its K fold models. Each training row was
+held out of exactly one fold, so the out-of-fold predictions (``validation_``) are
+predictions of the deployed members on patients they never saw (each row by the member(s)
+that did not train on it, not by the average): calibration and thresholds are fitted on
+them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import validate_data
+
+from ..metrics import macro_auc
+from ..settings import HeadSettings, defaults
+from ..splits import patient_kfold
+from .estimator import BottleneckClassifier
+
+log = logging.getLogger(__name__)
+
+#: The settings `medxfer train` chooses among by default: the paper's bottleneck at two
+#: widths (below and above the 14 findings) and its linear-head limit, each with the weight
+#: penalty alpha on a log grid (alpha on W and V acts as a nuclear-norm penalty on the
+#: product V^T W^T, which is what shares strength across findings).
+DEFAULT_CV_GRID = ([dict(bottleneck_dim=k, alpha=a) for k in (8, 32) for a in (0.03, 0.1)]
+                   + [dict(bottleneck_dim=None, alpha=a) for a in (1.0, 3.0, 10.0)])
+
+
+def _auc(Y, P) -> float:
+    out = macro_auc(Y, P)
+    return float("nan") if out is None else float(out)
+
+
+class BottleneckCV(ClassifierMixin, BaseEstimator):
+    """Inner-CV selection over ``grid`` and averaging over folds (multi-label y).
+
+    Parameters
+    ----------
+    grid : list of dicts of BottleneckClassifier parameters (default DEFAULT_CV_GRID).
+    params : base parameters every setting starts from (default: HeadSettings with
+        solver="lbfgs"; validation_fraction is always 0: the folds do the validation).
+    n_splits : K of the patient-wise inner folds.
+    blend : also try the average of the best bottleneck setting and the best linear-head
+        setting, and keep it when its pooled out-of-fold macro AUC is higher than the best
+        single setting's (then ``best_params_`` lists both and all 2K fold models average).
+    random_state : seed of the folds and of every member.
+
+    Fitted attributes: ``best_params_``, ``best_score_`` (pooled out-of-fold macro AUC of
+    the chosen setting: optimistic, it won the selection), ``cv_results_`` (one row per
+    setting), ``best_estimator_`` (a BottleneckClassifier whose members are the K fold
+    models), ``validation_`` (X, Y, out-of-fold probabilities of the chosen setting).
+    """
+
+    def __init__(self, grid=None, *, params=None, n_splits=5, blend=True, random_state=0):
+        self.grid = grid
+        self.params = params
+        self.blend = blend
+        self.n_splits = n_splits
+        self.random_state = random_state
+
+    def _base(self) -> dict:
+        return (defaults(HeadSettings) | {"solver": "lbfgs"} | dict(self.params or {})
+                | {"validation_fraction": 0.0, "n_ensemble": 1, "refit": False,
+                   "random_state": self.random_state})
+
+    def fit(self, X, Y, *, groups=None, progress=None):
+        X = validate_data(self, X, dtype=np.float32, ensure_min_samples=2)
+        Y = np.asarray(Y, dtype=np.float32)
+        if Y.ndim != 2 or len(Y) != len(X):
+            raise ValueError(f"BottleneckCV needs multilabel Y of shape (n_samples, n_labels) "
+                             f"with n_samples={len(X)}; got {Y.shape}")
+        if not isinstance(self.n_splits, int) or self.n_splits < 2:
+            raise ValueError(f"The 'n_splits' parameter of BottleneckCV must be an int in the "
+                             f"range [2, inf). Got {self.n_splits!r} instead.")
+        groups = np.arange(len(X)) if groups is None else np.asarray(groups)
+        grid = list(self.grid or DEFAULT_CV_GRID)
+        base = self._base()
+        settings = [base | g for g in grid]
+        for s in settings:
+            BottleneckClassifier(**s).validate_params()
+        folds = patient_kfold(groups, self.n_splits, Y=Y, seed=self.random_state)
+        runs = []  # (score, setting, fold members, oof) per grid point
+        self.cv_results_ = []
+        for i, (g, s) in enumerate(zip(grid, settings)):
+            t0 = time.time()
+            oof = np.full(Y.shape, np.nan, dtype=np.float32)
+            members = []
+            for tr, te in folds:
+                m = BottleneckClassifier(**s).fit(X[tr], Y[tr], groups=groups[tr])
+                oof[te] = m.predict_proba(X[te])
+                members.append(m)
+            score = _auc(Y, oof)
+            runs.append((score, s, members, oof))
+            self.cv_results_.append(dict(g) | {"oof_macro_auc": score,
+                                               "seconds": round(time.time() - t0, 2)})
+            log.info("setting %d/%d %s: out-of-fold macro AUC %.4f", i + 1, len(grid), g, score)
+            if progress is not None:
+                progress(i + 1, len(grid), g, score)
+        ok = [r for r in runs if not np.isnan(r[0])]
+        if not ok:
+            raise ValueError("no setting gave a defined out-of-fold macro AUC: every finding "
+                             "needs positives and negatives among the training rows")
+        chosen = [max(ok, key=lambda r: r[0])]
+        if self.blend:
+            # The best low-rank bottleneck and the best linear head make different errors;
+            # their average is kept when its out-of-fold AUC beats the better one alone.
+            low = [r for r in ok if r[1]["bottleneck_dim"] is not None]
+            lin = [r for r in ok if r[1]["bottleneck_dim"] is None]
+            if low and lin:
+                pair = [max(low, key=lambda r: r[0]), max(lin, key=lambda r: r[0])]
+                blend = (pair[0][3] + pair[1][3]) / 2
+                self.blend_score_ = _auc(Y, blend)
+                if self.blend_score_ > chosen[0][0]:
+                    chosen = pair
+        self.best_params_ = [r[1] for r in chosen] if len(chosen) > 1 else chosen[0][1]
+        oof = np.mean([r[3] for r in chosen], axis=0).astype(np.float32)
+        self.best_score_ = _auc(Y, oof)
+        members = [m for r in chosen for m in r[2]]
+        self.best_estimator_ = BottleneckClassifier.from_nets(
+            chosen[0][1], [m.members_[0] for m in members], task="multilabel", best_epoch=0,
+            best_score=self.best_score_, validation=(X, Y, oof),
+            loss_terms=members[0].loss_terms_)
+        self.best_estimator_.member_loss_terms_ = [m.loss_terms_ for m in members]
+        self.validation_ = (X, Y, oof)
+        self.n_outputs_ = Y.shape[1]
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Mean probability of the K fold models, shape (n_samples, n_labels)."""
+        from ..errors import NotFittedError
+
+        if not hasattr(self, "best_estimator_"):
+            raise NotFittedError("This BottleneckCV instance is not fitted yet. Call 'fit' with "
+                                 "appropriate arguments before using this estimator.")
+        return self.best_estimator_.predict_proba(X)
+
+    def predict(self, X, threshold=0.5) -> np.ndarray:
+        return (self.predict_proba(X) >= np.asarray(threshold)).astype(np.int64)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        out = macro_auc(np.asarray(y, dtype=np.float32), self.predict_proba(X))
+        return float("nan") if out is None else out
