@@ -6,7 +6,7 @@ Features: n x d float16 with 14 findings at ChestX-ray14 prevalences, drawn from
 linear model (only the shape and sparsity matter for speed). Measures seconds per epoch of
 one BottleneckClassifier (batch 64 and 512), the time of one epoch that recomputes the
 backbone instead (n / the extraction throughput measured in docs/benchmarks.md, or
---extract-img-per-s), and a grid of settings trained in one pass by medxfer.grid.fit_grid.
+--extract-img-per-s), and a grid of settings trained in one pass by medxfer.head.fit_grid.
 Target: a 50-setting grid in under 10 minutes on 2 cores.
 """
 
@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     out = {"n": a.n, "d": a.d, "cores": os.cpu_count()}
     for bs in (64, 512):
         t = time.time()
-        m = BottleneckClassifier(256, batch_size=bs, max_epochs=2, patience=100).fit(X, Y, groups=groups)
+        m = BottleneckClassifier(256, solver="adamw", batch_size=bs, max_epochs=2,
+                                 patience=100).fit(X, Y, groups=groups)
         out[f"single_s_per_epoch_batch{bs}"] = round((time.time() - t) / 2, 2)
         print(f"one setting, batch {bs}: {out[f'single_s_per_epoch_batch{bs}']} s/epoch "
               f"(val macro AUC {m.best_score_:.3f})", flush=True)

@@ -44,7 +44,7 @@ def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_tabl
     tiny, lite = tmp_path / "tiny", tmp_path / "lite"
     main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tiny)])
     main(["-q", "extract", str(root), "--backbone", "efficientnet_lite0", "--out", str(lite)])
-    main(["-q", "train", str(tiny), "--out", str(tmp_path / "m"), "--epochs", "5"])
+    main(["-q", "train", str(tiny), "--out", str(tmp_path / "m"), "--no-select", "--epochs", "5"])
     capsys.readouterr()
     assert main(["-q", "evaluate", str(tmp_path / "m"), str(lite), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
@@ -54,7 +54,7 @@ def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_tabl
 def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, tmp_path, capsys):
     root = make_cxr14(sample_table["image_id"][:40].tolist())
     main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
-    main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--epochs", "5"])
+    main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--no-select", "--epochs", "5"])
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     good = root / "images" / sample_table["image_id"][0]

@@ -222,3 +222,38 @@ def test_lbfgs_solver_trains_full_batch_and_reports_loss_terms():
     assert m.loss_terms_["code_l1"] > 0 and m.loss_terms_["weight_penalty"] > 0
     with pytest.raises(ValueError, match="balanced_sampler"):
         BottleneckClassifier(4, solver="lbfgs", imbalance="balanced_sampler").fit(X, Y, groups=np.arange(200))
+
+
+def test_config_checks_follow_the_command_and_map_zero_to_none(tmp_path):
+    from medxfer.cli import apply_config, resolve_settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nbottleneck-dim = 0\nvalidation_fraction = 0.0\n")
+    parser = build_parser()
+    apply_config(parser, str(cfg))
+    head = resolve_settings(parser.parse_args(["train", "F", "--out", "M"]))[HeadSettings]
+    assert head.bottleneck_dim is None and head.validation_fraction == 0.0
+
+
+def test_bad_device_is_one_line(capsys):
+    from medxfer.head import resolve_device
+
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda"):
+        resolve_device("gpu")
+
+
+def test_train_refuses_refit_and_ensemble_with_selection(tmp_path):
+    from medxfer.errors import DataError
+    from medxfer.features import FeatureSet
+    from medxfer.data import Dataset
+    from medxfer.pipeline import train_from_features
+    import pandas as pd
+
+    X, Y = _data(n=40)
+    table = pd.DataFrame({"image_id": [f"{i}.png" for i in range(40)], "patient_id": [str(i) for i in range(40)],
+                          "path": [f"{i}.png" for i in range(40)]})
+    fs = FeatureSet(X, Dataset(table, Y, ("A", "B", "C"), name="t"), {"backbone": {"name": "x"}})
+    with pytest.raises(DataError, match="refit retrains on the validation patients"):
+        train_from_features(fs, head={"refit": True})
+    with pytest.raises(DataError, match="--ensemble applies without selection"):
+        train_from_features(fs, head={"n_ensemble": 3})

@@ -135,3 +135,28 @@ def test_micro_metrics_pool_every_decision():
     assert r["micro"]["auc"] == pytest.approx(roc_auc_score(y, P[k]))
     assert r["micro"]["average_precision"] == pytest.approx(average_precision_score(y, P[k]))
     assert r["micro"]["sensitivity"] == pytest.approx((pred & (y == 1)).sum() / (y == 1).sum())
+
+
+def test_platt_is_unpenalized_so_small_validation_sets_keep_their_slope():
+    from medxfer.metrics import fit_calibration
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 0.15, size=(80, 1))  # a strongly shrunk model: true slope 8
+    Y = (rng.random((80, 1)) < 1 / (1 + np.exp(-8 * z))).astype(float)
+    cal = fit_calibration(Y, 1 / (1 + np.exp(-z)), "platt")
+    assert cal["a"][0] > 4  # a C=1 penalty pulled this to about 1 on 80 images
+
+
+def test_per_finding_ece_and_brier_have_bootstrap_intervals():
+    from medxfer.metrics import evaluate_predictions
+
+    rng = np.random.default_rng(1)
+    P = rng.random((80, 2))
+    Y = (rng.random((80, 2)) < P).astype(float)
+    Y[::7, 1] = np.nan
+    m = evaluate_predictions(Y, P, ["A", "B"], n_boot=50)
+    for name in ("A", "B"):
+        f = m["per_finding"][name]
+        assert 0 <= f["ece"] <= 1 and 0 <= f["brier"] <= 1
+        assert f["ece_ci95"][0] <= f["ece"] + 0.05 and f["brier_ci95"][0] <= f["brier"] <= f["brier_ci95"][1] + 1e-9
+    assert m["macro"]["brier"] is not None

@@ -41,7 +41,7 @@ def _fmt_default(v) -> str:
 
 def add_settings(parser, cls, *, only=None, skip=(), title: str | None = None) -> None:
     """One option per field of settings class ``cls`` (dest = field name)."""
-    g = parser.add_argument_group(title or cls.__doc__.split("\n")[0] if cls.__doc__ else cls.__name__)
+    g = parser.add_argument_group(title or (cls.__doc__ or cls.__name__).split("\n")[0])
     for f in fields(cls):
         if f.name in skip or (only is not None and f.name not in only):
             continue
@@ -234,15 +234,16 @@ def build_parser() -> _Parser:
     add_settings(p, PackageSettings, title="calibration and thresholds (validation patients)")
 
     p = command("cv", "patient-wise K-fold CV of the model beside its baselines",
-                "Logistic regression, linear head, bottleneck without and with its code penalty "
-                "(and with --tune, nested selection) on the same folds; pooled out-of-fold "
+                "Tuned logistic regression, linear head, the bottleneck chosen by inner CV with and "
+                "without its code penalty, and what `medxfer train` deploys, each choosing its "
+                "own settings inside every outer training part (nested); pooled out-of-fold "
                 "metrics with patient-bootstrap CIs, per-fold spread, paired differences.",
                 [seed, boot, js])
     p.add_argument("features", help="features folder")
     p.add_argument("--out", required=True, help="folder for cv.json, cv.md and the predictions")
     add_settings(p, EvalSettings, only=("folds",), title="folds")
     p.add_argument("--tune", action="store_true",
-                   help="add the nested-CV tuned bottleneck (default: off)")
+                   help="also the bottleneck chosen from a wider grid (default: off)")
 
     p = command("evaluate", "metrics with CIs and a report folder", parents=[seed, boot, js])
     p.add_argument("model", help="model folder from `medxfer train`")
@@ -261,11 +262,13 @@ def build_parser() -> _Parser:
 
 # ---------------------------------------------------------------------------- config file
 
-#: Settings class of each option dest, for checking config-file values.
-_CHECKS = {f.name: f.metadata.get("check") for cls in (HeadSettings, ExtractSettings, TuneSettings,
-                                                         FinetuneSettings, PackageSettings, EvalSettings,
-                                                         SelectionSettings)
-           for f in fields(cls)}
+def _config_check(command: str, dest: str):
+    """The constraint of option ``dest`` on ``command`` (from the settings it reads)."""
+    for cls, only in COMMAND_SETTINGS.get(command, []):
+        for f in fields(cls):
+            if f.name == dest and (only is None or dest in only):
+                return f.metadata.get("check")
+    return None
 
 
 def apply_config(parser: _Parser, path: str) -> None:
@@ -290,7 +293,9 @@ def apply_config(parser: _Parser, path: str) -> None:
             if dest is None or dest in ("help", "config", "quiet", "version"):
                 raise UsageError(f"config file '{path}': [{section}] has no option '{key}'; "
                                  f"see `medxfer {section} --help`")
-            check = _CHECKS.get(dest)
+            check = _config_check(section, dest)
+            if (isinstance(check, Interval) and check.none_ok and check.low >= 1 and value == 0):
+                value = None  # as on the command line: 0 means none (TOML has no null)
             if check is not None and not check.accepts(value):
                 raise UsageError(f"config file '{path}': [{section}] {key} must be "
                                  f"{check.describe()}; got {value!r}")
@@ -414,8 +419,8 @@ def _cmd_train(a) -> int:
     if a.json:
         print(json.dumps(out, indent=2, default=str))
     elif "selection" in out:
-        chosen = " + ".join(f"k={c['bottleneck_dim'] or 'none (linear head)'}, alpha={c['alpha']:g}"
-                            for c in model.config["chosen"])
+        chosen = " + ".join(f"k={c.get('bottleneck_dim') or 'none (linear head)'}, "
+                            f"alpha={c.get('alpha')}" for c in model.config["chosen"])
         auc = out["validation_macro_auc"]
         print(f"model saved to {a.out}: chose {chosen} among {out['selected_from']} settings by "
               f"{a.settings[SelectionSettings].inner_folds}-fold patient-wise CV; out-of-fold "
@@ -432,16 +437,9 @@ def _cmd_train(a) -> int:
 
 def _cmd_tune(a) -> int:
     from .features import FeatureSet
-    from .pipeline import save_tuned, tune_from_features
+    from .pipeline import read_grid, save_tuned, tune_from_features
 
-    grid = None
-    if a.grid:
-        try:
-            grid = json.loads(Path(a.grid).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"--grid '{a.grid}' is not a readable JSON file: {exc}") from exc
-        if not isinstance(grid, list) or not all(isinstance(g, dict) for g in grid) or not grid:
-            raise UsageError(f"--grid '{a.grid}' must hold a non-empty JSON list of parameter dicts")
+    grid = read_grid(a.grid)
     model, table = tune_from_features(FeatureSet.load(a.features), grid=grid, seed=a.seed,
                                       tune=a.settings[TuneSettings],
                                       packaging=a.settings[PackageSettings])

@@ -7,9 +7,11 @@ Models compared (all on the same cached features and folds):
                                patient-wise CV (the baseline a reviewer runs first)
     linear_head_cv             the network without bottleneck (a linear probe), its weight
                                penalty chosen by inner CV, fold models averaged
-    bottleneck_cv              `medxfer train`'s default: BottleneckCV over DEFAULT_CV_GRID
-                               (low-rank bottleneck or linear head or their blend, by
-                               inner patient-wise CV), fold models averaged
+    bottleneck_cv              BottleneckCV over DEFAULT_CV_GRID (low-rank bottleneck or
+                               linear head or their blend, by inner patient-wise CV), fold
+                               models averaged, raw probabilities
+    medxfer_train              what `medxfer train` deploys: bottleneck_cv followed by Platt
+                               scaling fitted on its inner out-of-fold predictions
     bottleneck_cv_code_penalty the same grid with the paper's code penalty on
                                (lambda1 = lambda2 = 1e-3 on the bottleneck settings)
     bottleneck_adamw_es        the previous default: k=256, lambda1=lambda2=1e-4, alpha=1e-2,
@@ -29,7 +31,8 @@ import numpy as np
 from .baselines import TunedLogisticRegression
 from .features import FeatureSet
 from .head import DEFAULT_CV_GRID, BottleneckClassifier, BottleneckCV
-from .metrics import evaluate_predictions, macro_auc, paired_bootstrap_auc
+from .metrics import (apply_calibration, evaluate_predictions, fit_calibration, macro_auc,
+                      paired_bootstrap_auc)
 from .settings import HeadSettings, defaults
 from .splits import check_no_patient_overlap, patient_kfold
 
@@ -51,6 +54,25 @@ def _cv(grid):
     return lambda seed: BottleneckCV(grid, random_state=seed)
 
 
+class CalibratedBottleneckCV:
+    """What `medxfer train` deploys: BottleneckCV, then per-finding Platt scaling fitted on
+    its out-of-fold predictions (medxfer.model_io.package does the same)."""
+
+    def __init__(self, grid=None, *, random_state: int = 0):
+        self.grid = grid
+        self.random_state = random_state
+
+    def fit(self, X, Y, *, groups):
+        self.cv_ = BottleneckCV(self.grid, random_state=self.random_state).fit(X, Y, groups=groups)
+        self.best_params_ = self.cv_.best_params_
+        _, Yv, Pv = self.cv_.validation_
+        self.calibration_ = fit_calibration(Yv, Pv, "platt")
+        return self
+
+    def predict_proba(self, X):
+        return apply_calibration(self.cv_.predict_proba(X), self.calibration_)
+
+
 def default_models(tune: bool = False) -> dict:
     """name -> factory(seed) of an estimator with fit(X, Y, groups=) and predict_proba."""
     code = [g | ({"l1": 1e-3, "l2": 1e-3} if g["bottleneck_dim"] else {}) for g in DEFAULT_CV_GRID]
@@ -58,6 +80,7 @@ def default_models(tune: bool = False) -> dict:
         "logistic_regression": lambda seed: TunedLogisticRegression(random_state=seed),
         "linear_head_cv": _cv([g for g in DEFAULT_CV_GRID if g["bottleneck_dim"] is None]),
         "bottleneck_cv": _cv(DEFAULT_CV_GRID),
+        "medxfer_train": lambda seed: CalibratedBottleneckCV(random_state=seed),
         "bottleneck_cv_code_penalty": _cv(code),
         "bottleneck_adamw_es": _bottleneck(**PREVIOUS_DEFAULT),
     }
@@ -94,7 +117,8 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
             oof[name][te] = est.predict_proba(X[te])
             seconds[name] += time.time() - t
             per_fold[name].append(macro_auc(Y[te], oof[name][te]))
-        line = f"fold {k + 1}/{n_splits}: " + ", ".join(f"{n} {per_fold[n][-1]:.3f}" for n in models)
+        line = f"fold {k + 1}/{n_splits}: " + ", ".join(
+            f"{n} {'n/a' if per_fold[n][-1] is None else format(per_fold[n][-1], '.3f')}" for n in models)
         log.info(line)
         if progress is not None:
             progress(k + 1, n_splits, line)
@@ -106,7 +130,8 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
         out["models"][name] = {"pooled_macro_auc": pooled["macro_auc"],
                                "pooled_macro_auc_ci95": pooled["macro_auc_ci95"],
                                "per_fold_macro_auc": per_fold[name],
-                               "mean": float(np.mean(vals)), "sd": float(np.std(vals)),
+                               "mean": float(np.mean(vals)) if vals else None,
+                               "sd": float(np.std(vals)) if vals else None,
                                "seconds": round(seconds[name], 1), "pooled": pooled}
         if name != "logistic_regression" and "logistic_regression" in models:
             out["paired_vs_logistic_regression"][name] = paired_bootstrap_auc(

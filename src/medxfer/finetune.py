@@ -74,7 +74,11 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
 
     st = settings
     dev = resolve_device(st.device)
-    p = head_params(head) | {"random_state": seed, "device": str(dev)}
+    # Fine-tuning is minibatch AdamW through the backbone; its epochs, patience and batch
+    # size are FinetuneSettings', so the record says so.
+    p = head_params(head) | {"random_state": seed, "device": str(dev), "solver": "adamw",
+                             "max_epochs": st.epochs, "patience": st.patience,
+                             "batch_size": st.batch_size}
     BottleneckClassifier(**p).validate_params()
     tr, va = patient_holdout(dataset.patient_ids, p["validation_fraction"], Y=dataset.labels, seed=seed)
     bb = create_backbone(st.backbone)

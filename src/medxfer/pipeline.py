@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .backbones import create_backbone, rebuild_backbone
+from .backbones import rebuild_backbone
 from .baselines import TunedLogisticRegression
 from .data import Dataset, read_dataset, read_image_paths
 from .errors import DataError
-from .features import FeatureSet, extract_features, read_manifest
+from .features import FeatureSet, extract_features, extract_with_settings, read_manifest
 from .head import DEFAULT_CV_GRID, BottleneckClassifier, BottleneckCV, fit_grid
 from .metrics import evaluate_predictions, paired_bootstrap_auc
 from .model_io import TrainedModel, package
@@ -59,6 +59,13 @@ def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = No
         raise DataError("these features carry no labels; train needs a labelled dataset")
     params = head_params(head)
     multiclass = fs.dataset.task == "multiclass"
+    if params["refit"]:
+        raise DataError("refit retrains on the validation patients after early stopping, so "
+                        "calibration and thresholds would describe another model; use the "
+                        "default selection (fold models averaged, out-of-fold calibration)")
+    if selection.select and not multiclass and params["n_ensemble"] > 1:
+        raise DataError("--ensemble applies without selection (--no-select); with selection "
+                        "the fold models are the ensemble")
     config: dict = {"params": params, "selection": asdict(selection)}
     metrics: dict = {}
     if selection.select and not multiclass:
@@ -253,9 +260,10 @@ def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None
     if limit:
         ds = ds.subset(np.arange(min(limit, len(ds))))
     log.info(f"[1/4] data: {len(ds)} images of {ds.table['patient_id'].nunique()} patients from {ds.name}")
-    bb = create_backbone(backbone)
-    log.info(f"[2/4] features: {bb.config.architecture}, ImageNet weights, frozen -> {out / 'features'}")
-    fs = extract_features(ds, bb, out / "features", progress=progress)
+    settings = ExtractSettings(backbone=backbone)
+    log.info(f"[2/4] features: {backbone} ({settings.pooling} pooling), ImageNet weights, frozen "
+             f"-> {out / 'features'}")
+    fs = extract_with_settings(ds, settings, out / "features", progress=progress)
     tr, te = patient_holdout(fs.dataset.patient_ids, 0.25, Y=fs.Y, seed=seed)
     check_no_patient_overlap(fs.dataset.patient_ids, tr, te)
     log.info(f"[3/4] train: bottleneck model on {len(tr)} images (validation carved out by "

@@ -124,7 +124,10 @@ CALIBRATION_METHODS = ("none", "platt", "temperature")
 THRESHOLD_METHODS = ("f1", "youden", "sensitivity")
 POOLINGS = ("avg", "multistage")
 DTYPES = ("float16", "float32")
-DEFAULT_BACKBONE = "efficientnet_lite0"
+#: The default extraction, chosen by nested patient-wise CV on the 421-image sample
+#: (docs/benchmarks.md): EfficientNet-Lite2 at its own 260 px with every stage pooled.
+DEFAULT_BACKBONE = "efficientnet_lite2"
+DEFAULT_POOLING = "multistage"
 
 
 @dataclass(frozen=True)
@@ -142,9 +145,10 @@ class HeadSettings:
     l2: float = setting(0.0, "lambda2 of the code penalty lambda2*||h||_F^2", NONNEG_FLOAT)
     alpha: float = setting(0.03, "L2 penalty alpha*(||W||^2 + ||V||^2) on the weights",
                            NONNEG_FLOAT)
-    solver: str = setting("lbfgs", "adamw: minibatches with early stopping on the validation "
-                          "patients; lbfgs: full batch on every training row, the penalties "
-                          "alone control fit", Choice(SOLVERS))
+    solver: str = setting("lbfgs", "adamw: minibatches, early-stopped on the validation part "
+                          "when there is one; lbfgs: full batch on the training rows (all but "
+                          "the validation part), the penalties alone control the fit",
+                          Choice(SOLVERS))
     max_iter: int = setting(200, "iterations of --solver lbfgs", POS_INT)
     lr: float = setting(1e-3, "AdamW learning rate", POS_FLOAT)
     weight_decay: float = setting(1e-2, "AdamW decoupled weight decay", NONNEG_FLOAT)
@@ -177,12 +181,14 @@ class SelectionSettings:
     """How `medxfer train` chooses the head's penalties: inner patient-wise CV over a grid
     (medxfer.head.BottleneckCV), the fold models averaged."""
 
-    select: bool = setting(True, "choose width and penalties by inner patient-wise CV over "
-                           "the grid and average the fold models (off: train the head "
-                           "settings as given, calibrated on a validation part)", Kind(bool))
+    select: bool = setting(True, "choose width and alpha by inner patient-wise CV over the "
+                           "grid (the grid's values replace --bottleneck-dim/--alpha; no "
+                           "validation part is held out) and average the fold models; "
+                           "--no-select trains the head settings as given, calibrated on a "
+                           "validation part", Kind(bool))
     inner_folds: int = setting(5, "patient-wise inner folds of the selection", Interval("int", 2))
-    grid: str | None = setting(None, "JSON file with a list of parameter dicts to choose among "
-                               "(default: medxfer.head.DEFAULT_CV_GRID)", Kind(str, none_ok=True))
+    grid: str | None = setting(None, "JSON file with a list of parameter dicts to choose among; "
+                               "none: medxfer.head.DEFAULT_CV_GRID", Kind(str, none_ok=True))
 
 
 @dataclass(frozen=True)
@@ -205,8 +211,8 @@ class ExtractSettings:
                                   Kind(str, none_ok=True))
     input_size: int | None = setting(None, "square input side in pixels (backbone's default)",
                                      Interval("int", 8, none_ok=True))
-    pooling: str = setting("avg", "global pooling of the last stage, or of several stages",
-                           Choice(POOLINGS))
+    pooling: str = setting(DEFAULT_POOLING, "avg: global average of the last stage; "
+                           "multistage: averages of every stage, concatenated", Choice(POOLINGS))
     batch_size: int = setting(32, "images per forward pass", POS_INT)
     workers: int | None = setting(None, "image decoding processes (None: cores - 1, at least 1)",
                                   Interval("int", 0, none_ok=True))
@@ -247,5 +253,5 @@ class FinetuneSettings:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    n_boot: int = setting(1000, "bootstrap resamples (over patients) for 95% CIs", NONNEG_INT)
+    n_boot: int = setting(1000, "bootstrap resamples (over patients) for 95% CIs", POS_INT)
     folds: int = setting(5, "patient-wise folds of `medxfer cv`", Interval("int", 2))

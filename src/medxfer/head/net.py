@@ -65,4 +65,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """"auto" -> the GPU when torch sees one, else the CPU; anything else as given."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or another torch device "
+                         f"name; got {device!r}") from exc
