@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: penalty alpha on a log grid (alpha on W and V acts as a nuclear-norm penalty on the
 #: product V^T W^T, which is what shares strength across findings).
 DEFAULT_CV_GRID = ([dict(bottleneck_dim=k, alpha=a) for k in (8, 32) for a in (0.03, 0.1)]
-                   + [dict(bottleneck_dim=None, alpha=a) for a in (1.0, 3.0, 10.0)])
+                   + [dict(bottleneck_dim=None, alpha=a) for a in (1.0, 3.0, 10.0, 30.0, 100.0)])
 
 
 def _auc(Y, P) -> float:
