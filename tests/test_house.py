@@ -257,3 +257,13 @@ def test_train_refuses_refit_and_ensemble_with_selection(tmp_path):
         train_from_features(fs, head={"refit": True})
     with pytest.raises(DataError, match="--ensemble applies without selection"):
         train_from_features(fs, head={"n_ensemble": 3})
+
+
+def test_model_folder_files_share_one_permission_mode(tmp_path):
+    from medxfer.model_io import TrainedModel
+
+    X, Y = _data(n=60)
+    m = BottleneckClassifier(4, validation_fraction=0.0).fit(X, Y)
+    folder = TrainedModel(m, ["A", "B", "C"], np.full(3, 0.5), {"name": "x"}).save(tmp_path / "m")
+    modes = {(folder / n).stat().st_mode & 0o777 for n in ("model.json", "model.safetensors")}
+    assert len(modes) == 1

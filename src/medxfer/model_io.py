@@ -86,6 +86,12 @@ class TrainedModel:
             "config": self.config,
         }
         (folder / "model.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+        # safetensors writes its files 0600; a model folder is shared as a whole, so every
+        # file in it gets the same permissions as model.json (the umask's default).
+        mode = (folder / "model.json").stat().st_mode & 0o777
+        for name in ("model.safetensors", "backbone.safetensors"):
+            if (folder / name).is_file():
+                (folder / name).chmod(mode)
         return folder
 
     @classmethod
