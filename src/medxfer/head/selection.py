@@ -20,10 +20,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import validate_data
 
-from ..metrics import macro_auc
 from ..settings import HeadSettings, defaults
 from ..splits import patient_kfold
-from .estimator import BottleneckClassifier
+from .estimator import BottleneckClassifier, task_macro_auc
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,7 @@ DEFAULT_CV_GRID = ([dict(bottleneck_dim=k, alpha=a) for k in (8, 32) for a in (0
 
 
 def _auc(Y, P) -> float:
-    out = macro_auc(Y, P)
-    return float("nan") if out is None else float(out)
+    return task_macro_auc(Y, P, "multilabel")
 
 
 class BottleneckCV(ClassifierMixin, BaseEstimator):
@@ -147,5 +145,4 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X) >= np.asarray(threshold)).astype(np.int64)
 
     def score(self, X, y, sample_weight=None) -> float:
-        out = macro_auc(np.asarray(y, dtype=np.float32), self.predict_proba(X))
-        return float("nan") if out is None else out
+        return _auc(np.asarray(y, dtype=np.float32), self.predict_proba(X))
