@@ -267,3 +267,15 @@ def test_model_folder_files_share_one_permission_mode(tmp_path):
     folder = TrainedModel(m, ["A", "B", "C"], np.full(3, 0.5), {"name": "x"}).save(tmp_path / "m")
     modes = {(folder / n).stat().st_mode & 0o777 for n in ("model.json", "model.safetensors")}
     assert len(modes) == 1
+
+
+def test_bottleneck_cv_refit_starts_clean():
+    from medxfer.head import BottleneckCV
+
+    X, Y = _data(n=120)
+    groups = np.arange(120)
+    cv = BottleneckCV([dict(bottleneck_dim=4, alpha=0.05), dict(bottleneck_dim=None, alpha=1.0)],
+                      n_splits=3).fit(X, Y, groups=groups)
+    assert hasattr(cv, "blend_score_")
+    cv.set_params(grid=[dict(bottleneck_dim=None, alpha=1.0)]).fit(X, Y, groups=groups)
+    assert not hasattr(cv, "blend_score_")  # no bottleneck setting to blend with this time

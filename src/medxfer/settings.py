@@ -86,11 +86,10 @@ class Kind:
         return f"a {self.type.__name__}{' or None' if self.none_ok else ''}"
 
 
-def setting(default: Any, help: str, check=None, *, cli: str | None = None, metavar=None):
+def setting(default: Any, help: str, check=None, *, cli: str | None = None):
     """A dataclass field with its description, its constraint and (optionally) the name of
     its command-line option when that differs from ``--field-name``."""
-    return field(default=default, metadata={"help": help, "check": check, "cli": cli,
-                                            "metavar": metavar})
+    return field(default=default, metadata={"help": help, "check": check, "cli": cli})
 
 
 def check_value(name: str, value, check, owner: str) -> None:

@@ -43,6 +43,12 @@ def task_macro_auc(Y: np.ndarray, P: np.ndarray, task: str) -> float:
     return float("nan") if out is None else out
 
 
+def clear_fitted(est) -> None:
+    """Remove every fitted attribute (name ending in "_") so that ``fit`` starts clean."""
+    for name in [k for k in vars(est) if k.endswith("_") and not k.startswith("__")]:
+        delattr(est, name)
+
+
 def _is_binary_column(y: np.ndarray) -> bool:
     try:
         v = y.astype(np.float64)
@@ -193,8 +199,7 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             Without them it is by image, which leaks patients with several images (warned).
         eval_set : (X_val, y_val) to use for early stopping instead of an internal split.
         """
-        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
-            delattr(self, name)  # a refit starts from a clean state
+        clear_fitted(self)  # a refit starts from a clean state
         self.validate_params()
         X = validate_data(self, X, dtype=np.float32, ensure_min_samples=2)
         Y, task = self._targets(y)

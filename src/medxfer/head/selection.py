@@ -22,7 +22,7 @@ from sklearn.utils.validation import validate_data
 
 from ..settings import HeadSettings, defaults
 from ..splits import patient_kfold
-from .estimator import BottleneckClassifier, task_macro_auc
+from .estimator import BottleneckClassifier, clear_fitted, task_macro_auc
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
                    "random_state": self.random_state})
 
     def fit(self, X, Y, *, groups=None, progress=None):
+        clear_fitted(self)  # e.g. no blend_score_ left from an earlier fit
         X = validate_data(self, X, dtype=np.float32, ensure_min_samples=2)
         Y = np.asarray(Y, dtype=np.float32)
         if Y.ndim != 2 or len(Y) != len(X):
