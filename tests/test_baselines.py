@@ -138,3 +138,24 @@ def test_chosen_c_at_the_edge_of_the_grid_is_flagged(caplog):
 def test_default_grid_is_wide():
     assert min(DEFAULT_CS) <= 1e-6 and max(DEFAULT_CS) >= 1.0
     assert TunedLogisticRegression().Cs == DEFAULT_CS
+
+
+def test_wide_features_fit_in_the_row_space_give_the_plain_fit():
+    """More features than images: the fit runs on the rotated training span (basis_), and
+    its decision function is the plain LogisticRegression's on all columns."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 300))
+    y = (X[:, 0] + 0.5 * rng.normal(size=60) > 0).astype(float)
+    Xt = rng.normal(size=(20, 300))
+    ours = TunedLogisticRegression(Cs=(0.01,)).fit(X, y[:, None])
+    assert ours.basis_.shape == (300, 59)  # standardized: centred rows span n - 1 dimensions
+    sc = StandardScaler().fit(X)
+    plain = LogisticRegression(C=0.01, class_weight="balanced", max_iter=3000, tol=1e-8).fit(
+        sc.transform(X), y.astype(int))
+    np.testing.assert_allclose(ours.decision_function(Xt)[:, 0],
+                               plain.decision_function(sc.transform(Xt)), atol=1e-3)
+    narrow = TunedLogisticRegression(Cs=(0.01,)).fit(X[:, :10], y[:, None])
+    assert narrow.basis_ is None

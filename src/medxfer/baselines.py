@@ -27,6 +27,27 @@ _SPARSE = ("csr", "csc", "coo")  # other formats are converted first, then check
 DEFAULT_CS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 
 
+def _row_space(X: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis (d, r) of the row space of X when X is wider than tall, else None.
+
+    With an L2 penalty on w and an unpenalized intercept, the optimal w lies in the row
+    space of the training X (representer theorem), and for orthonormal B the problem in
+    c = B^T w on the features X @ B has the same objective: the fit on the r <= n rotated
+    columns gives the same decision function as the fit on all d columns (up to solver
+    tolerance), 5-20 times faster on frozen features (d in the thousands, n in the hundreds).
+    """
+    n, d = X.shape
+    if d <= n:
+        return None
+    _, s, vt = np.linalg.svd(X, full_matrices=False)
+    keep = s > (s[0] if len(s) else 0) * 1e-10
+    return vt[keep].T if keep.any() else vt[:1].T
+
+
+def _rotate(X: np.ndarray, basis) -> np.ndarray:
+    return X if basis is None else X @ basis
+
+
 class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
     """One L2-regularized logistic regression per finding on standardized features, with
     one C for all findings chosen by patient-wise K-fold CV on the training data (mean
@@ -61,7 +82,10 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
     C_ : the chosen C.  cv_scores_ : {C: macro AUC of the pooled inner out-of-fold
     predictions} (NaN where undefined).
     C_at_edge_ : True when C_ is the smallest or largest of ``Cs`` (a warning is logged
-    when its score still beats the next C by more than 0.001: the best C may lie outside).  classes_, n_features_in_, scaler_, models_.
+    when its score still beats the next C by more than 0.001: the best C may lie outside).
+    classes_, n_features_in_, scaler_, models_ (fitted on the standardized features
+    rotated onto ``basis_``, the training rows' span, when there are more features than
+    images: the same decision function, much faster; None otherwise).
     """
 
     def __init__(self, Cs=DEFAULT_CS, *, n_splits=5, class_weight="balanced", random_state=0):
@@ -182,11 +206,12 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
             # from small to large, warm-starting every fit from the previous one.
             oof = {C: np.full(Y.shape, np.nan) for C in Cs}
             for tr, te in folds:
-                models = None
+                models, basis = None, _row_space(Xs[tr])
+                Xtr, Xte = _rotate(Xs[tr], basis), _rotate(Xs[te], basis)
                 for C in sorted(set(Cs)):
-                    models = self._fit_fixed(Xs[tr], Y[tr], C,
+                    models = self._fit_fixed(Xtr, Y[tr], C,
                                              None if weights is None else weights[tr], warm=models)
-                    oof[C][te] = self._proba(models, Xs[te])
+                    oof[C][te] = self._proba(models, Xte)
             for C in Cs:
                 auc = macro_auc(Y, oof[C])
                 self.cv_scores_[C] = np.nan if auc is None else float(auc)
@@ -205,7 +230,8 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
                         "macro AUC %.4f, %.4f at C=%g), so the best C may lie outside it; "
                         "widen the grid, e.g. %s.", self.C_, "smallest" if low else "largest",
                         self.cv_scores_[self.C_], self.cv_scores_[nxt], nxt, wider)
-        self.models_ = self._fit_fixed(Xs, Y, self.C_, weights)
+        self.basis_ = _row_space(Xs)
+        self.models_ = self._fit_fixed(_rotate(Xs, self.basis_), Y, self.C_, weights)
         return self
 
     # ------------------------------------------------------------------ prediction
@@ -217,7 +243,7 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, accept_sparse=_SPARSE, dtype=np.float64, reset=False)
         if sp.issparse(X):
             X = X.toarray()
-        return self.scaler_.transform(X)
+        return _rotate(self.scaler_.transform(X), self.basis_)
 
     def decision_function(self, X) -> np.ndarray:
         """Log-odds: (n, n_findings) in the 2-D form; (n,) for two classes (of
