@@ -83,6 +83,7 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
     predictions} (NaN where undefined).
     C_at_edge_ : True when C_ is the smallest or largest of ``Cs`` (a warning is logged
     when its score still beats the next C by more than 0.001: the best C may lie outside).
+    validation_ : (X, Y, inner out-of-fold probabilities at C_), 2-D form with a C grid only.
     classes_, n_features_in_, scaler_, models_ (fitted on the standardized features
     rotated onto ``basis_``, the training rows' span, when there are more features than
     images: the same decision function, much faster; None otherwise).
@@ -179,7 +180,8 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         groups : (n,) patient ids; the inner CV keeps each patient in one fold
         (default: each image its own patient).
         """
-        self.__dict__.pop("models_", None)  # a refit that fails leaves it unfitted
+        for name in ("models_", "validation_"):  # a refit that fails leaves it unfitted
+            self.__dict__.pop(name, None)
         X = validate_data(self, X, accept_sparse=_SPARSE, dtype=np.float64, reset=True)
         if sp.issparse(X):
             X = X.toarray()
@@ -219,6 +221,10 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         # First best in grid order (ties go to the earlier C).
         self.C_ = max(finite, key=self.cv_scores_.get) if finite else Cs[0]
         self.C_at_edge_ = bool(finite) and len(set(Cs)) > 1 and self.C_ in (min(Cs), max(Cs))
+        if len(set(Cs)) > 1 and self._multilabel:
+            # Inner out-of-fold probabilities at the chosen C (as BottleneckCV keeps): for
+            # thresholds chosen on training patients only.
+            self.validation_ = (X, Y, oof[self.C_])
         grid = sorted(set(Cs))
         low = self.C_ == grid[0]
         nxt = (grid[1] if low else grid[-2]) if len(grid) > 1 else self.C_

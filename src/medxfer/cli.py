@@ -18,9 +18,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MedxferError
-from .settings import (DEFAULT_BACKBONE, Choice, EvalSettings, ExtractSettings, FinetuneSettings,
-                       HeadSettings, Interval, Kind, PackageSettings, SelectionSettings,
-                       TuneSettings)
+from .settings import (DEFAULT_BACKBONE, STUDY_NAMES, Choice, EvalSettings, ExtractSettings,
+                       FinetuneSettings, HeadSettings, Interval, Kind, PackageSettings,
+                       SelectionSettings, StudySettings, TuneSettings)
 
 log = logging.getLogger("medxfer")
 
@@ -144,6 +144,10 @@ FINETUNE_HEAD = ("bottleneck_dim", "l1", "l2", "alpha", "lr", "weight_decay", "i
                  "focal_gamma", "cb_beta", "validation_fraction")
 
 
+#: Fields of HeadSettings that the studies' fixed-point model (imbalance, sensitivity) takes.
+STUDY_HEAD = ("bottleneck_dim", "l1", "l2", "alpha", "lr")
+
+
 #: The settings each command reads, resolved and range-checked before the command runs.
 COMMAND_SETTINGS = {
     "demo": [(EvalSettings, ("n_boot",))],
@@ -153,6 +157,7 @@ COMMAND_SETTINGS = {
     "finetune": [(FinetuneSettings, None), (HeadSettings, FINETUNE_HEAD), (PackageSettings, None)],
     "cv": [(EvalSettings, None)],
     "evaluate": [(ExtractSettings, ("batch_size", "workers")), (EvalSettings, ("n_boot",))],
+    "study": [(StudySettings, None), (ExtractSettings, None), (HeadSettings, STUDY_HEAD)],
 }
 
 
@@ -244,6 +249,21 @@ def build_parser() -> _Parser:
     add_settings(p, EvalSettings, only=("folds",), title="folds")
     p.add_argument("--tune", action="store_true",
                    help="also the bottleneck chosen from a wider grid (default: off)")
+
+    p = command("study", "the paper's studies: compare, imbalance, sensitivity, disturbance, "
+                "shift, efficiency (or all)",
+                "Run one of the source paper's studies (or all) on a dataset or a features folder: "
+                "tables with patient-bootstrap 95% CIs, figures with the CSV they plot, and "
+                "index.html linking everything. Features are extracted once and cached in OUT; "
+                "an interrupted run resumes.", [data])
+    p.add_argument("name", choices=list(STUDY_NAMES) + ["all"], help="which study")
+    p.add_argument("data", help="features folder from `medxfer extract`, or a dataset (ChestX-ray14 "
+                                "folder, CSV...) to extract into OUT/features")
+    p.add_argument("--out", required=True, help="run folder (reused: finished work is kept)")
+    add_settings(p, StudySettings, title="the studies")
+    add_settings(p, ExtractSettings, title="extraction (when DATA is a dataset)")
+    add_settings(p, HeadSettings, only=STUDY_HEAD,
+                 title="the fixed-point model of the imbalance and sensitivity studies")
 
     p = command("evaluate", "metrics with CIs and a report folder", parents=[seed, boot, js])
     p.add_argument("model", help="model folder from `medxfer train`")
@@ -482,6 +502,26 @@ def _cmd_cv(a) -> int:
     return 0
 
 
+def _cmd_study(a) -> int:
+    from .features import read_manifest
+    from .studies import open_study, run_study
+
+    data = a.data
+    if not Path(data).joinpath("manifest.json").is_file():
+        data = _read(a, a.data)
+    else:
+        read_manifest(data)
+    ctx = open_study(data, a.out, extract=a.settings[ExtractSettings],
+                     settings=a.settings[StudySettings], head=a.settings[HeadSettings],
+                     progress=_progress(a))
+    results = run_study(a.name, ctx)
+    for name, r in results.items():
+        print(f"{name}: {r['seconds']:.0f} s; " + ", ".join(
+            str(Path(a.out) / name / t) for t in r.get("tables", [])))
+    print(f"index: {Path(a.out) / 'index.html'}")
+    return 0
+
+
 def _cmd_evaluate(a) -> int:
     from .model_io import TrainedModel
     from .pipeline import evaluate_model, features_for_model
@@ -540,7 +580,8 @@ def _cmd_predict(a) -> int:
 
 _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,
              "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
-             "finetune": _cmd_finetune, "tune": _cmd_tune, "predict": _cmd_predict}
+             "finetune": _cmd_finetune, "tune": _cmd_tune, "predict": _cmd_predict,
+             "study": _cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,8 +31,8 @@ import numpy as np
 from .baselines import TunedLogisticRegression
 from .features import FeatureSet
 from .head import DEFAULT_CV_GRID, BottleneckClassifier, BottleneckCV
-from .metrics import (apply_calibration, evaluate_predictions, fit_calibration, macro_auc,
-                      paired_bootstrap_auc)
+from .metrics import (apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration,
+                      macro_auc, paired_bootstrap_auc)
 from .settings import HeadSettings, defaults
 from .splits import check_no_patient_overlap, patient_kfold
 
@@ -72,6 +72,12 @@ class CalibratedBottleneckCV:
     def predict_proba(self, X):
         return apply_calibration(self.cv_.predict_proba(X), self.calibration_)
 
+    @property
+    def validation_(self):
+        """(X, Y, calibrated out-of-fold probabilities) of the training rows."""
+        X, Y, P = self.cv_.validation_
+        return X, Y, apply_calibration(P, self.calibration_)
+
 
 def default_models(tune: bool = False) -> dict:
     """name -> factory(seed) of an estimator with fit(X, Y, groups=) and predict_proba."""
@@ -87,6 +93,77 @@ def default_models(tune: bool = False) -> dict:
     if tune:
         models["bottleneck_cv_wide"] = _cv(WIDE_GRID)
     return models
+
+
+def _chosen(est) -> list[dict] | None:
+    if not hasattr(est, "best_params_"):
+        return None
+    bp = est.best_params_ if isinstance(est.best_params_, list) else [est.best_params_]
+    return [{p: b[p] for p in ("bottleneck_dim", "alpha", "l1", "l2")} for b in bp]
+
+
+def training_thresholds(est) -> list | None:
+    """F1-best per-finding thresholds chosen on the estimator's out-of-fold predictions of
+    its own training rows (``validation_``), as `medxfer train` chooses them; None when it
+    keeps none."""
+    v = getattr(est, "validation_", None)
+    if v is None:
+        return None
+    return [float(t) for t in choose_thresholds(np.asarray(v[1]), np.asarray(v[2]))]
+
+
+def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=None,
+                     tag: str = "", on_unit=None) -> dict:
+    """Out-of-fold probabilities of each model on the same folds: fit on each fold's
+    training rows, predict its test rows.
+
+    Parameters
+    ----------
+    models : name -> factory(seed) of an estimator with fit(X, Y, groups=) and predict_proba.
+    folds : list of (train rows, test rows); test rows of different folds are disjoint.
+    store : optional object with ``get(key) -> (array, meta) or None`` and ``put(key, array,
+        meta)`` (a study's ledger): finished (model, fold) units are read back, not refitted,
+        so an interrupted run resumes. ``tag`` prefixes the keys.
+    on_unit : called with (model name, fold number) after each unit.
+
+    Returns {"oof": {name: (n, L) with NaN outside the test rows}, "per_fold": {name: [macro
+    AUC of each fold]}, "seconds": {name}, "chosen": [{model, fold, chosen}],
+    "thresholds": {name: (n, L) thresholds of each row's fold model (chosen on its training
+    rows, :func:`training_thresholds`), or None for a model that keeps no such predictions}}.
+    """
+    Y = np.asarray(Y)
+    oof = {m: np.full(Y.shape, np.nan) for m in models}
+    thresholds = {m: np.full(Y.shape, np.nan) for m in models}
+    per_fold = {m: [] for m in models}
+    seconds = {m: 0.0 for m in models}
+    chosen = []
+    for k, (tr, te) in enumerate(folds):
+        check_no_patient_overlap(groups, tr, te)
+        for name, make in models.items():
+            key = f"{tag}{name}-fold{k + 1}"
+            hit = store.get(key) if store is not None else None
+            if hit is None:
+                t = time.time()
+                est = make(seed).fit(X[tr], Y[tr], groups=groups[tr])
+                pred = est.predict_proba(X[te])
+                meta = {"seconds": time.time() - t, "chosen": _chosen(est),
+                        "thresholds": training_thresholds(est)}
+                if store is not None:
+                    store.put(key, pred, meta)
+            else:
+                pred, meta = hit
+            oof[name][te] = pred
+            if meta.get("thresholds") is not None:
+                thresholds[name][te] = np.asarray(meta["thresholds"])[None, :]
+            seconds[name] += meta["seconds"]
+            if meta.get("chosen"):
+                chosen.append({"model": name, "fold": k + 1, "chosen": meta["chosen"]})
+            per_fold[name].append(macro_auc(Y[te], oof[name][te]))
+            if on_unit is not None:
+                on_unit(name, k + 1)
+    thresholds = {m: None if np.isnan(t).all() else t for m, t in thresholds.items()}
+    return {"oof": oof, "per_fold": per_fold, "seconds": seconds, "chosen": chosen,
+            "thresholds": thresholds}
 
 
 def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bool = False,
@@ -105,18 +182,13 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
     per_fold = {m: [] for m in models}
     seconds = {m: 0.0 for m in models}
     chosen = []
-    for k, (tr, te) in enumerate(folds):
-        check_no_patient_overlap(groups, tr, te)
-        for name, make in models.items():
-            t = time.time()
-            est = make(seed).fit(X[tr], Y[tr], groups=groups[tr])
-            if hasattr(est, "best_params_"):
-                bp = est.best_params_ if isinstance(est.best_params_, list) else [est.best_params_]
-                chosen.append({"model": name, "fold": k + 1, "chosen": [
-                    {p: b[p] for p in ("bottleneck_dim", "alpha", "l1", "l2")} for b in bp]})
-            oof[name][te] = est.predict_proba(X[te])
-            seconds[name] += time.time() - t
-            per_fold[name].append(macro_auc(Y[te], oof[name][te]))
+    for k, fold in enumerate(folds):
+        r = fold_predictions(models, X, Y, groups, [fold], seed=seed)
+        for name in models:
+            oof[name][fold[1]] = r["oof"][name][fold[1]]
+            per_fold[name] += r["per_fold"][name]
+            seconds[name] += r["seconds"][name]
+        chosen += [c | {"fold": k + 1} for c in r["chosen"]]
         line = f"fold {k + 1}/{n_splits}: " + ", ".join(
             f"{n} {'n/a' if per_fold[n][-1] is None else format(per_fold[n][-1], '.3f')}" for n in models)
         log.info(line)

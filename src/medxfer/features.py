@@ -56,9 +56,10 @@ class ImageRows(TorchDataset):
     zero tensor and its error text, so one bad file never stops a long extraction."""
 
     def __init__(self, paths: list[str], preprocessing: Preprocessing,
-                 image_cache: str | Path | None = None):
+                 image_cache: str | Path | None = None, corruption=None):
         self.paths = list(paths)
         self.preprocessing = preprocessing
+        self.corruption = corruption  # a medxfer.corruptions.Corruption, after the resize
         pp = preprocessing
         self.cache = (Path(image_cache) / f"{pp.size}px-{pp.interpolation}") if image_cache else None
 
@@ -89,7 +90,10 @@ class ImageRows(TorchDataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, self.preprocessing.to_tensor(self._resized(self.paths[i])), ""
+            gray = self._resized(self.paths[i])
+            if self.corruption is not None:
+                gray = self.corruption(gray, key=os.path.basename(self.paths[i]))
+            return i, self.preprocessing.to_tensor(gray), ""
         except MedxferError as exc:
             size = self.preprocessing.size
             return i, torch.zeros(3, size, size), str(exc)
@@ -222,8 +226,10 @@ def write_problems(path: Path, problems) -> None:
         path, index=False)
 
 
-def expected_manifest(dataset: Dataset, backbone: Backbone, *, dtype: str, shard_size: int) -> dict:
+def expected_manifest(dataset: Dataset, backbone: Backbone, *, dtype: str, shard_size: int,
+                      corruption=None) -> dict:
     return {
+        "corruption": None if corruption is None else corruption.as_dict(),
         "format_version": FORMAT_VERSION,
         "backbone": backbone.identity(),
         "dtype": dtype,
@@ -239,7 +245,7 @@ def expected_manifest(dataset: Dataset, backbone: Backbone, *, dtype: str, shard
 # Keys whose change makes old features stale. medxfer's version is recorded, not compared:
 # a release that changes the numbers bumps FORMAT_VERSION.
 _IDENTITY_KEYS = ("format_version", "backbone", "dtype", "n_rows", "shard_size",
-                  "dataset_fingerprint", "label_names", "task")
+                  "dataset_fingerprint", "label_names", "task", "corruption")
 
 
 def manifest_mismatch(have: dict, want: dict) -> list[str]:
@@ -250,7 +256,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
                      batch_size: int = _X.batch_size, num_workers: int | None = _X.workers,
                      shard_size: int = _X.shard_size, dtype: str = _X.dtype, overwrite: bool = False,
                      rank: int = 0, world_size: int = 1, progress: bool = True,
-                     image_cache: str | Path | None = None) -> FeatureSet | None:
+                     image_cache: str | Path | None = None, corruption=None) -> FeatureSet | None:
     """Compute features for every row of ``dataset`` into the folder ``out``; resumable.
 
     Parameters
@@ -264,6 +270,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         call returns None unless every shard is complete.
     image_cache : folder for decoded-and-resized images, shared by every backbone and run at
         the same input size, so a second backbone does not decode the PNGs again.
+    corruption : a :class:`medxfer.corruptions.Corruption` applied to every image after the
+        resize (the disturbance study); recorded in the manifest.
 
     Returns
     -------
@@ -274,7 +282,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     if len(dataset) == 0:
         raise FeatureCacheError("the dataset has no rows to extract")
     out = Path(out)
-    want = expected_manifest(dataset, backbone, dtype=dtype, shard_size=shard_size)
+    want = expected_manifest(dataset, backbone, dtype=dtype, shard_size=shard_size,
+                             corruption=corruption)
     if (out / "manifest.json").is_file():
         have = read_manifest(out)
         diff = manifest_mismatch(have, want)
@@ -301,7 +310,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     if todo:
         _run_shards(dataset, backbone, out, todo, shard_size=shard_size, batch_size=batch_size,
                     num_workers=num_workers, dtype=DTYPES[dtype], progress=progress,
-                    image_cache=image_cache)
+                    image_cache=image_cache, corruption=corruption)
     if any(_valid_shard(out, i) is None for i in range(_n_shards(n, shard_size))):
         return None
     fs = FeatureSet.load(out)
@@ -330,12 +339,12 @@ def default_workers() -> int:
 
 def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int], *,
                 shard_size: int, batch_size: int, num_workers: int | None, dtype, progress: bool,
-                image_cache=None):
+                image_cache=None, corruption=None):
     n = len(dataset)
     rows = [r for i in todo for r in range(i * shard_size, min(n, (i + 1) * shard_size))]
     paths = dataset.table["path"].astype(str).tolist()
     loader = DataLoader(
-        torch.utils.data.Subset(ImageRows(paths, backbone.preprocessing, image_cache), rows),
+        torch.utils.data.Subset(ImageRows(paths, backbone.preprocessing, image_cache, corruption), rows),
         batch_size=batch_size, shuffle=False, collate_fn=_collate,
         num_workers=default_workers() if num_workers is None else num_workers,
         persistent_workers=False)

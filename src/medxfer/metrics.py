@@ -175,6 +175,60 @@ def bootstrap_auc_ci(Y, P, *, groups=None, n_boot: int = 1000, seed: int = 0,
     return {"macro": interval(macro), "per_finding": [interval(v) for v in per]}
 
 
+def bootstrap_metrics(Y, P, metrics: dict, *, groups=None, n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95, draws: bool = False) -> dict:
+    """Point values and patient-bootstrap percentile CIs of any metrics of (Y, P).
+
+    ``metrics`` maps a name to fn(Y, P) -> float or None; every metric is computed on the
+    same resamples. Returns {name: {"value": float or None, "ci95": [lo, hi] or None}}
+    (and "draws", the resampled values, with ``draws=True``); a CI needs at least half the
+    resamples to define the metric.
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    P = np.asarray(P, dtype=np.float64)
+    groups = np.arange(len(Y)) if groups is None else np.asarray(groups)
+    draws: dict[str, list[float]] = {k: [] for k in metrics}
+    for rows in _patient_resamples(groups, n_boot, seed):
+        for k, fn in metrics.items():
+            v = fn(Y[rows], P[rows])
+            if v is not None and np.isfinite(v):
+                draws[k].append(float(v))
+    a = (1 - level) / 2
+    out = {}
+    for k, fn in metrics.items():
+        v, d = fn(Y, P), draws[k]
+        ok = len(d) >= max(1, n_boot / 2)
+        out[k] = {"value": None if v is None else float(v),
+                  "ci95": [float(np.quantile(d, a)), float(np.quantile(d, 1 - a))] if ok else None}
+        if draws:
+            out[k]["draws"] = d
+    return out
+
+
+def macro_f1(Y: np.ndarray, P: np.ndarray, thresholds=0.5) -> float | None:
+    """Mean F1 over findings with a positive, each at its threshold (0.5 by default)."""
+    thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (Y.shape[1],))
+    out = []
+    for j in range(Y.shape[1]):
+        y, p = _known(Y[:, j], P[:, j])
+        if y.sum() > 0:
+            pred = p >= thr[j]
+            tp = int((pred & (y == 1)).sum())
+            out.append(2 * tp / (pred.sum() + y.sum()))
+    return float(np.mean(out)) if out else None
+
+
+def macro_recall(Y: np.ndarray, P: np.ndarray, thresholds=0.5, columns=None) -> float | None:
+    """Mean sensitivity over findings (or ``columns``) with a positive, at the thresholds."""
+    thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (Y.shape[1],))
+    out = []
+    for j in (range(Y.shape[1]) if columns is None else columns):
+        y, p = _known(Y[:, j], P[:, j])
+        if y.sum() > 0:
+            out.append(float(((p >= thr[j]) & (y == 1)).sum() / y.sum()))
+    return float(np.mean(out)) if out else None
+
+
 def _ece_brier(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> tuple[float, float]:
     which = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
     gap = np.abs(np.bincount(which, weights=y - p, minlength=n_bins))

@@ -254,3 +254,34 @@ class FinetuneSettings:
 class EvalSettings:
     n_boot: int = setting(1000, "bootstrap resamples (over patients) for 95% CIs", POS_INT)
     folds: int = setting(5, "patient-wise folds of `medxfer cv`", Interval("int", 2))
+
+
+STUDY_NAMES = ("compare", "imbalance", "sensitivity", "disturbance", "shift", "efficiency")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The paper's studies (`medxfer study`): folds, resampling, what each study varies."""
+
+    folds: int = setting(5, "patient-wise outer folds (compare, imbalance, sensitivity, "
+                         "efficiency)", Interval("int", 2))
+    n_boot: int = setting(1000, "patient bootstrap resamples for every 95% CI", POS_INT)
+    test_fraction: float = setting(0.3, "share of patients held out as the test group "
+                                   "(disturbance, shift)", Interval("float", 0.0, 1.0,
+                                                                    closed="neither"))
+    draws: int = setting(3, "random draws of the training patients per learning-curve point",
+                         POS_INT)
+    fractions: str = setting("0.05,0.1,0.25,0.5,1.0", "learning-curve points: shares of the "
+                             "training patients, comma-separated, each in (0, 1]", Kind(str))
+    disturbance_images: int = setting(2000, "at most this many held-out images are corrupted "
+                                      "(whole patients; bounds the cost on large data)", POS_INT)
+    corruptions: str = setting("all", "disturbances to apply, comma-separated (see "
+                               "medxfer.corruptions), or all", Kind(str))
+    shifts: str = setting("view:PA:AP,view:AP:PA,sex:M:F,sex:F:M,age:younger:older,"
+                          "age:older:younger", "train-group:test-group pairs as "
+                          "COLUMN:A:B, comma-separated; age splits at the median "
+                          "(younger/older); any table column works, e.g. site:X:Y", Kind(str))
+    backbones: str | None = setting(None, "compare: also these backbones, comma-separated "
+                                    "(features extracted and cached beside the first)",
+                                    Kind(str, none_ok=True))
+    seed: int = setting(0, "seed of folds, draws, corruption noise and models", NONNEG_INT)

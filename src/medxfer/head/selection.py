@@ -86,7 +86,11 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         settings = [base | g for g in grid]
         for s in settings:
             BottleneckClassifier(**s).validate_params()
-        folds = patient_kfold(groups, self.n_splits, Y=Y, seed=self.random_state)
+        n_groups = len(np.unique(groups.astype(str)))
+        if n_groups < 2:
+            raise ValueError("BottleneckCV needs at least 2 patients (groups) for its inner CV")
+        # Fewer patients than folds: one patient per fold (as TunedLogisticRegression does).
+        folds = patient_kfold(groups, min(self.n_splits, n_groups), Y=Y, seed=self.random_state)
         runs = []  # (score, setting, fold members, oof) per grid point
         self.cv_results_ = []
         for i, (g, s) in enumerate(zip(grid, settings)):

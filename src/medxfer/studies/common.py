@@ -1,0 +1,300 @@
+"""What every study shares: its inputs (:class:`StudyContext`), the ledger that makes a run
+resumable, metrics with patient-bootstrap CIs, tables and figures written with the CSV of
+what they show, and progress."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..features import FeatureSet
+from ..metrics import bootstrap_metrics, macro_auc, macro_f1
+from ..settings import HeadSettings, StudySettings
+
+log = logging.getLogger("medxfer.studies")
+
+
+@dataclass
+class StudyContext:
+    """The inputs of a study run.
+
+    features : cached features of the dataset (rows, labels, patients, image paths).
+    out : the run folder; each study writes ``out/<study>/``.
+    settings : StudySettings.  head : the fixed-point model of the imbalance and
+    sensitivity studies (HeadSettings).
+    features_folder : where ``features`` live (named in the page).
+    extra_features : {label: FeatureSet} of other backbones for `compare`.
+    progress : show bars (a terminal); otherwise one log line per stage.
+    """
+
+    features: FeatureSet
+    out: Path
+    settings: StudySettings = field(default_factory=StudySettings)
+    head: HeadSettings = field(default_factory=HeadSettings)
+    features_folder: Path | None = None
+    extra_features: dict = field(default_factory=dict)
+    progress: bool = False
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+
+    @property
+    def X(self) -> np.ndarray:
+        return self.features.X
+
+    @property
+    def Y(self) -> np.ndarray:
+        return self.features.Y
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.features.dataset.patient_ids
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.features.dataset.label_names)
+
+    @property
+    def backbone_label(self) -> str:
+        b = self.features.manifest.get("backbone", {})
+        pre = b.get("preprocessing") or {}
+        return f"{b.get('name', 'features')}-{b.get('pooling', 'avg')}-{pre.get('size', '')}".rstrip("-")
+
+    def fingerprint(self) -> dict:
+        """What the numbers depend on: the features' identity and the settings."""
+        m = self.features.manifest
+        return {"dataset_fingerprint": m.get("dataset_fingerprint"), "n_rows": len(self.features),
+                "backbone": m.get("backbone"), "study_settings": asdict(self.settings),
+                "head": asdict(self.head)}
+
+    def folder(self, study: str) -> Path:
+        f = self.out / study
+        f.mkdir(parents=True, exist_ok=True)
+        return f
+
+
+class Ledger:
+    """Finished units of work of one study, one .npz each under
+    ``<study>/parts/<fingerprint>/``: written atomically, so a run killed at any moment
+    resumes from its last finished unit. The fingerprint covers the features and the
+    settings, so a changed setting never reuses stale parts."""
+
+    def __init__(self, folder: Path, identity: dict):
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.folder = Path(folder) / "parts" / key
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "identity.json").write_text(json.dumps(identity, indent=1, default=str))
+        self.hits = 0
+
+    def _path(self, key: str) -> Path:
+        return self.folder / (key.replace("/", "_") + ".npz")
+
+    def get(self, key: str):
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arr, meta = z["array"], json.loads(str(z["meta"]))
+        except (OSError, ValueError, KeyError):
+            return None  # a torn or foreign file: compute the unit again
+        self.hits += 1
+        return arr, meta
+
+    def put(self, key: str, array, meta: dict | None = None) -> None:
+        path = self._path(key)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, array=np.asarray(array), meta=np.asarray(json.dumps(meta or {}, default=float)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def cached(self, key: str, compute):
+        """``compute() -> (array, meta)`` unless the unit is already done."""
+        hit = self.get(key)
+        if hit is None:
+            hit = compute()
+            self.put(key, *hit)
+        return hit
+
+
+class Progress:
+    """A bar over a study's units on a terminal; a log line per stage otherwise."""
+
+    def __init__(self, ctx: StudyContext, study: str, total: int):
+        self.study = study
+        self.bar = tqdm(total=total, desc=f"study {study}", unit="unit", disable=not ctx.progress,
+                        dynamic_ncols=True)
+        self.t0 = time.time()
+        log.info("study %s: %d units of work", study, total)
+
+    def step(self, n: int = 1, what: str = "") -> None:
+        self.bar.update(n)
+        if what:
+            self.bar.set_postfix_str(what, refresh=False)
+
+    def stage(self, line: str) -> None:
+        log.info("study %s: %s", self.study, line)
+
+    def close(self) -> float:
+        self.bar.close()
+        return time.time() - self.t0
+
+
+# ---------------------------------------------------------------------------- metrics
+
+def macro_ap(Y: np.ndarray, P: np.ndarray) -> float | None:
+    """Mean average precision over findings with a positive."""
+    out = []
+    for j in range(Y.shape[1]):
+        k = ~np.isnan(Y[:, j])
+        if Y[k, j].sum() > 0:
+            out.append(average_precision_score(Y[k, j], P[k, j]))
+    return float(np.mean(out)) if out else None
+
+
+def headline_ci(Y, P, T, groups, ctx: StudyContext) -> dict:
+    """Macro AUC, macro average precision and macro F1 with CIs. F1 is at the thresholds
+    ``T`` ((n, L): each row's fold model's, chosen on its training rows' out-of-fold
+    predictions), or at 0.5 when the model keeps no such predictions (T None)."""
+    L = Y.shape[1]
+    shifted = P if T is None else P - T + 0.5  # F1 at T on P is F1 at 0.5 on P - T + 0.5
+    both = np.concatenate([P, shifted], axis=1)
+    Y2 = np.concatenate([Y, Y], axis=1)
+    return with_ci(Y2, both, groups, ctx, {
+        "macro_auc": lambda Yb, Pb: macro_auc(Yb[:, :L], Pb[:, :L]),
+        "macro_ap": lambda Yb, Pb: macro_ap(Yb[:, :L], Pb[:, :L]),
+        "macro_f1": lambda Yb, Pb: macro_f1(Yb[:, L:], Pb[:, L:])})
+
+
+def with_ci(Y, P, groups, ctx: StudyContext, metrics: dict, *, seed_offset: int = 0) -> dict:
+    """Flat {metric: value, metric_lo: ..., metric_hi: ...} with patient-bootstrap CIs."""
+    r = bootstrap_metrics(Y, P, metrics, groups=groups, n_boot=ctx.settings.n_boot,
+                          seed=ctx.settings.seed + seed_offset)
+    out = {}
+    for k, v in r.items():
+        ci = v["ci95"] or [None, None]
+        out |= {k: v["value"], f"{k}_lo": ci[0], f"{k}_hi": ci[1]}
+    return out
+
+
+# ---------------------------------------------------------------------------- outputs
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def markdown_table(df: pd.DataFrame, ci_of=()) -> str:
+    """A markdown table; each column in ``ci_of`` is shown as 'value (lo-hi)' and its
+    _lo/_hi columns are folded into it."""
+    shown = df.copy()
+    for c in ci_of:
+        if c in shown and f"{c}_lo" in shown:
+            shown[c] = [f"{_fmt(v)} ({_fmt(lo)}, {_fmt(hi)})" if lo is not None and not pd.isna(lo)
+                        else _fmt(v) for v, lo, hi in zip(df[c], df[f"{c}_lo"], df[f"{c}_hi"])]
+            shown = shown.drop(columns=[f"{c}_lo", f"{c}_hi"])
+    cols = list(shown.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in shown.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def write_table(folder: Path, name: str, df: pd.DataFrame, ci_of=()) -> Path:
+    """``name``.csv (every number, CIs as _lo/_hi columns) and ``name``.md."""
+    df.to_csv(folder / f"{name}.csv", index=False)
+    (folder / f"{name}.md").write_text(markdown_table(df, ci_of) + "\n")
+    return folder / f"{name}.csv"
+
+
+def _figure(**kw):
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
+
+
+def line_figure(folder: Path, name: str, df: pd.DataFrame, *, x: str, y: str, group: str | None,
+                title: str, xlabel: str | None = None, ylabel: str | None = None,
+                logx: bool = False, reference: float | None = None, panels: str | None = None) -> Path:
+    """Lines of ``y`` over ``x`` (one per ``group``) with their CI band (``y``_lo/_hi),
+    one panel per value of ``panels``; writes ``name``.png and ``name``.csv (the plotted
+    rows)."""
+    df.to_csv(folder / f"{name}.csv", index=False)
+    keys = list(dict.fromkeys(df[panels])) if panels else [None]
+    ncol = min(4, len(keys))
+    nrow = (len(keys) + ncol - 1) // ncol
+    fig = _figure(figsize=(4.2 * ncol, 3.3 * nrow), layout="constrained")
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax, key in zip(axes, keys):
+        part = df if key is None else df[df[panels] == key]
+        for g in (list(dict.fromkeys(part[group])) if group else [None]):
+            d = part if g is None else part[part[group] == g]
+            xs = d[x].to_numpy()
+            numeric = np.issubdtype(np.asarray(xs).dtype, np.number)
+            pos = xs if numeric else np.arange(len(xs))
+            ax.plot(pos, d[y].astype(float), marker="o", label=None if g is None else str(g))
+            if f"{y}_lo" in d:
+                ax.fill_between(pos, d[f"{y}_lo"].astype(float), d[f"{y}_hi"].astype(float), alpha=0.15)
+            if not numeric:
+                ax.set_xticks(pos, [str(v) for v in xs], rotation=45, fontsize=7)
+        if reference is not None:
+            ax.axhline(reference, color="gray", ls="--", lw=1)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_title(title if key is None else f"{key}", fontsize=9)
+        ax.set_xlabel(xlabel or x)
+        ax.set_ylabel(ylabel or y)
+        if group:
+            ax.legend(fontsize=7)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    if panels:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(folder / f"{name}.png", dpi=110)
+    return folder / f"{name}.png"
+
+
+def heatmap_figure(folder: Path, name: str, df: pd.DataFrame, *, x: str, y: str, value: str,
+                   title: str) -> Path:
+    """A heat map of ``value`` over the ``x`` by ``y`` grid, with the numbers written in."""
+    df.to_csv(folder / f"{name}.csv", index=False)
+    table = df.pivot_table(index=y, columns=x, values=value)
+    fig = _figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(table.to_numpy(dtype=float), cmap="viridis", origin="lower")
+    ax.set_xticks(range(table.shape[1]), [f"{v:g}" for v in table.columns])
+    ax.set_yticks(range(table.shape[0]), [f"{v:g}" for v in table.index])
+    for i in range(table.shape[0]):
+        for j in range(table.shape[1]):
+            ax.text(j, i, f"{table.iat[i, j]:.3f}", ha="center", va="center", fontsize=7, color="w")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax)
+    fig.savefig(folder / f"{name}.png", dpi=110)
+    return folder / f"{name}.png"
+
+
+def finish(ctx: StudyContext, study: str, result: dict, seconds: float) -> dict:
+    """Write ``<study>/result.json`` (the study is done) and return the result."""
+    result = {"study": study, "seconds": round(seconds, 1), "medxfer_version": __version__,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")} | result
+    (ctx.folder(study) / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    log.info("study %s: done in %.0f s; %s", study, seconds, ctx.folder(study))
+    return result

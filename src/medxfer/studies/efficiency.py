@@ -1,0 +1,98 @@
+"""Study 6, data efficiency (the paper's "limited samples" motivation, measured): learning
+curves of the method and the baselines at shares of the training patients.
+
+In each outer patient-wise fold, a share of the training fold's patients is drawn (whole
+patients; ``draws`` independent draws per share below 1) and every model is trained on
+those patients' images only; the test fold is untouched. A point's AUC is the pooled
+out-of-fold macro AUC of a draw, averaged over draws; its CI pools the patient-bootstrap
+resamples of every draw, so it holds both the test sampling and the draw of the training
+patients. The 100% point is one draw: exactly the plain nested CV of each model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import MedxferError
+from ..experiments import fold_predictions
+from ..metrics import bootstrap_metrics, macro_auc
+from ..splits import patient_kfold
+from .common import Ledger, Progress, StudyContext, finish, line_figure, write_table
+from .compare import compare_models
+
+MODELS = ("logistic_regression", "linear_head", "medxfer_train")
+
+
+def parse_fractions(spec: str) -> tuple[float, ...]:
+    try:
+        out = tuple(sorted({float(x) for x in spec.split(",") if x.strip()}))
+    except ValueError as exc:
+        raise MedxferError(f"--fractions must be comma-separated numbers in (0, 1], e.g. "
+                           f"0.1,0.5,1.0; got '{spec}'") from exc
+    if not out or any(not 0 < f <= 1 for f in out):
+        raise MedxferError(f"--fractions must be numbers in (0, 1], e.g. 0.1,0.5,1.0; got '{spec}'")
+    return out
+
+
+def subsample_patients(tr: np.ndarray, groups: np.ndarray, fraction: float, rng) -> np.ndarray:
+    """Rows of ``tr`` whose patients are in a random ``fraction`` of its patients (at
+    least 2 patients)."""
+    if fraction >= 1:
+        return tr
+    pats = np.unique(groups[tr])
+    n = max(2, int(round(fraction * len(pats))))
+    keep = rng.choice(pats, min(n, len(pats)), replace=False)
+    return tr[np.isin(groups[tr], keep)]
+
+
+def run_efficiency(ctx: StudyContext, models: dict | None = None) -> dict:
+    s = ctx.settings
+    fractions = parse_fractions(s.fractions)
+    every = compare_models()
+    models = dict(models or {m: every[m] for m in MODELS})
+    X, Y, groups = ctx.X, ctx.Y, ctx.groups
+    folder = ctx.folder("efficiency")
+    folds = patient_kfold(groups, s.folds, Y=Y, seed=s.seed)
+    plan = [(f, d) for f in fractions for d in range(1 if f >= 1 else s.draws)]
+    ledger = Ledger(folder, ctx.fingerprint() | {"models": list(models), "plan": plan})
+    bar = Progress(ctx, "efficiency", len(plan) * len(folds) * len(models))
+    per_draw = []
+    for f, d in plan:
+        rng = np.random.default_rng([s.seed, int(round(f * 1e6)), d])
+        sub = [(subsample_patients(tr, groups, f, rng), te) for tr, te in folds]
+        bar.stage(f"{f:g} of the training patients, draw {d + 1}")
+        r = fold_predictions(models, X, Y, groups, sub, seed=s.seed, store=ledger, tag=f"f{f:g}-d{d}-",
+                             on_unit=lambda name, k: bar.step(what=f"{f:g} draw {d + 1} {name}"))
+        n_train = float(np.mean([len(tr) for tr, _ in sub]))
+        for name in models:
+            b = bootstrap_metrics(Y, r["oof"][name], {"macro_auc": macro_auc}, groups=groups,
+                                  n_boot=s.n_boot, seed=s.seed + d, draws=True)["macro_auc"]
+            per_draw.append({"model": name, "fraction": f, "draw": d, "train_images": n_train,
+                             "macro_auc": b["value"], "boot": b["draws"], "oof": r["oof"][name]})
+    rows = []
+    for name in models:
+        for f in fractions:
+            pts = [p for p in per_draw if p["model"] == name and p["fraction"] == f]
+            vals = [p["macro_auc"] for p in pts if p["macro_auc"] is not None]
+            boot = np.concatenate([p["boot"] for p in pts]) if pts else np.array([])
+            rows.append({"model": name, "fraction": f, "draws": len(pts),
+                         "train_images": float(np.mean([p["train_images"] for p in pts])),
+                         "macro_auc": float(np.mean(vals)) if vals else None,
+                         "macro_auc_lo": float(np.quantile(boot, 0.025)) if len(boot) else None,
+                         "macro_auc_hi": float(np.quantile(boot, 0.975)) if len(boot) else None,
+                         "sd_over_draws": float(np.std(vals)) if len(vals) > 1 else None})
+    table = pd.DataFrame(rows)
+    write_table(folder, "efficiency", table, ci_of=("macro_auc",))
+    write_table(folder, "draws", pd.DataFrame([{k: v for k, v in p.items() if k not in ("boot", "oof")}
+                                               for p in per_draw]))
+    line_figure(folder, "learning_curves", table[["model", "fraction", "train_images", "macro_auc",
+                                             "macro_auc_lo", "macro_auc_hi"]],
+                x="train_images", y="macro_auc", group="model", logx=True,
+                xlabel="training images per fold (mean)", ylabel="pooled OOF macro AUC (95% CI)",
+                title=f"Learning curves, {s.folds}-fold patient-wise CV, {s.draws} draws per point")
+    full = {p["model"]: p["oof"] for p in per_draw if p["fraction"] >= 1}
+    return finish(ctx, "efficiency", {"fractions": list(fractions), "rows": rows,
+                                      "tables": ["efficiency.csv", "draws.csv"],
+                                      "figures": ["learning_curves.png"]},
+                  bar.close()) | {"full_oof": full}

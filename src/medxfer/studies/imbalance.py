@@ -1,0 +1,117 @@
+"""Study 2, imbalance (the paper's Figure 2): training sets subsampled to a stated
+positive:negative ratio per finding, test folds untouched; F1, AUC and recall of the
+minority findings per level, without mitigation and with each imbalance option.
+
+Levels (positives : negatives per finding): Balanced 1:1, Mild 1:5, Moderate 1:20,
+Severe 1:100. In each outer training part, for each finding separately: when it has more
+negatives than the ratio needs, negatives are drawn down to it; otherwise positives are
+drawn down (never below 1). A finding whose data cannot reach the ratio (no positive, or
+too few negatives for even one positive) is capped at what the data holds and reported
+in levels.csv. Entries left out for a finding are masked (unknown labels, NaN), so each
+finding trains on its own subsample while the bottleneck is shared.
+
+The model is the fixed point of HeadSettings (no inner selection, so the level is the only
+thing that changes) with each lbfgs-compatible imbalance option: none (no mitigation),
+pos_weight, class_balanced, focal (balanced_sampler draws minibatches and needs AdamW; it is
+left out). F1 and recall are at probability 0.5; "minority findings" are the findings whose
+prevalence in the whole dataset is below the median prevalence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+
+from ..head import BottleneckClassifier
+from ..metrics import macro_auc, macro_f1, macro_recall
+from ..splits import patient_kfold
+from .common import Ledger, Progress, StudyContext, finish, line_figure, with_ci, write_table
+
+#: name -> negatives per positive
+LEVELS = {"Balanced": 1, "Mild": 5, "Moderate": 20, "Severe": 100}
+OPTIONS = ("none", "pos_weight", "class_balanced", "focal")
+
+
+def subsample_to_ratio(Y: np.ndarray, ratio: float, rng: np.random.Generator):
+    """Labels with entries masked (NaN) so each finding has positives:negatives = 1:ratio.
+
+    Returns (masked Y, rows of a per-finding record: finding index, positives and
+    negatives available and kept, achieved ratio, capped)."""
+    out = np.full(Y.shape, np.nan, dtype=np.float32)
+    record = []
+    for j in range(Y.shape[1]):
+        pos = np.flatnonzero(Y[:, j] == 1)
+        neg = np.flatnonzero(Y[:, j] == 0)
+        if len(pos) == 0 or len(neg) == 0:
+            keep_p, keep_n, capped = pos, neg, True
+        elif len(neg) >= ratio * len(pos):
+            keep_p, keep_n, capped = pos, rng.choice(neg, int(round(ratio * len(pos))), replace=False), False
+        else:
+            n_pos = int(round(len(neg) / ratio))
+            capped = n_pos < 1
+            keep_p, keep_n = rng.choice(pos, max(1, n_pos), replace=False), neg
+        out[keep_p, j] = 1.0
+        out[keep_n, j] = 0.0
+        record.append({"finding": j, "positives_available": len(pos), "negatives_available": len(neg),
+                       "positives_kept": len(keep_p), "negatives_kept": len(keep_n),
+                       "ratio_achieved": len(keep_n) / len(keep_p) if len(keep_p) else None,
+                       "capped": bool(capped)})
+    return out, record
+
+
+def run_imbalance(ctx: StudyContext) -> dict:
+    s = ctx.settings
+    X, Y, groups, names = ctx.X, ctx.Y, ctx.groups, ctx.names
+    folder = ctx.folder("imbalance")
+    folds = patient_kfold(groups, s.folds, Y=Y, seed=s.seed)
+    prevalence = np.nanmean(Y, axis=0)
+    minority = [j for j in range(Y.shape[1]) if prevalence[j] < np.median(prevalence)]
+    ledger = Ledger(folder, ctx.fingerprint() | {"levels": LEVELS, "options": OPTIONS})
+    bar = Progress(ctx, "imbalance", len(LEVELS) * len(OPTIONS) * len(folds))
+    base = asdict(ctx.head) | {"random_state": s.seed, "validation_fraction": 0.0, "solver": "lbfgs",
+                               "n_ensemble": 1, "refit": False}
+    level_rows, rows = [], []
+    for li, (level, ratio) in enumerate(LEVELS.items()):
+        masked = []
+        for k, (tr, te) in enumerate(folds):
+            rng = np.random.default_rng([s.seed, li, k])
+            Ym, rec = subsample_to_ratio(Y[tr], ratio, rng)
+            masked.append(Ym)
+            level_rows += [{"level": level, "ratio": f"1:{ratio}", "fold": k + 1,
+                            "finding": names[r.pop("finding")], **r} for r in rec]
+        bar.stage(f"{level} (1:{ratio})")
+        for opt in OPTIONS:
+            P = np.full(Y.shape, np.nan)
+            for k, (tr, te) in enumerate(folds):
+                def fit(tr=tr, te=te, Ym=masked[k]):
+                    keep = ~np.isnan(Ym).all(axis=1)
+                    est = BottleneckClassifier(**(base | {"imbalance": opt}))
+                    est.fit(X[tr][keep], Ym[keep], groups=groups[tr][keep])
+                    return est.predict_proba(X[te]), {"train_rows": int(keep.sum())}
+                P[te] = ledger.cached(f"{level}-{opt}-fold{k + 1}", fit)[0]
+                bar.step(what=f"{level} {opt} fold {k + 1}")
+            metrics = {"macro_f1": macro_f1, "macro_auc": macro_auc,
+                       "minority_recall": lambda Yb, Pb: macro_recall(Yb, Pb, columns=minority)}
+            rows.append({"level": level, "ratio": f"1:{ratio}", "imbalance": opt,
+                         **with_ci(Y, P, groups, ctx, metrics)})
+    levels = pd.DataFrame(level_rows)
+    write_table(folder, "levels", levels)
+    capped = levels.groupby(["level", "finding"])["capped"].any().reset_index()
+    capped = capped[capped["capped"]]
+    table = pd.DataFrame(rows)
+    write_table(folder, "imbalance", table, ci_of=("macro_f1", "macro_auc", "minority_recall"))
+    for metric, label in (("macro_f1", "macro F1 at 0.5"), ("macro_auc", "macro AUC"),
+                          ("minority_recall", "recall of minority findings at 0.5")):
+        line_figure(folder, f"imbalance_{metric}",
+                    table[["level", "imbalance", metric, f"{metric}_lo", f"{metric}_hi"]],
+                    x="level", y=metric, group="imbalance", ylabel=f"{label} (95% CI)",
+                    title=f"{label} by training imbalance level, {s.folds}-fold patient-wise CV")
+    return finish(ctx, "imbalance", {
+        "levels": {k: f"1:{v}" for k, v in LEVELS.items()}, "options": list(OPTIONS),
+        "minority_findings": [names[j] for j in minority], "rows": rows,
+        "capped": [f"{r.level}: {r.finding}" for r in capped.itertuples()],
+        "tables": ["imbalance.csv", "levels.csv"],
+        "figures": [f"imbalance_{m}.png" for m in ("macro_f1", "macro_auc", "minority_recall")]},
+        bar.close())

@@ -1,0 +1,155 @@
+"""Study 5, shift: train on one subgroup, test on another, beside the in-distribution result.
+
+For each pair A -> B (from table columns: view PA/AP, sex M/F, age younger/older than the
+median, or any column a user names, e.g. a site):
+
+* the test-in set: a patient-wise share (test_fraction) of group A's patients;
+* the test-out set: images of group B from patients outside the test-in set, drawn whole
+  patient by whole patient and trimmed to the test-in set's size, so the gap is not a
+  sample-size artefact (when B holds fewer images, both sets are cut to B's size and the
+  table says so);
+* training: group A's images of every other patient: no test patient is ever trained on,
+  whichever group their other images belong to.
+
+The model is what `medxfer train` deploys. Macro AUC is over the findings defined (both
+classes present) in both test sets; the gap in - out has a CI from independent patient
+bootstraps of the two sets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import MedxferError
+from ..experiments import CalibratedBottleneckCV
+from ..metrics import bootstrap_metrics, macro_auc
+from ..splits import check_no_patient_overlap, patient_holdout
+from .common import Ledger, Progress, StudyContext, finish, line_figure, write_table
+
+
+def parse_shifts(spec: str) -> list[tuple[str, str, str]]:
+    out = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        bits = part.split(":")
+        if len(bits) != 3 or not all(bits):
+            raise MedxferError(f"shift '{part}' must read COLUMN:A:B (train on rows whose COLUMN "
+                               "is A, test on B), e.g. view:PA:AP")
+        out.append(tuple(bits))
+    return out
+
+
+def group_rows(table: pd.DataFrame, column: str, value: str) -> np.ndarray:
+    """Rows of the group: column == value as text; for age, 'younger'/'older' split at the
+    median age (younger: below it)."""
+    if column not in table.columns:
+        raise MedxferError(f"shift column '{column}' is not in the dataset table (columns: "
+                           f"{', '.join(map(str, table.columns))})")
+    if column == "age" and value in ("younger", "older"):
+        age = pd.to_numeric(table["age"], errors="coerce")
+        med = float(np.nanmedian(age))
+        mask = (age < med) if value == "younger" else (age >= med)
+        return np.flatnonzero(mask.fillna(False).to_numpy())
+    return np.flatnonzero(table[column].astype(str).to_numpy() == value)
+
+
+def shift_split(table: pd.DataFrame, groups: np.ndarray, Y: np.ndarray, column: str, a: str, b: str, *,
+                test_fraction: float, seed: int) -> dict:
+    """{"train", "test_in", "test_out"} row arrays and "capped" for the pair a -> b."""
+    rows_a, rows_b = group_rows(table, column, a), group_rows(table, column, b)
+    if len(np.unique(groups[rows_a])) < 3 or len(rows_b) == 0:
+        raise MedxferError(f"shift {column}:{a}:{b}: group '{a}' has "
+                           f"{len(np.unique(groups[rows_a]))} patients and group '{b}' "
+                           f"{len(rows_b)} images; each needs some (a in at least 3 patients)")
+    _, te = patient_holdout(groups[rows_a], test_fraction, Y=Y[rows_a], seed=seed)
+    test_in = rows_a[te]
+    held = set(groups[test_in])
+    rng = np.random.default_rng(seed)
+    cand = rows_b[~np.isin(groups[rows_b], list(held))]
+    picked = []
+    for p in rng.permutation(np.unique(groups[cand])):
+        picked.extend(cand[groups[cand] == p])
+        if len(picked) >= len(test_in):
+            break
+    picked = np.array(picked[:len(test_in)], dtype=int)
+    capped = len(picked) < len(test_in)
+    if capped:
+        test_in = np.sort(rng.choice(test_in, len(picked), replace=False))
+    test_out = np.sort(picked)
+    excluded = set(groups[test_in]) | set(groups[test_out])
+    train = rows_a[~np.isin(groups[rows_a], list(excluded))]
+    check_no_patient_overlap(groups, train, np.concatenate([test_in, test_out]))
+    return {"train": train, "test_in": test_in, "test_out": test_out, "capped": bool(capped)}
+
+
+def _defined_both(Y1, Y2) -> np.ndarray:
+    def ok(Yx):
+        pos = np.nansum(Yx, axis=0)
+        return (pos > 0) & (pos < (~np.isnan(Yx)).sum(axis=0))
+    return np.flatnonzero(ok(Y1) & ok(Y2))
+
+
+def run_shift(ctx: StudyContext) -> dict:
+    s = ctx.settings
+    pairs = parse_shifts(s.shifts)
+    X, Y, groups = ctx.X, ctx.Y, ctx.groups
+    table = ctx.features.dataset.table
+    folder = ctx.folder("shift")
+    ledger = Ledger(folder, ctx.fingerprint())
+    bar = Progress(ctx, "shift", len(pairs))
+    rows, skipped = [], []
+    for column, a, b in pairs:
+        label = f"{column}: {a} -> {b}"
+        try:
+            sp = shift_split(table, groups, Y, column, a, b, test_fraction=s.test_fraction, seed=s.seed)
+        except MedxferError as exc:
+            skipped.append({"shift": label, "reason": str(exc)})
+            bar.step(what=f"{label} skipped")
+            continue
+        tr, ti, to = sp["train"], sp["test_in"], sp["test_out"]
+
+        def fit(tr=tr, ti=ti, to=to):
+            est = CalibratedBottleneckCV(random_state=s.seed).fit(X[tr], Y[tr], groups=groups[tr])
+            return np.stack([est.predict_proba(X[ti]), est.predict_proba(X[to])]), {}
+        P_in, P_out = ledger.cached(f"{column}-{a}-{b}", fit)[0]
+        cols = _defined_both(Y[ti], Y[to])
+        fn = {"macro_auc": lambda Yb, Pb: macro_auc(Yb[:, cols], Pb[:, cols]) if len(cols) else None}
+        r_in = bootstrap_metrics(Y[ti], P_in, fn, groups=groups[ti], n_boot=s.n_boot, seed=s.seed,
+                                 draws=True)["macro_auc"]
+        r_out = bootstrap_metrics(Y[to], P_out, fn, groups=groups[to], n_boot=s.n_boot,
+                                  seed=s.seed + 1, draws=True)["macro_auc"]
+        n = min(len(r_in["draws"]), len(r_out["draws"]))
+        gaps = np.asarray(r_in["draws"][:n]) - np.asarray(r_out["draws"][:n])
+        gap = None if r_in["value"] is None or r_out["value"] is None else r_in["value"] - r_out["value"]
+        rows.append({"shift": label, "column": column, "train_group": a, "test_group": b,
+                     "train_images": len(tr), "test_images": len(ti), "findings_scored": len(cols),
+                     "capped_to_smaller_group": sp["capped"],
+                     "in_distribution_auc": r_in["value"],
+                     "in_distribution_auc_lo": (r_in["ci95"] or [None, None])[0],
+                     "in_distribution_auc_hi": (r_in["ci95"] or [None, None])[1],
+                     "shifted_auc": r_out["value"],
+                     "shifted_auc_lo": (r_out["ci95"] or [None, None])[0],
+                     "shifted_auc_hi": (r_out["ci95"] or [None, None])[1],
+                     "gap": gap,
+                     "gap_lo": float(np.quantile(gaps, 0.025)) if n >= s.n_boot / 2 else None,
+                     "gap_hi": float(np.quantile(gaps, 0.975)) if n >= s.n_boot / 2 else None})
+        bar.step(what=label)
+    table_out = pd.DataFrame(rows)
+    write_table(folder, "shift", table_out, ci_of=("in_distribution_auc", "shifted_auc", "gap"))
+    if skipped:
+        write_table(folder, "skipped", pd.DataFrame(skipped))
+    if rows:
+        long = pd.concat([
+            pd.DataFrame({"shift": table_out["shift"], "test": "in-distribution",
+                          "macro_auc": table_out["in_distribution_auc"],
+                          "macro_auc_lo": table_out["in_distribution_auc_lo"],
+                          "macro_auc_hi": table_out["in_distribution_auc_hi"]}),
+            pd.DataFrame({"shift": table_out["shift"], "test": "shifted",
+                          "macro_auc": table_out["shifted_auc"],
+                          "macro_auc_lo": table_out["shifted_auc_lo"],
+                          "macro_auc_hi": table_out["shifted_auc_hi"]})])
+        line_figure(folder, "shift_auc", long, x="shift", y="macro_auc", group="test",
+                    ylabel="macro AUC (95% CI)",
+                    title="Train on A: held-out patients of A vs an equal number of images of B")
+    return finish(ctx, "shift", {"rows": rows, "skipped": skipped, "tables": ["shift.csv"],
+                                 "figures": ["shift_auc.png"] if rows else []}, bar.close())

@@ -1,0 +1,215 @@
+"""The paper's studies on a tiny real dataset (bundled images, the tiny test backbone): each
+table's structure and one property that must hold."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medxfer.backbones import create_backbone
+from medxfer.cli import main
+from medxfer.corruptions import CORRUPTIONS, Corruption, RandomCorruption, corrupt
+from medxfer.data import read_chestxray14
+from medxfer.errors import MedxferError
+from medxfer.experiments import fold_predictions
+from medxfer.features import FeatureSet, extract_features
+from medxfer.settings import StudySettings
+from medxfer.splits import patient_kfold
+from medxfer.studies import StudyContext, run_study
+from medxfer.studies.compare import BASELINES, compare_models
+from medxfer.studies.efficiency import parse_fractions, run_efficiency, subsample_patients
+from medxfer.studies.imbalance import LEVELS, subsample_to_ratio
+from medxfer.studies.sensitivity import CODE_GRID, sensitivity_grid
+from medxfer.studies.shift import parse_shifts, shift_split
+
+from .conftest import write_cxr14_folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, sample_root):
+    """A features folder of 90 bundled images (both views, both sexes), tiny backbone."""
+    t = pd.read_csv(sample_root / "Data_Entry_2017_v2020.csv.gz")
+    ids = sorted(t["Image Index"])[:90]
+    root = write_cxr14_folder(tmp_path_factory.mktemp("data") / "cxr", ids, sample_root)
+    folder = tmp_path_factory.mktemp("f") / "f"
+    extract_features(read_chestxray14(root), create_backbone("tiny_random_test"), folder,
+                     num_workers=0, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    return FeatureSet.load(tiny_dir)
+
+
+def _ctx(fs, out, **kw):
+    return StudyContext(fs, out, StudySettings(**({"folds": 3, "n_boot": 20} | kw)))
+
+
+# ---------------------------------------------------------------------------- corruptions
+
+def test_corruptions_are_identity_at_0_deterministic_and_grow_with_severity():
+    g = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    g[64:192, 64:192] = 0.9  # some structure for blur and downsampling to remove
+    for name in CORRUPTIONS:
+        assert corrupt(g, name, 0) is g
+        a, b = corrupt(g, name, 3, key="x.png"), corrupt(g, name, 3, key="x.png")
+        np.testing.assert_array_equal(a, b)
+        assert a.shape == g.shape and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+        d1 = np.abs(corrupt(g, name, 1, key="x") - g).mean()
+        d5 = np.abs(corrupt(g, name, 5, key="x") - g).mean()
+        assert d5 > d1 > 0, name
+    assert Corruption("blur", 0).as_dict() is None  # severity 0 is a clean extraction
+    with pytest.raises(MedxferError, match="Did you mean 'blur'"):
+        Corruption("blurr", 2)
+    with pytest.raises(MedxferError, match="from 0 \\(clean\\) to 5"):
+        Corruption("blur", 6)
+    aug = RandomCorruption(p=1.0, generator=np.random.default_rng(0))
+    out = aug(torch.from_numpy(g)[None])
+    assert out.shape == (1, 256, 256) and not torch.equal(out, torch.from_numpy(g)[None])
+
+
+# ---------------------------------------------------------------------------- compare
+
+def test_compare_table_paired_to_best_baseline_and_resume(tiny, tmp_path):
+    ctx = _ctx(tiny, tmp_path)
+    r = run_study("compare", ctx)["compare"]
+    table = pd.read_csv(tmp_path / "compare" / "compare.csv")
+    assert list(table["model"]) == list(compare_models())
+    assert {"macro_auc", "macro_auc_lo", "macro_auc_hi", "macro_f1", "macro_ap"} <= set(table.columns)
+    assert (table["macro_auc_lo"] <= table["macro_auc"]).all() and (table["macro_auc"] <= table["macro_auc_hi"]).all()
+    paired = pd.read_csv(tmp_path / "compare" / "paired.csv")
+    best = table[table["role"] == "baseline"].sort_values("macro_auc").iloc[-1]["model"]
+    assert set(paired["model"]) == {"paper_method", "medxfer_train"} and (paired["best_baseline"] == best).all()
+    assert set(table[table.role == "baseline"]["model"]) == set(BASELINES)
+    for f in ("compare_auc.png", "compare_auc.csv", "compare.csv", "paired.md", "result.json"):
+        assert (tmp_path / "compare" / f).is_file()
+    assert "1. Method against baselines" in (tmp_path / "index.html").read_text()
+    # A second run reads every (model, fold) unit back and gives the same table.
+    again = run_study("compare", _ctx(tiny, tmp_path))["compare"]
+    assert [x["macro_auc"] for x in again["rows"]] == [x["macro_auc"] for x in r["rows"]]
+    assert len(list((tmp_path / "compare" / "parts").glob("*/*.npz"))) == 3 * len(compare_models())
+
+
+# ---------------------------------------------------------------------------- imbalance
+
+def test_subsample_to_ratio_reaches_the_ratio_or_says_capped():
+    rng = np.random.default_rng(0)
+    Y = np.zeros((200, 3), dtype=np.float32)
+    Y[:40, 0] = 1      # 40:160, enough negatives for 1:1 and 1:4
+    Y[:2, 1] = 1       # 2:198
+    Y[0, 2] = np.nan   # no positive at all
+    m, rec = subsample_to_ratio(Y, 1, rng)
+    assert np.nansum(m[:, 0] == 1) == np.nansum(m[:, 0] == 0) == 40
+    assert rec[2]["capped"] and not rec[0]["capped"]
+    m, rec = subsample_to_ratio(Y, 100, rng)
+    assert rec[0]["positives_kept"] == 2 and rec[0]["negatives_kept"] == 160  # positives drawn down
+    assert rec[1]["positives_kept"] == 2 and rec[1]["negatives_kept"] == 198 and not rec[1]["capped"]
+    m, rec = subsample_to_ratio(Y[:50], 100, rng)  # 10 negatives cannot carry one positive at 1:100
+    assert rec[1]["positives_kept"] == 1 and rec[1]["capped"]
+
+
+def test_imbalance_study_balanced_level_has_equal_positives_and_negatives(tiny, tmp_path):
+    run_study("imbalance", _ctx(tiny, tmp_path))
+    levels = pd.read_csv(tmp_path / "imbalance" / "levels.csv")
+    bal = levels[(levels["level"] == "Balanced") & ~levels["capped"]]
+    assert len(bal) and (bal["positives_kept"] == bal["negatives_kept"]).all()
+    table = pd.read_csv(tmp_path / "imbalance" / "imbalance.csv")
+    assert list(dict.fromkeys(table["level"])) == list(LEVELS)
+    assert set(table["imbalance"]) == {"none", "pos_weight", "class_balanced", "focal"}
+    assert {"macro_f1_lo", "macro_auc_hi", "minority_recall"} <= set(table.columns)
+    assert (tmp_path / "imbalance" / "imbalance_macro_f1.csv").is_file()
+
+
+# ---------------------------------------------------------------------------- sensitivity
+
+def test_sensitivity_grid_and_study(tiny, tmp_path):
+    center = {"bottleneck_dim": 8, "l1": 0.0, "l2": 0.0, "alpha": 0.03, "lr": 1e-3}
+    grid = sensitivity_grid(center)
+    keys = [tuple(sorted(g.items())) for g in grid]
+    assert len(keys) == len(set(keys)) and center in grid
+    run_study("sensitivity", _ctx(tiny, tmp_path, folds=2))
+    table = pd.read_csv(tmp_path / "sensitivity" / "sensitivity.csv")
+    assert len(table) == len(grid)
+    heat = pd.read_csv(tmp_path / "sensitivity" / "sensitivity_l1_l2.csv")
+    assert len(heat) == len(CODE_GRID) ** 2
+    sweeps = pd.read_csv(tmp_path / "sensitivity" / "sensitivity_sweeps.csv")
+    assert set(sweeps["parameter"]) == {"l1", "l2", "bottleneck_dim", "alpha", "lr"}
+
+
+# ---------------------------------------------------------------------------- disturbance
+
+def test_disturbance_severity_0_equals_the_clean_result(tiny, tmp_path):
+    r = run_study("disturbance", _ctx(tiny, tmp_path, corruptions="blur,jpeg"))["disturbance"]
+    assert r["severity0"]["macro_auc"] == pytest.approx(r["clean"]["macro_auc"], abs=1e-3)
+    table = pd.read_csv(tmp_path / "disturbance" / "disturbance.csv")
+    assert set(table["corruption"]) == {"clean (cached features)", "blur", "jpeg"}
+    assert sorted(table[table.corruption == "jpeg"]["severity"]) == [0, 1, 2, 3, 4, 5]
+    man = json.loads((tmp_path / "disturbance" / "features" / "jpeg-5" / "manifest.json").read_text())
+    assert man["corruption"]["name"] == "jpeg" and man["corruption"]["parameter"] == 8
+    with pytest.raises(MedxferError, match="Unknown corruption 'fog'"):
+        run_study("disturbance", _ctx(tiny, tmp_path / "x", corruptions="fog"))
+
+
+# ---------------------------------------------------------------------------- shift
+
+def test_shift_never_trains_on_the_test_group_or_its_patients(tiny, tmp_path):
+    table, groups, Y = tiny.dataset.table, tiny.dataset.patient_ids, tiny.Y
+    for column, a, b in parse_shifts("view:PA:AP,sex:M:F,age:older:younger"):
+        sp = shift_split(table, groups, Y, column, a, b, test_fraction=0.3, seed=0)
+        tr, ti, to = sp["train"], sp["test_in"], sp["test_out"]
+        assert len(ti) == len(to) > 0
+        assert not set(groups[tr]) & (set(groups[ti]) | set(groups[to]))
+        if column != "age":
+            assert (table[column].to_numpy()[tr] == a).all() and (table[column].to_numpy()[to] == b).all()
+    with pytest.raises(MedxferError, match="COLUMN:A:B"):
+        parse_shifts("view:PA")
+    r = run_study("shift", _ctx(tiny, tmp_path, shifts="sex:M:F,site:X:Y"))["shift"]
+    assert [x["shift"] for x in r["rows"]] == ["sex: M -> F"]
+    assert "not in the dataset table" in r["skipped"][0]["reason"]
+    out = pd.read_csv(tmp_path / "shift" / "shift.csv")
+    assert {"in_distribution_auc", "shifted_auc", "gap", "gap_lo"} <= set(out.columns)
+
+
+# ---------------------------------------------------------------------------- efficiency
+
+def test_learning_curve_full_point_equals_a_plain_run(tiny, tmp_path):
+    ctx = _ctx(tiny, tmp_path, fractions="0.5,1.0", draws=2, folds=2)
+    models = {m: compare_models()[m] for m in ("logistic_regression", "linear_head")}
+    r = run_efficiency(ctx, models)
+    plain = fold_predictions(models, tiny.X, tiny.Y, tiny.dataset.patient_ids,
+                             patient_kfold(tiny.dataset.patient_ids, 2, Y=tiny.Y, seed=0), seed=0)
+    for m in models:
+        np.testing.assert_allclose(r["full_oof"][m], plain["oof"][m], atol=1e-6)
+    table = pd.read_csv(tmp_path / "efficiency" / "efficiency.csv")
+    assert list(table["draws"]) == [2, 1, 2, 1]
+    half = table[table.fraction == 0.5]["train_images"].iloc[0]
+    assert half < table[table.fraction == 1.0]["train_images"].iloc[0]
+    rng = np.random.default_rng(0)
+    tr = np.arange(len(tiny))
+    sub = subsample_patients(tr, tiny.dataset.patient_ids, 0.25, rng)
+    assert set(tiny.dataset.patient_ids[sub]) < set(tiny.dataset.patient_ids)
+    with pytest.raises(MedxferError, match="in \\(0, 1\\]"):
+        parse_fractions("0,0.5")
+
+
+# ---------------------------------------------------------------------------- command line
+
+def test_study_cli_runs_writes_the_page_and_refuses_bad_options(tiny, tiny_dir, tmp_path, capsys):
+    folder = tiny_dir
+    assert main(["-q", "study", "shift", str(folder), "--out", str(tmp_path / "s"), "--n-boot", "10",
+                 "--shifts", "sex:M:F"]) == 0
+    out = capsys.readouterr().out
+    assert "shift:" in out and "index.html" in out
+    page = (tmp_path / "s" / "index.html").read_text()
+    assert "5. Distribution shift" in page and tiny.manifest["dataset_fingerprint"] in page
+    assert main(["-q", "study", "disturbance", str(folder), "--out", str(tmp_path / "s"),
+                 "--corruptions", "fog"]) == 2
+    assert "Unknown corruption 'fog'" in capsys.readouterr().err
+    assert main(["-q", "study", "efficiency", str(folder), "--out", str(tmp_path / "s"),
+                 "--fractions", "2"]) == 2
+    assert main(["-q", "study", "shift", str(folder), "--out", str(tmp_path / "s"), "--folds", "1"]) == 2
+    assert "--folds must be" in capsys.readouterr().err
+
