@@ -39,6 +39,35 @@ def test_train_on_one_folder_evaluate_on_another(make_cxr14, sample_table, tmp_p
     assert (tmp_path / "eval" / "features" / "manifest.json").is_file()
 
 
+def test_evaluate_refuses_training_patients_unless_told(make_cxr14, sample_table, tmp_path, capsys):
+    """Evaluating on the training patients is the inflated-AUC mistake: refused by default,
+    with the counts and the option; allowed on request, and the report's first line says so."""
+    ids = sample_table["image_id"].tolist()
+    root = make_cxr14(ids[:40])
+    feats, model = tmp_path / "f", tmp_path / "m"
+    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(feats)])
+    main(["-q", "train", str(feats), "--out", str(model), "--no-select", "--epochs", "5"])
+    record = json.loads((model / "model.json").read_text())["features"]["training_patients"]
+    assert len(record["sha256_16"]) == sample_table["patient_id"][:40].nunique()
+    assert not set(sample_table["patient_id"][:40].astype(str)) & set(record["sha256_16"])  # hashed
+    capsys.readouterr()
+    assert main(["-q", "evaluate", str(model), str(feats), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "40 of 40 evaluation images" in err and "--allow-training-patients" in err
+    assert not (tmp_path / "e").exists()
+    assert main(["-q", "evaluate", str(model), str(feats), "--out", str(tmp_path / "e"), "--n-boot", "10",
+                 "--allow-training-patients", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["training_patient_overlap"]["images"] == 40
+    first = (tmp_path / "e" / "summary.md").read_text().splitlines()[0]
+    assert first.startswith("# NOT A HELD-OUT EVALUATION: 40 of 40 evaluation images")
+    # a mixed set: the count names only the overlapping part
+    mixed = make_cxr14(ids[20:60], name="mixed")
+    assert main(["-q", "evaluate", str(model), str(mixed), "--out", str(tmp_path / "e3")]) == 2
+    n = int(sample_table["patient_id"][20:60].isin(sample_table["patient_id"][:40]).sum())
+    assert f"{n} of 40 evaluation images" in capsys.readouterr().err
+
+
 def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_table, tmp_path, capsys):
     root = make_cxr14(sample_table["image_id"][:40].tolist())
     tiny, lite = tmp_path / "tiny", tmp_path / "lite"

@@ -52,7 +52,7 @@ def test_corrupt_or_missing_shard_is_recomputed_identically(small, tmp_path):
     shard = tmp_path / "f" / "shards" / "00001.npy"
     shard.write_bytes(shard.read_bytes()[:-16] + b"\0" * 16)  # silent corruption
     (tmp_path / "f" / "shards" / "00002.json").unlink()  # killed before the marker
-    with pytest.raises(FeatureCacheError, match="shard 1 is missing or corrupt"):
+    with pytest.raises(FeatureCacheError, match=r"shard 1 \(00001.npy\) is missing or corrupt"):
         FeatureSet.load(tmp_path / "f")
     again = extract_features(small, bb, tmp_path / "f", shard_size=8, num_workers=0, progress=False)
     np.testing.assert_array_equal(again.features, ref.features)

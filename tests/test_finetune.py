@@ -37,5 +37,9 @@ def test_features_of_the_base_backbone_are_refused_by_a_finetuned_model(make_cxr
     capsys.readouterr()
     assert main(["-q", "evaluate", str(tmp_path / "m"), str(tmp_path / "f"), "--out", str(tmp_path / "e")]) == 2
     assert "finetuned_sha256" in capsys.readouterr().err
+    # its own training images: refused, then allowed with the report saying so first
     assert main(["-q", "evaluate", str(tmp_path / "m"), str(root), "--out", str(tmp_path / "e2"),
-                 "--n-boot", "20"]) == 0
+                 "--n-boot", "20"]) == 2
+    assert "belong to patients the model was trained on" in capsys.readouterr().err
+    assert main(["-q", "evaluate", str(tmp_path / "m"), str(root), "--out", str(tmp_path / "e2"),
+                 "--n-boot", "20", "--allow-training-patients"]) == 0

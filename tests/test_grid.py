@@ -63,4 +63,4 @@ def test_tune_cli_picks_the_best_setting_and_saves_a_usable_model(make_cxr14, sa
     model = TrainedModel.load(tmp_path / "m")
     assert model.estimator.bottleneck_dim == r["best"]["bottleneck_dim"]
     assert main(["-q", "evaluate", str(tmp_path / "m"), str(tmp_path / "f"), "--out", str(tmp_path / "e"),
-                 "--n-boot", "20"]) == 0
+                 "--n-boot", "20", "--allow-training-patients"]) == 0

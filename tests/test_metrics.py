@@ -160,3 +160,27 @@ def test_per_finding_ece_and_brier_have_bootstrap_intervals():
         assert 0 <= f["ece"] <= 1 and 0 <= f["brier"] <= 1
         assert f["ece_ci95"][0] <= f["ece"] + 0.05 and f["brier_ci95"][0] <= f["brier"] <= f["brier_ci95"][1] + 1e-9
     assert m["macro"]["brier"] is not None
+
+
+def test_fast_ap_equals_sklearn_with_ties():
+    from sklearn.metrics import average_precision_score
+
+    from medxfer.metrics import fast_ap
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(2, 60))
+        y = (rng.random(n) < 0.3).astype(float)
+        y[0] = 1
+        p = np.round(rng.random(n), 1)  # many ties
+        assert fast_ap(y, p) == pytest.approx(average_precision_score(y, p), abs=1e-12)
+
+
+def test_patient_resamples_keep_whole_patients():
+    from medxfer.metrics import bootstrap_metrics
+
+    groups = np.repeat(np.arange(30), 3)
+    Y = np.tile([[1.0], [0.0], [0.0]], (30, 1))
+    seen = []
+    bootstrap_metrics(Y, Y, {"n": lambda Yb, Pb: seen.append(len(Yb)) or 0.0}, groups=groups, n_boot=20)
+    assert set(seen[:-1]) == {90}  # 30 patients drawn, 3 rows each, every time

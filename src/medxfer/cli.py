@@ -151,6 +151,7 @@ STUDY_HEAD = ("bottleneck_dim", "l1", "l2", "alpha", "lr")
 #: The settings each command reads, resolved and range-checked before the command runs.
 COMMAND_SETTINGS = {
     "demo": [(EvalSettings, ("n_boot",))],
+    "inspect": [(ExtractSettings, ("max_pixels", "workers"))],
     "extract": [(ExtractSettings, None)],
     "train": [(HeadSettings, None), (SelectionSettings, None), (PackageSettings, None)],
     "tune": [(TuneSettings, None), (PackageSettings, None)],
@@ -199,6 +200,10 @@ def build_parser() -> _Parser:
     p = command("inspect", "counts per finding, patients, views, age, sex, problems",
                 parents=[data, js])
     p.add_argument("data", help="ChestX-ray14 folder, CSV file, class folder or DICOM folder")
+    p.add_argument("--check-images", action="store_true",
+                   help="also decode every image (in parallel) and name each unreadable, "
+                        "oversized, unusual-mode, bad-bit-depth or duplicate one (default: off)")
+    add_settings(p, ExtractSettings, only=("max_pixels", "workers"), title="image checks")
 
     command("backbones", "list backbones and whether their weights are here", parents=[js])
 
@@ -270,6 +275,9 @@ def build_parser() -> _Parser:
     p.add_argument("data", help="features folder, or a dataset folder (extracted with the "
                                 "model's own backbone and preprocessing)")
     p.add_argument("--out", required=True, help="report folder to write")
+    p.add_argument("--allow-training-patients", action="store_true",
+                   help="evaluate even when some images belong to patients the model was trained "
+                        "on (default: refuse; the report's first line then says so)")
     add_settings(p, ExtractSettings, only=("batch_size", "workers"), title="extraction")
 
     p = command("predict", "per-finding probabilities for image files or folders", parents=[js])
@@ -330,6 +338,28 @@ def _progress(a) -> bool:
     return not a.quiet and sys.stderr.isatty()
 
 
+class _Steps:
+    """Progress of a long step: a bar on a terminal (not with -q or when stderr is a log),
+    and on a log an info line every ``every`` steps instead of carriage-return spam."""
+
+    def __init__(self, a, total: int, desc: str, every: int = 10):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, disable=not _progress(a), dynamic_ncols=True)
+        self.desc, self.every, self.n, self.log = desc, every, 0, not _progress(a) and not a.quiet
+
+    def __call__(self, *args, note: str = "") -> None:
+        self.n += 1
+        self.bar.update(1)
+        if note:
+            self.bar.set_postfix_str(note, refresh=False)
+        if self.log and self.n % self.every == 0:
+            log.info("%s: %d/%s %s", self.desc, self.n, self.bar.total, note)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _read(a, path):
     from .data import read_dataset
 
@@ -374,14 +404,29 @@ def _cmd_inspect(a) -> int:
     ds = _read(a, a.data)
     s = ds.summary()
     s["problem_list"] = [p.as_dict() for p in ds.problems]
+    if a.check_images:
+        from .checks import check_images
+
+        x = a.settings[ExtractSettings]
+        found = check_images(ds.table["path"].tolist(), max_pixels=x.max_pixels, workers=x.workers,
+                             progress=_progress(a))
+        s["image_checks"] = {"images": len(ds), "problems": found}
     if a.json:
         print(json.dumps(s, indent=2))
-        return 0
+        return 1 if a.check_images and any(p["kind"] in ("unreadable", "oversized")
+                                           for p in s["image_checks"]["problems"]) else 0
     print(f"{s['name']}: {s['images']} images, {s['patients']} patients")
     width = max(len(n) for n in s["findings"]) if s["findings"] else 10
     for name, n in s["findings"].items():
         print(f"  {name:<{width}}  {n:6d}  ({100 * n / max(1, s['images']):.1f}%)")
     print(f"  {'No Finding':<{width}}  {s['no_finding']:6d}")
+    co = s.get("cooccurrence") or {}
+    pairs = sorted({tuple(sorted((a_, b_))): n for a_, row in co.items() for b_, n in row.items()}.items(),
+                   key=lambda kv: -kv[1])
+    if pairs:
+        print("co-occurrence (images with both), most frequent: " + ", ".join(
+            f"{x} + {y} {n}" for (x, y), n in pairs[:10]) + (f" (of {len(pairs)} pairs; --json "
+                                                             "lists all)" if len(pairs) > 10 else ""))
     for key in ("view", "sex"):
         if key in s:
             print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))
@@ -392,6 +437,14 @@ def _cmd_inspect(a) -> int:
         print(f"problem: {p.kind}: {p.item}: {p.detail}")
     if len(ds.problems) > 10:
         print(f"... and {len(ds.problems) - 10} more problems")
+    if a.check_images:
+        found = s["image_checks"]["problems"]
+        kinds = sorted({p["kind"] for p in found})
+        print(f"image check: {len(ds)} images decoded; " + (", ".join(
+            f"{sum(p['kind'] == k for p in found)} {k}" for k in kinds) if found else "no problems"))
+        for p in found:
+            print(f"  {p['kind']}: {p['detail']}")
+        return 1 if any(p["kind"] in ("unreadable", "oversized") for p in found) else 0
     return 0
 
 
@@ -428,12 +481,17 @@ def train_settings(a) -> tuple[HeadSettings, PackageSettings]:
 
 def _cmd_train(a) -> int:
     from .features import FeatureSet
-    from .pipeline import train_from_features
+    from .head import DEFAULT_CV_GRID
+    from .pipeline import read_grid, train_from_features
 
     fs = FeatureSet.load(a.features)
-    model = train_from_features(fs, head=a.settings[HeadSettings],
-                                selection=a.settings[SelectionSettings],
-                                packaging=a.settings[PackageSettings])
+    sel = a.settings[SelectionSettings]
+    steps = _Steps(a, len(read_grid(sel.grid) or DEFAULT_CV_GRID) if sel.select else 1,
+                   "train: settings", every=1 << 30)  # BottleneckCV logs each setting itself
+    model = train_from_features(fs, head=a.settings[HeadSettings], selection=sel,
+                                packaging=a.settings[PackageSettings],
+                                progress=lambda i, n, g, score: steps(note=f"{g} AUC {score:.3f}"))
+    steps.close()
     model.save(a.out)
     out = {"model": str(a.out), "train_images": model.features.get("n_rows")} | model.metrics
     if a.json:
@@ -460,9 +518,13 @@ def _cmd_tune(a) -> int:
     from .pipeline import read_grid, save_tuned, tune_from_features
 
     grid = read_grid(a.grid)
-    model, table = tune_from_features(FeatureSet.load(a.features), grid=grid, seed=a.seed,
-                                      tune=a.settings[TuneSettings],
-                                      packaging=a.settings[PackageSettings])
+    t = a.settings[TuneSettings]
+    steps = _Steps(a, t.max_epochs, "tune: epochs")
+    model, table = tune_from_features(FeatureSet.load(a.features), grid=grid, seed=a.seed, tune=t,
+                                      packaging=a.settings[PackageSettings],
+                                      progress=lambda epoch, info: steps(
+                                          note=f"{info['active']}/{info['settings']} settings training"))
+    steps.close()
     save_tuned(model, table, a.out)
     best = max(table, key=lambda r: r["val_macro_auc"])
     if a.json:
@@ -492,7 +554,12 @@ def _cmd_cv(a) -> int:
 
     s = a.settings[EvalSettings]
     fs = FeatureSet.load(a.features)
-    res = cross_validate(fs, n_splits=s.folds, seed=a.seed, tune=a.tune, n_boot=s.n_boot)
+    from .experiments import default_models
+
+    steps = _Steps(a, s.folds * len(default_models(a.tune)), "cv: model x fold", every=1 << 30)
+    res = cross_validate(fs, n_splits=s.folds, seed=a.seed, tune=a.tune, n_boot=s.n_boot,
+                         on_unit=lambda name, k: steps(note=f"fold {k} {name}"))
+    steps.close()
     write_cv(res, a.out, title=f"{s.folds}-fold patient-wise CV on {fs.dataset.name}")
     if a.json:
         print(json.dumps({n: {k: v for k, v in m.items() if k != "pooled"}
@@ -524,16 +591,19 @@ def _cmd_study(a) -> int:
 
 def _cmd_evaluate(a) -> int:
     from .model_io import TrainedModel
-    from .pipeline import evaluate_model, features_for_model
+    from .pipeline import evaluate_model, features_for_model, training_patient_guard
 
     x = a.settings[ExtractSettings]
     n_boot = a.settings[EvalSettings].n_boot
     model = TrainedModel.load(a.model)
     out = Path(a.out)
     fs = features_for_model(model, a.data, cache=out / "features", batch_size=x.batch_size,
-                            num_workers=x.workers, progress=_progress(a))
+                            num_workers=x.workers, progress=_progress(a),
+                            check=lambda ds: training_patient_guard(  # before an hour of extraction
+                                model, ds.patient_ids, a.allow_training_patients))
     m = evaluate_model(model, fs, out, n_boot=n_boot, seed=a.seed,
-                       config={"model": str(a.model), "data": str(a.data)})
+                       config={"model": str(a.model), "data": str(a.data)},
+                       allow_training_patients=a.allow_training_patients)
     if a.json:
         print(json.dumps(m, indent=2, default=str))
         return 0

@@ -167,7 +167,8 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
 
 
 def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bool = False,
-                   models: dict | None = None, n_boot: int = 1000, progress=None) -> dict:
+                   models: dict | None = None, n_boot: int = 1000, progress=None,
+                   on_unit=None) -> dict:
     """Out-of-fold predictions and metrics for each model on the same patient-wise folds.
 
     Returns {"folds": n, "models": {name: {"pooled": metrics of pooled OOF predictions,
@@ -183,7 +184,8 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
     seconds = {m: 0.0 for m in models}
     chosen = []
     for k, fold in enumerate(folds):
-        r = fold_predictions(models, X, Y, groups, [fold], seed=seed)
+        r = fold_predictions(models, X, Y, groups, [fold], seed=seed,
+                             on_unit=None if on_unit is None else (lambda n, _k, k=k: on_unit(n, k + 1)))
         for name in models:
             oof[name][fold[1]] = r["oof"][name][fold[1]]
             per_fold[name] += r["per_fold"][name]

@@ -56,8 +56,10 @@ class ImageRows(TorchDataset):
     zero tensor and its error text, so one bad file never stops a long extraction."""
 
     def __init__(self, paths: list[str], preprocessing: Preprocessing,
-                 image_cache: str | Path | None = None, corruption=None):
+                 image_cache: str | Path | None = None, corruption=None,
+                 max_pixels: int | None = _X.max_pixels):
         self.paths = list(paths)
+        self.max_pixels = max_pixels
         self.preprocessing = preprocessing
         self.corruption = corruption  # a medxfer.corruptions.Corruption, after the resize
         pp = preprocessing
@@ -71,11 +73,11 @@ class ImageRows(TorchDataset):
         exact float32 arrays keyed by path, size and mtime, so a hit gives the same numbers
         as decoding again."""
         if self.cache is None:
-            return self.preprocessing.resize(load_image(path))
+            return self.preprocessing.resize(load_image(path, self.max_pixels))
         try:
             st = os.stat(path)
         except OSError:
-            return self.preprocessing.resize(load_image(path))  # raises the usual error
+            return self.preprocessing.resize(load_image(path, self.max_pixels))  # the usual error
         key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
         entry = self.cache / key[:2] / f"{key}.npy"
         if entry.is_file():
@@ -83,7 +85,7 @@ class ImageRows(TorchDataset):
                 return np.load(entry)
             except (OSError, ValueError):
                 pass  # a torn entry: decode again and rewrite it
-        arr = self.preprocessing.resize(load_image(path))
+        arr = self.preprocessing.resize(load_image(path, self.max_pixels))
         entry.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(entry, lambda f: np.save(f, arr))
         return arr
@@ -142,21 +144,37 @@ class FeatureSet:
     def load(cls, folder: str | Path) -> "FeatureSet":
         folder = Path(folder)
         manifest = read_manifest(folder)
-        n, shard_size = manifest["n_rows"], manifest["shard_size"]
-        table = pd.read_csv(folder / "rows.csv", dtype={"patient_id": str, "image_id": str},
-                            keep_default_na=True)
-        labels = np.load(folder / "labels.npy")
+        try:
+            n, shard_size = int(manifest["n_rows"]), int(manifest["shard_size"])
+            label_names = tuple(manifest["label_names"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FeatureCacheError(f"'{folder / 'manifest.json'}' lacks or garbles {exc}; run "
+                                    "`medxfer extract` again with --overwrite") from exc
+        try:
+            table = pd.read_csv(folder / "rows.csv", dtype={"patient_id": str, "image_id": str},
+                                keep_default_na=True)
+            labels = np.load(folder / "labels.npy", allow_pickle=False)
+        except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise FeatureCacheError(f"features folder '{folder}' is damaged: rows.csv or "
+                                    f"labels.npy cannot be read ({exc}). Run `medxfer extract` "
+                                    "again with --overwrite") from exc
+        missing = {"image_id", "path", "patient_id"} - set(table.columns)
+        if missing or labels.ndim != 2:
+            raise FeatureCacheError(f"features folder '{folder}' is damaged: rows.csv lacks "
+                                    f"{sorted(missing)} or labels.npy is not a 2-D array. Run "
+                                    "`medxfer extract` again with --overwrite")
         if len(table) != n or len(labels) != n:
             raise FeatureCacheError(f"features folder '{folder}' is inconsistent: manifest says "
                                     f"{n} rows, rows.csv has {len(table)}, labels.npy {len(labels)}")
         chunks, skipped = [], []
         for i in range(_n_shards(n, shard_size)):
-            info = _valid_shard(folder, i)
+            info = _valid_shard(folder, i, loading=True)
             if info is None:
                 raise FeatureCacheError(
-                    f"features folder '{folder}' is incomplete: shard {i} is missing or corrupt. "
-                    "Run `medxfer extract` again with the same arguments to finish it.")
-            chunks.append(np.load(_shard_path(folder, i)))
+                    f"features folder '{folder}' is incomplete: shard {i} "
+                    f"({_shard_path(folder, i).name}) is missing or corrupt (checksum mismatch). "
+                    "Run `medxfer extract` again with the same arguments: it recomputes that shard.")
+            chunks.append(np.load(_shard_path(folder, i), allow_pickle=False))
             skipped.extend((e["row"], Problem("unreadable_image", e["path"], e["reason"]))
                            for e in info["errors"])
         feats = np.concatenate(chunks) if chunks else np.zeros((0, manifest["backbone"]["feature_dim"]))
@@ -166,7 +184,7 @@ class FeatureSet:
         problems = tuple(_read_problems(folder))
         boxes = pd.read_csv(folder / "boxes.csv", dtype={"image_id": str}) \
             if (folder / "boxes.csv").is_file() else None
-        ds = Dataset(table, labels, tuple(manifest["label_names"]), name=manifest["dataset_name"],
+        ds = Dataset(table, labels, label_names, name=manifest.get("dataset_name", "dataset"),
                      problems=problems, task=manifest.get("task", "multilabel"), boxes=boxes)
         fs = cls(feats, ds, manifest, [p for _, p in skipped])
         return fs.subset(keep) if not keep.all() else fs
@@ -180,8 +198,9 @@ def _shard_path(folder: Path, i: int) -> Path:
     return folder / "shards" / f"{i:05d}.npy"
 
 
-def _valid_shard(folder: Path, i: int) -> dict | None:
-    """The shard's record when it is complete and intact, else None."""
+def _valid_shard(folder: Path, i: int, *, loading: bool = False) -> dict | None:
+    """The shard's record when it is complete and intact, else None (``loading``: no
+    "will be recomputed" warning; the caller says what to do)."""
     npy, meta = _shard_path(folder, i), _shard_path(folder, i).with_suffix(".json")
     if not (npy.is_file() and meta.is_file()):
         return None
@@ -189,8 +208,9 @@ def _valid_shard(folder: Path, i: int) -> dict | None:
         info = json.loads(meta.read_text())
     except (OSError, ValueError):
         return None
-    if info.get("sha256") != sha256_file(npy):
-        log.warning("shard %s is corrupt (checksum mismatch); it will be recomputed", npy)
+    if not isinstance(info, dict) or info.get("sha256") != sha256_file(npy):
+        if not loading:
+            log.warning("shard %s is corrupt (checksum mismatch); it will be recomputed", npy)
         return None
     return info
 
@@ -204,13 +224,31 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+PARTIAL = "manifest.partial.json"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FeatureCacheError(f"'{path}' is not readable JSON ({exc}); delete the features "
+                                "folder and run `medxfer extract` again") from exc
+    if not isinstance(doc, dict):
+        raise FeatureCacheError(f"'{path}' does not hold a JSON object; delete the features "
+                                "folder and run `medxfer extract` again")
+    return doc
+
+
 def read_manifest(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / "manifest.json"
     if not path.is_file():
+        if (folder / PARTIAL).is_file():
+            raise FeatureCacheError(f"the extraction into '{folder}' did not finish; run the same "
+                                    "`medxfer extract` command again to resume it")
         raise FeatureCacheError(f"'{folder}' is not a features folder (no manifest.json). "
                                 "Make one with `medxfer extract DATA --out FOLDER`.")
-    return json.loads(path.read_text())
+    return _read_json(path)
 
 
 def _read_problems(folder: Path) -> list[Problem]:
@@ -254,9 +292,10 @@ def manifest_mismatch(have: dict, want: dict) -> list[str]:
 
 def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
                      batch_size: int = _X.batch_size, num_workers: int | None = _X.workers,
-                     shard_size: int = _X.shard_size, dtype: str = _X.dtype, overwrite: bool = False,
+                     shard_size: int | None = _X.shard_size, dtype: str = _X.dtype, overwrite: bool = False,
                      rank: int = 0, world_size: int = 1, progress: bool = True,
-                     image_cache: str | Path | None = None, corruption=None) -> FeatureSet | None:
+                     image_cache: str | Path | None = None, corruption=None,
+                     max_pixels: int | None = _X.max_pixels) -> FeatureSet | None:
     """Compute features for every row of ``dataset`` into the folder ``out``; resumable.
 
     Parameters
@@ -272,6 +311,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         the same input size, so a second backbone does not decode the PNGs again.
     corruption : a :class:`medxfer.corruptions.Corruption` applied to every image after the
         resize (the disturbance study); recorded in the manifest.
+    max_pixels : larger images are skipped and recorded like unreadable ones, from their
+        header, before decoding.
 
     Returns
     -------
@@ -281,11 +322,14 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         raise FeatureCacheError(f"dtype must be one of {sorted(DTYPES)}, got '{dtype}'")
     if len(dataset) == 0:
         raise FeatureCacheError("the dataset has no rows to extract")
+    if shard_size is None:
+        shard_size = auto_shard_size(len(dataset))
     out = Path(out)
     want = expected_manifest(dataset, backbone, dtype=dtype, shard_size=shard_size,
                              corruption=corruption)
-    if (out / "manifest.json").is_file():
-        have = read_manifest(out)
+    partial = out / PARTIAL
+    if (out / "manifest.json").is_file() or partial.is_file():
+        have = read_manifest(out) if (out / "manifest.json").is_file() else _read_json(partial)
         diff = manifest_mismatch(have, want)
         if diff and not overwrite:
             raise FeatureCacheError(
@@ -293,16 +337,20 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
                 "its features would be stale. Pass --overwrite to recompute or choose another --out.")
         if diff:
             shutil.rmtree(out / "shards", ignore_errors=True)
+            (out / "manifest.json").unlink(missing_ok=True)
     (out / "shards").mkdir(parents=True, exist_ok=True)
+    manifest = want | {"medxfer_version": __version__, "torch_version": torch.__version__,
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if rank == 0:
-        dataset.table.to_csv(out / "rows.csv", index=False)
-        np.save(out / "labels.npy", dataset.labels)
+        # What is being made goes to manifest.partial.json; manifest.json, the mark of a
+        # complete cache, is written last, atomically, once every shard is in place: a
+        # run killed at any moment never leaves a folder that passes for a cache.
+        _atomic_write(partial, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+        _atomic_write(out / "rows.csv", lambda f: f.write(dataset.table.to_csv(index=False).encode()))
+        _atomic_write(out / "labels.npy", lambda f: np.save(f, dataset.labels))
         write_problems(out / "problems.csv.gz", dataset.problems)
         if dataset.boxes is not None:
             dataset.boxes.to_csv(out / "boxes.csv", index=False)
-        manifest = want | {"medxfer_version": __version__, "torch_version": torch.__version__,
-                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
     n = len(dataset)
     mine = [i for i in range(_n_shards(n, shard_size)) if i % world_size == rank]
@@ -310,9 +358,12 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     if todo:
         _run_shards(dataset, backbone, out, todo, shard_size=shard_size, batch_size=batch_size,
                     num_workers=num_workers, dtype=DTYPES[dtype], progress=progress,
-                    image_cache=image_cache, corruption=corruption)
+                    image_cache=image_cache, corruption=corruption, max_pixels=max_pixels)
     if any(_valid_shard(out, i) is None for i in range(_n_shards(n, shard_size))):
         return None
+    if not (out / "manifest.json").is_file():
+        _atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+        partial.unlink(missing_ok=True)
     fs = FeatureSet.load(out)
     if fs.skipped:
         log.warning("%d image(s) could not be read and were left out (listed in %s): %s",
@@ -329,7 +380,13 @@ def extract_with_settings(dataset: Dataset, settings: ExtractSettings, out: str 
     bb = create_backbone(s.backbone, weights=s.weights, input_size=s.input_size, pooling=s.pooling)
     return extract_features(dataset, bb, out, batch_size=s.batch_size, num_workers=s.workers,
                             shard_size=s.shard_size, dtype=s.dtype, overwrite=overwrite,
-                            progress=progress, image_cache=s.image_cache)
+                            progress=progress, image_cache=s.image_cache, max_pixels=s.max_pixels)
+
+
+def auto_shard_size(n: int) -> int:
+    """Rows per shard when none is given: about 16 shards, 32 to 1024 rows each, so an
+    interrupted run on a few hundred images still keeps most of its work."""
+    return int(min(1024, max(32, -(-n // 16))))
 
 
 def default_workers() -> int:
@@ -339,12 +396,13 @@ def default_workers() -> int:
 
 def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int], *,
                 shard_size: int, batch_size: int, num_workers: int | None, dtype, progress: bool,
-                image_cache=None, corruption=None):
+                image_cache=None, corruption=None, max_pixels=_X.max_pixels):
     n = len(dataset)
     rows = [r for i in todo for r in range(i * shard_size, min(n, (i + 1) * shard_size))]
     paths = dataset.table["path"].astype(str).tolist()
+    images = ImageRows(paths, backbone.preprocessing, image_cache, corruption, max_pixels)
     loader = DataLoader(
-        torch.utils.data.Subset(ImageRows(paths, backbone.preprocessing, image_cache, corruption), rows),
+        torch.utils.data.Subset(images, rows),
         batch_size=batch_size, shuffle=False, collate_fn=_collate,
         num_workers=default_workers() if num_workers is None else num_workers,
         persistent_workers=False)

@@ -167,4 +167,4 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
                    metrics={"fine_tune_validation_macro_auc": None if math.isinf(best) else best,
                             "steps": steps[0]},
                    config={"params": p, "finetune": asdict(st) | {"device": str(dev)}},
-                   backbone_state=state)
+                   backbone_state=state, training_patients=dataset.patient_ids)

@@ -33,6 +33,19 @@ def fast_auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def fast_ap(y: np.ndarray, p: np.ndarray) -> float:
+    """Average precision of 0/1 labels (sum over distinct thresholds of the recall step
+    times the precision): the same number as sklearn's average_precision_score, several
+    times faster for the bootstrap."""
+    order = np.argsort(-p, kind="mergesort")
+    ys, ps = y[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # end of each group of tied scores
+    tp = np.cumsum(ys)[last]
+    precision = tp / (last + 1)
+    recall_step = np.diff(np.r_[0.0, tp]) / tp[-1]
+    return float(np.sum(recall_step * precision))
+
+
 def _known(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k = ~np.isnan(y)
     return y[k].astype(int), p[k]
@@ -132,12 +145,19 @@ def evaluate_predictions(Y: np.ndarray, P: np.ndarray, label_names, thresholds=N
 
 
 def _patient_resamples(groups: np.ndarray, n_boot: int, seed: int):
+    """Row indices of ``n_boot`` resamples of whole patients with replacement (each
+    patient's rows in increasing order). Linear in the number of rows: the rows are
+    grouped by one stable sort, not by one scan per patient."""
     rng = np.random.default_rng(seed)
     uniq, inv = np.unique(groups, return_inverse=True)
-    rows_of = [np.flatnonzero(inv == g) for g in range(len(uniq))]
+    order = np.argsort(inv, kind="stable")
+    counts = np.bincount(inv, minlength=len(uniq))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     for _ in range(n_boot):
         pick = rng.integers(0, len(uniq), len(uniq))
-        yield np.concatenate([rows_of[g] for g in pick])
+        lens = counts[pick]
+        offsets = np.repeat(starts[pick] - (np.cumsum(lens) - lens), lens)
+        yield order[offsets + np.arange(lens.sum())]
 
 
 def bootstrap_auc_ci(Y, P, *, groups=None, n_boot: int = 1000, seed: int = 0,

@@ -14,7 +14,9 @@ predict on new images.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,19 @@ class TrainedModel:
     config: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=lambda: {"method": "none"})
     backbone_state: dict | None = field(default=None, repr=False)  # fine-tuned backbone weights
+
+    def training_overlap(self, patient_ids) -> dict | None:
+        """How many of these images belong to patients the model was trained on (from the
+        salted patient-ID hashes in model.json); None when the model records none."""
+        rec = self.features.get("training_patients")
+        if not rec:
+            return None
+        known = set(rec["sha256_16"])
+        ids = np.asarray(patient_ids).astype(str)
+        hashed = np.array([hash_patient(p, rec["salt"]) for p in ids])
+        hit = np.isin(hashed, list(known))
+        return {"images": int(hit.sum()), "of_images": int(len(ids)),
+                "patients": int(len(np.unique(ids[hit]))), "of_patients": int(len(np.unique(ids)))}
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities (n, n_labels), recalibrated when the model carries a calibration.
@@ -101,15 +116,27 @@ class TrainedModel:
         if not jpath.is_file() or not wpath.is_file():
             raise ModelError(f"'{folder}' is not a medxfer model folder (needs model.json and "
                              "model.safetensors). Train one with `medxfer train FEATURES --out MODEL`.")
-        meta = json.loads(jpath.read_text())
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"'{jpath}' is not a model of format {FORMAT} v{FORMAT_VERSION}")
         try:
-            est = BottleneckClassifier.from_state(load_file(str(wpath)), meta["estimator"])
+            meta = json.loads(jpath.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"'{jpath}' is not readable JSON ({exc}); the model folder is damaged: "
+                             "copy it again or train the model again") from exc
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT \
+                or meta.get("format_version") != FORMAT_VERSION:
+            raise ModelError(f"'{jpath}' is not a model of format {FORMAT} v{FORMAT_VERSION}")
+        missing = [k for k in ("estimator", "label_names", "thresholds", "backbone") if k not in meta]
+        if missing:
+            raise ModelError(f"'{jpath}' lacks {', '.join(missing)}; the model folder is damaged: "
+                             "copy it again or train the model again")
+        try:
+            est = BottleneckClassifier.from_state(_load_tensors(wpath), meta["estimator"])
         except ModelError as exc:
             raise ModelError(f"'{wpath}' does not fit '{jpath}': {exc}") from exc
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"'{wpath}' and '{jpath}' do not describe one model ({exc}); copy the "
+                             "model folder again or train the model again") from exc
         bpath = folder / "backbone.safetensors"
-        backbone_state = load_file(str(bpath)) if bpath.is_file() else None
+        backbone_state = _load_tensors(bpath) if bpath.is_file() else None
         if meta["backbone"].get("finetuned_sha256") and backbone_state is None:
             raise ModelError(f"'{folder}' is a fine-tuned model but backbone.safetensors is missing")
         return cls(est, meta["label_names"], np.asarray(meta["thresholds"]), meta["backbone"],
@@ -117,14 +144,40 @@ class TrainedModel:
                    meta.get("calibration", {"method": "none"}), backbone_state)
 
 
+def _load_tensors(path: Path) -> dict:
+    """A safetensors file, or ModelError naming it (truncated, not safetensors...)."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises SafetensorError, OSError, ValueError...
+        raise ModelError(f"'{path}' is not a readable safetensors file ({type(exc).__name__}: "
+                         f"{exc}); the model folder is damaged or was copied only in part: copy "
+                         "it again or train the model again") from exc
+
+
+def hash_patient(patient_id, salt: str) -> str:
+    return hashlib.sha256(f"{salt}|{patient_id}".encode()).hexdigest()[:16]
+
+
+def training_patients_record(patient_ids) -> dict:
+    """Salted, truncated sha256 of every training patient ID: enough for `evaluate` to find
+    training patients in an evaluation set, without listing the IDs in clear. (IDs from a
+    small known range can still be found by trying them all: this is not anonymization.)"""
+    salt = secrets.token_hex(8)
+    ids = sorted({str(p) for p in np.asarray(patient_ids).astype(str)})
+    return {"salt": salt, "sha256_16": sorted(hash_patient(p, salt) for p in ids)}
+
+
 def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np.ndarray, *,
             backbone: dict, features: dict, settings: PackageSettings = PackageSettings(),
             config: dict | None = None, metrics: dict | None = None,
-            backbone_state: dict | None = None) -> TrainedModel:
+            backbone_state: dict | None = None, training_patients=None) -> TrainedModel:
     """The one packaging step of train, tune and fine-tuning: calibrate, then choose
     thresholds, on validation predictions (Yv, Pv) of patients the model did not train on,
     and wrap everything the model folder records. Multiclass (softmax) probabilities are
-    not recalibrated per class."""
+    not recalibrated per class. ``training_patients`` (the patient IDs of every training
+    and validation row) are stored hashed, for :meth:`TrainedModel.training_overlap`."""
+    if training_patients is not None:
+        features = dict(features) | {"training_patients": training_patients_record(training_patients)}
     calibration = "none" if estimator.task_ == "multiclass" else settings.calibration
     cal = fit_calibration(Yv, Pv, calibration)
     Pv = apply_calibration(Pv, cal)

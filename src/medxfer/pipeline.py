@@ -98,7 +98,8 @@ def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = No
         if multiclass:  # one-vs-rest view of the classes, as the metrics expect
             Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
     return package(est, fs.dataset.label_names, Yv, Pv, backbone=fs.manifest["backbone"],
-                   features=_features_info(fs), settings=packaging, config=config, metrics=metrics)
+                   features=_features_info(fs), settings=packaging, config=config, metrics=metrics,
+                   training_patients=fs.dataset.patient_ids)
 
 
 def read_grid(path: str | Path | None) -> list[dict] | None:
@@ -155,7 +156,7 @@ def tune_from_features(fs: FeatureSet, *, grid: list[dict] | None = None, seed: 
     model = package(est, fs.dataset.label_names, Yv, Pv, backbone=fs.manifest["backbone"],
                     features=_features_info(fs), settings=packaging,
                     config={"params": est.get_params(), "grid": grid, "seed": seed},
-                    metrics={"selected_from": len(grid)})
+                    metrics={"selected_from": len(grid)}, training_patients=fs.dataset.patient_ids)
     return model, table
 
 
@@ -179,16 +180,19 @@ def align_labels(ds: Dataset, names: list[str]) -> np.ndarray:
 def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cache: Path,
                        batch_size: int = ExtractSettings.batch_size,
                        num_workers: int | None = ExtractSettings.workers,
-                       progress: bool = True) -> FeatureSet:
+                       progress: bool = True, check=None) -> FeatureSet:
     """Features of ``source`` as the model needs them.
 
     A features folder is checked against the model's backbone and preprocessing; a dataset
-    folder (or Dataset) is extracted with the model's own backbone into ``cache``.
+    folder (or Dataset) is extracted with the model's own backbone into ``cache``, after
+    ``check(dataset)`` (e.g. the training-patient guard) has passed.
     """
     if isinstance(source, (str, Path)) and (Path(source) / "manifest.json").is_file():
         model.check_features(read_manifest(source), where=f"features in '{source}'")
         return FeatureSet.load(source)
     ds = source if isinstance(source, Dataset) else read_dataset(source)
+    if check is not None:
+        check(ds)
     backbone = rebuild_backbone(model.backbone, model.backbone_state)
     fs = extract_features(ds, backbone, cache, batch_size=batch_size, num_workers=num_workers,
                           progress=progress)
@@ -196,16 +200,45 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
     return fs
 
 
+def training_patient_guard(model: TrainedModel, patient_ids, allow: bool = False):
+    """(overlap counts or None, sentence describing the overlap or None). Raises DataError
+    when images of training patients are present and ``allow`` is not set."""
+    overlap = model.training_overlap(patient_ids)
+    if overlap is None:
+        log.warning("this model records no training patients (made by an earlier medxfer); "
+                    "whether the evaluation images overlap its training patients is unchecked")
+        return None, None
+    if not overlap["images"]:
+        return overlap, None
+    what = (f"{overlap['images']} of {overlap['of_images']} evaluation images "
+            f"({overlap['patients']} of {overlap['of_patients']} patients) belong to patients "
+            "the model was trained on")
+    if not allow:
+        raise DataError(f"{what}: their AUC would be inflated. Evaluate on patients the model "
+                        "never saw, or pass --allow-training-patients to go on anyway (the "
+                        "report then says so in its first line).")
+    log.warning("%s; going on as asked (--allow-training-patients)", what)
+    return overlap, what
+
+
 def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_boot: int = 1000,
                    seed: int = 0, title: str = "medxfer evaluation", config: dict | None = None,
-                   sections=()) -> dict:
-    """Metrics with patient-bootstrap CIs and the report folder; returns metrics."""
+                   sections=(), allow_training_patients: bool = False) -> dict:
+    """Metrics with patient-bootstrap CIs and the report folder; returns metrics.
+
+    Refuses (DataError) an evaluation set holding patients the model was trained on, the
+    mistake that inflates AUC, unless ``allow_training_patients``; then the report's first
+    line says how many images and patients overlap."""
+    overlap, what = training_patient_guard(model, fs.dataset.patient_ids, allow_training_patients)
+    if what:
+        title = f"NOT A HELD-OUT EVALUATION: {what}. {title}"
     Y = align_labels(fs.dataset, model.label_names)
     P = model.predict_proba(fs.X)
     groups = fs.dataset.patient_ids
     metrics = evaluate_predictions(Y, P, model.label_names, model.thresholds, groups=groups,
                                    n_boot=n_boot, seed=seed)
     metrics["skipped_images"] = len(fs.skipped)
+    metrics["training_patient_overlap"] = overlap
     problems = list(fs.dataset.problems) + list(fs.skipped)
     cfg = {"model_backbone": model.backbone, "model_config": model.config,
            "data": fs.dataset.name, "data_fingerprint": fs.manifest.get("dataset_fingerprint"),

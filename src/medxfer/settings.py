@@ -215,10 +215,14 @@ class ExtractSettings:
     batch_size: int = setting(32, "images per forward pass", POS_INT)
     workers: int | None = setting(None, "image decoding processes (None: cores - 1, at least 1)",
                                   Interval("int", 0, none_ok=True))
-    shard_size: int = setting(1024, "rows per shard (the unit a resumed run keeps)", POS_INT)
+    shard_size: int | None = setting(None, "rows per shard, the unit a resumed run keeps (none: "
+                                     "n/16 clamped to 32..1024, so even a small set resumes)",
+                                     Interval("int", 1, none_ok=True))
     dtype: str = setting("float16", "storage type of the features", Choice(DTYPES))
     image_cache: str | None = setting(None, "folder for decoded+resized images, reused by "
                                       "later backbones at this size", Kind(str, none_ok=True))
+    max_pixels: int = setting(64_000_000, "images with more pixels are skipped and listed, "
+                              "before decoding (decompression bombs)", POS_INT)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ fingerprint.
 
 from __future__ import annotations
 
+import logging
+
 from .common import Ledger, StudyContext
 from .compare import run_compare
 from .disturbance import run_disturbance
@@ -77,9 +79,15 @@ def run_study(name: str, ctx: StudyContext) -> dict:
         if n not in STUDIES:
             raise MedxferError(unknown_name_message("study", n, list(STUDIES) + ["all"]))
     out = {}
-    for n in names:
-        out[n] = STUDIES[n](ctx)
-        write_index(ctx)
+    inner = logging.getLogger("medxfer.head")  # one line per inner-CV setting is noise here
+    level = inner.level
+    inner.setLevel(max(level, logging.WARNING))
+    try:
+        for n in names:
+            out[n] = STUDIES[n](ctx)
+            write_index(ctx)
+    finally:
+        inner.setLevel(level)
     return out
 
 

@@ -8,18 +8,18 @@ import hashlib
 import json
 import logging
 import os
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score
 from tqdm.auto import tqdm
 
 from .. import __version__
 from ..features import FeatureSet
-from ..metrics import bootstrap_metrics, macro_auc, macro_f1
+from ..metrics import bootstrap_metrics, fast_ap, macro_auc, macro_f1
 from ..settings import HeadSettings, StudySettings
 
 log = logging.getLogger("medxfer.studies")
@@ -161,7 +161,7 @@ def macro_ap(Y: np.ndarray, P: np.ndarray) -> float | None:
     for j in range(Y.shape[1]):
         k = ~np.isnan(Y[:, j])
         if Y[k, j].sum() > 0:
-            out.append(average_precision_score(Y[k, j], P[k, j]))
+            out.append(fast_ap(Y[k, j], P[k, j]))
     return float(np.mean(out)) if out else None
 
 
@@ -257,7 +257,7 @@ def line_figure(folder: Path, name: str, df: pd.DataFrame, *, x: str, y: str, gr
             ax.axhline(reference, color="gray", ls="--", lw=1)
         if logx:
             ax.set_xscale("log")
-        ax.set_title(title if key is None else f"{key}", fontsize=9)
+        ax.set_title(textwrap.fill(title, 55) if key is None else f"{key}", fontsize=9)
         ax.set_xlabel(xlabel or x)
         ax.set_ylabel(ylabel or y)
         if group:
@@ -285,7 +285,7 @@ def heatmap_figure(folder: Path, name: str, df: pd.DataFrame, *, x: str, y: str,
             ax.text(j, i, f"{table.iat[i, j]:.3f}", ha="center", va="center", fontsize=7, color="w")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 55), fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.savefig(folder / f"{name}.png", dpi=110)
     return folder / f"{name}.png"

@@ -89,8 +89,7 @@ def run_disturbance(ctx: StudyContext, *, batch_size: int = 32, num_workers: int
             sub = folder / "features" / key
             fs = extract_features(test_ds, backbone, sub, batch_size=batch_size,
                                   num_workers=num_workers, dtype=dtype, progress=False,
-                                  image_cache=cache, corruption=corruption,
-                                  shard_size=max(64, len(test_ds) // 8 + 1))
+                                  image_cache=cache, corruption=corruption)
             P = np.full((len(test_ds), Y.shape[1]), np.nan)
             ok = np.isin(test_ds.table["image_id"].to_numpy(), fs.dataset.table["image_id"].to_numpy())
             P[ok] = est.predict_proba(fs.X)

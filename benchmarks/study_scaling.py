@@ -1,0 +1,85 @@
+"""How the cost of each study grows with the number of images (synthetic features, the
+release's shape), run by hand:
+
+    python benchmarks/study_scaling.py [--sizes 1000,2000,4000] [--d 2136] [--n-boot 200]
+                                       [--studies compare,imbalance,sensitivity,shift,efficiency]
+                                       [--out docs/study_scaling.json]
+
+Features: n x d with 14 findings at ChestX-ray14 prevalences (benchmarks/head_training.py's
+generator), about 4 images per patient, view/sex/age columns for the shift study. Each study
+runs through its Python API with the default settings but ``--n-boot`` resamples; the
+disturbance study is left out (its cost is one training plus the re-extraction of at most
+``--disturbance-images`` held-out images per corruption and severity: bounded, not growing
+with the data). Reports seconds per study and size, and the growth exponent b of
+t ~ n^b between the two largest sizes (b <= 1: no worse than linear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, os.path.dirname(__file__))
+from head_training import synthetic  # noqa: E402
+
+from medxfer.data import Dataset  # noqa: E402
+from medxfer.data.contract import CHESTXRAY14_FINDINGS  # noqa: E402
+from medxfer.features import FeatureSet  # noqa: E402
+from medxfer.settings import StudySettings  # noqa: E402
+from medxfer.studies import STUDIES, StudyContext  # noqa: E402
+
+
+def feature_set(n: int, d: int, seed: int = 0) -> FeatureSet:
+    X, Y, groups = synthetic(n, d, seed)
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame({"image_id": [f"{i:08d}.png" for i in range(n)], "path": "",
+                          "patient_id": groups.astype(str),
+                          "view": np.where(rng.random(n) < 0.6, "PA", "AP"),
+                          "sex": np.where(rng.random(n) < 0.55, "M", "F"),
+                          "age": rng.integers(1, 95, n)})
+    ds = Dataset(table, Y, CHESTXRAY14_FINDINGS, name=f"synthetic-{n}")
+    manifest = {"dataset_fingerprint": ds.fingerprint(), "backbone": {"name": "synthetic", "feature_dim": d}}
+    return FeatureSet(X, ds, manifest)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1000,2000,4000")
+    ap.add_argument("--d", type=int, default=2136)
+    ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument("--studies", default="compare,imbalance,sensitivity,shift,efficiency")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    a = ap.parse_args(argv)
+    sizes = [int(s) for s in a.sizes.split(",")]
+    studies = [s for s in a.studies.split(",") if s]
+    res = {"d": a.d, "n_boot": a.n_boot, "cpus": os.cpu_count(), "seconds": {}}
+    for n in sizes:
+        fs = feature_set(n, a.d)
+        for name in studies:
+            with tempfile.TemporaryDirectory() as tmp:
+                ctx = StudyContext(fs, tmp, StudySettings(n_boot=a.n_boot))
+                t = time.time()
+                STUDIES[name](ctx)
+                sec = time.time() - t
+            res["seconds"].setdefault(name, {})[n] = round(sec, 1)
+            print(f"n={n:6d} {name:<12} {sec:8.1f} s", flush=True)
+    if len(sizes) >= 2:
+        n1, n2 = sizes[-2], sizes[-1]
+        res["growth_exponent"] = {name: round(float(np.log(t[n2] / t[n1]) / np.log(n2 / n1)), 2)
+                                  for name, t in res["seconds"].items()}
+        print("growth exponent b (t ~ n^b) between", n1, "and", n2, res["growth_exponent"])
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
