@@ -205,3 +205,38 @@ def test_compressed_and_colour_dicom_decode_to_the_same_pixels():
     assert load_image(d / "SC_rgb_rle_2frame.dcm").shape == (100, 100)  # the first frame
     with pytest.raises(ImageReadError, match="holds no image"):
         load_image(d / "rtplan.dcm")
+
+
+def test_feature_distance_flags_shifted_inputs_at_its_stated_rate():
+    from medxfer.ood import FeatureDistance
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(40, 8))
+    X = rng.normal(size=(400, 8)) @ A.T + rng.normal(scale=0.1, size=(400, 40))
+    od = FeatureDistance.fit(X[:300], quantile=0.99)
+    assert od.flag(X[300:]).mean() <= 0.05  # new images like the training ones: ~1% flagged
+    assert od.flag(X[300:] + 3.0).all()  # far away: all flagged
+    assert od.flag(rng.normal(size=(50, 40)) * 3).all()  # unlike the training structure
+    back = FeatureDistance.from_state(*od.to_state())
+    np.testing.assert_allclose(back.score(X[:5]), od.score(X[:5]), rtol=1e-5)
+
+
+def test_predict_flags_a_brain_mr_by_header_and_saves_the_score(make_cxr14, sample_table, tmp_path, capsys):
+    import pydicom
+    from pathlib import Path
+
+    root = make_cxr14(sample_table["image_id"][:40].tolist())
+    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
+    assert main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--no-select",
+                 "--epochs", "3"]) == 0
+    model = TrainedModel.load(tmp_path / "m")
+    assert model.ood is not None and model.ood.threshold > 0 and (tmp_path / "m" / "ood.safetensors").is_file()
+    mr = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small_jpeg_ls_lossless.dcm"
+    chest = root / "images" / sample_table["image_id"][5]
+    capsys.readouterr()
+    assert main(["-q", "predict", str(tmp_path / "m"), str(mr), str(chest), "--json"]) == 0
+    rows = {Path(r["image"]).name: r["out_of_distribution"] for r in json.loads(capsys.readouterr().out)["predictions"]}
+    assert rows[mr.name]["flag"] and "Modality is MR" in rows[mr.name]["reason"]
+    assert rows[chest.name]["threshold"] == pytest.approx(model.ood.threshold, abs=1e-3)
+    assert main(["-q", "predict", str(tmp_path / "m"), str(mr)]) == 0
+    assert "may not be a chest radiograph" in capsys.readouterr().err

@@ -627,20 +627,28 @@ def _cmd_predict(a) -> int:
 
         overlays = cam_for_files(model, table["path"].tolist(), a.cam,
                                  probabilities=table[model.label_names].to_numpy())
+    import pandas as pd
+
     if a.json:
         rows = []
         for r in table.to_dict("records"):
             rows.append({"image": r["path"], "probabilities": {n: r[n] for n in model.label_names},
                          "findings": [] if r["findings"] == "none above threshold"
-                         else r["findings"].split("|")})
+                         else r["findings"].split("|"),
+                         "out_of_distribution": {
+                             "flag": bool(r["ood"]), "reason": r["ood_reason"] or None,
+                             "score": None if pd.isna(r["ood_score"]) else float(r["ood_score"]),
+                             "threshold": None if pd.isna(r["ood_threshold"]) else float(r["ood_threshold"])}})
         print(json.dumps({"predictions": rows, "failed": [p.as_dict() for p in problems],
                           "cam_overlays": [str(o) for o in overlays]}, indent=2))
     else:
-        import pandas as pd
-
         with pd.option_context("display.max_columns", None, "display.width", 200):
             if len(table):
-                print(table.drop(columns=["path"]).to_string(index=False))
+                print(table.drop(columns=["path", "ood_reason", "ood_threshold"]).to_string(index=False))
+        for r in table.to_dict("records") if len(table) else []:
+            if r["ood"]:
+                print(f"warning: {r['image_id']} may not be a chest radiograph like the training "
+                      f"images: {r['ood_reason']}", file=sys.stderr)
         for p in problems:
             print(f"could not read {p.item}: {p.detail}", file=sys.stderr)
         if overlays:

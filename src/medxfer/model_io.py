@@ -28,6 +28,7 @@ from . import __version__
 from .errors import ModelError
 from .head import BottleneckClassifier
 from .metrics import apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration
+from .ood import FeatureDistance
 from .settings import PackageSettings
 
 FORMAT = "medxfer-model"
@@ -47,6 +48,7 @@ class TrainedModel:
     config: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=lambda: {"method": "none"})
     backbone_state: dict | None = field(default=None, repr=False)  # fine-tuned backbone weights
+    ood: FeatureDistance | None = field(default=None, repr=False)  # distance from training
 
     def training_overlap(self, patient_ids) -> dict | None:
         """How many of these images belong to patients the model was trained on (from the
@@ -89,6 +91,10 @@ class TrainedModel:
         save_file(tensors, str(folder / "model.safetensors"))
         if self.backbone_state is not None:
             save_file(self.backbone_state, str(folder / "backbone.safetensors"))
+        ood_meta = None
+        if self.ood is not None:
+            ood_tensors, ood_meta = self.ood.to_state()
+            save_file(ood_tensors, str(folder / "ood.safetensors"))
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "medxfer_version": __version__,
             "estimator": est_meta,
@@ -99,12 +105,13 @@ class TrainedModel:
             "features": self.features,
             "selection_metrics": self.metrics,
             "config": self.config,
+            "ood": ood_meta,
         }
         (folder / "model.json").write_text(json.dumps(meta, indent=2, default=_json_default))
         # safetensors writes its files 0600; a model folder is shared as a whole, so every
         # file in it gets the same permissions as model.json (the umask's default).
         mode = (folder / "model.json").stat().st_mode & 0o777
-        for name in ("model.safetensors", "backbone.safetensors"):
+        for name in ("model.safetensors", "backbone.safetensors", "ood.safetensors"):
             if (folder / name).is_file():
                 (folder / name).chmod(mode)
         return folder
@@ -139,9 +146,20 @@ class TrainedModel:
         backbone_state = _load_tensors(bpath) if bpath.is_file() else None
         if meta["backbone"].get("finetuned_sha256") and backbone_state is None:
             raise ModelError(f"'{folder}' is a fine-tuned model but backbone.safetensors is missing")
+        ood = None
+        if meta.get("ood"):
+            opath = folder / "ood.safetensors"
+            if not opath.is_file():
+                raise ModelError(f"'{jpath}' records an out-of-distribution score but {opath.name} "
+                                 "is missing; copy the whole model folder")
+            try:
+                ood = FeatureDistance.from_state(_load_tensors(opath), meta["ood"])
+            except (KeyError, TypeError) as exc:
+                raise ModelError(f"'{opath}' does not fit '{jpath}' ({exc}); copy the model folder "
+                                 "again or train the model again") from exc
         return cls(est, meta["label_names"], np.asarray(meta["thresholds"]), meta["backbone"],
                    meta.get("features", {}), meta.get("selection_metrics", {}), meta.get("config", {}),
-                   meta.get("calibration", {"method": "none"}), backbone_state)
+                   meta.get("calibration", {"method": "none"}), backbone_state, ood)
 
 
 def _load_tensors(path: Path) -> dict:
@@ -170,12 +188,14 @@ def training_patients_record(patient_ids) -> dict:
 def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np.ndarray, *,
             backbone: dict, features: dict, settings: PackageSettings = PackageSettings(),
             config: dict | None = None, metrics: dict | None = None,
-            backbone_state: dict | None = None, training_patients=None) -> TrainedModel:
+            backbone_state: dict | None = None, training_patients=None,
+            train_features=None) -> TrainedModel:
     """The one packaging step of train, tune and fine-tuning: calibrate, then choose
     thresholds, on validation predictions (Yv, Pv) of patients the model did not train on,
     and wrap everything the model folder records. Multiclass (softmax) probabilities are
     not recalibrated per class. ``training_patients`` (the patient IDs of every training
-    and validation row) are stored hashed, for :meth:`TrainedModel.training_overlap`."""
+    and validation row) are stored hashed, for :meth:`TrainedModel.training_overlap`;
+    ``train_features`` (their features) fit the out-of-distribution score (medxfer.ood)."""
     if training_patients is not None:
         features = dict(features) | {"training_patients": training_patients_record(training_patients)}
     calibration = "none" if estimator.task_ == "multiclass" else settings.calibration
@@ -189,7 +209,9 @@ def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np
         metrics={"validation_macro_auc": val["macro_auc"], "best_epoch": estimator.best_epoch_,
                  "validation_images": int(len(Yv)),
                  "loss_terms": getattr(estimator, "loss_terms_", {})} | (metrics or {}),
-        config=(config or {}) | asdict(settings), calibration=cal, backbone_state=backbone_state)
+        config=(config or {}) | asdict(settings), calibration=cal, backbone_state=backbone_state,
+        ood=FeatureDistance.fit(train_features) if train_features is not None
+        and len(train_features) >= 10 else None)
 
 
 def _json_default(o):

@@ -17,6 +17,7 @@ from .baselines import TunedLogisticRegression
 from .data import Dataset, read_dataset, read_image_paths
 from .errors import DataError
 from .features import FeatureSet, extract_features, extract_with_settings, read_manifest
+from .ood import dicom_header_flags
 from .head import DEFAULT_CV_GRID, BottleneckClassifier, BottleneckCV, fit_grid
 from .metrics import evaluate_predictions, paired_bootstrap_auc
 from .model_io import TrainedModel, package
@@ -99,7 +100,7 @@ def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = No
             Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
     return package(est, fs.dataset.label_names, Yv, Pv, backbone=fs.manifest["backbone"],
                    features=_features_info(fs), settings=packaging, config=config, metrics=metrics,
-                   training_patients=fs.dataset.patient_ids)
+                   training_patients=fs.dataset.patient_ids, train_features=fs.X)
 
 
 def read_grid(path: str | Path | None) -> list[dict] | None:
@@ -156,7 +157,8 @@ def tune_from_features(fs: FeatureSet, *, grid: list[dict] | None = None, seed: 
     model = package(est, fs.dataset.label_names, Yv, Pv, backbone=fs.manifest["backbone"],
                     features=_features_info(fs), settings=packaging,
                     config={"params": est.get_params(), "grid": grid, "seed": seed},
-                    metrics={"selected_from": len(grid)}, training_patients=fs.dataset.patient_ids)
+                    metrics={"selected_from": len(grid)}, training_patients=fs.dataset.patient_ids,
+                    train_features=fs.X)
     return model, table
 
 
@@ -239,11 +241,24 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
                                    n_boot=n_boot, seed=seed)
     metrics["skipped_images"] = len(fs.skipped)
     metrics["training_patient_overlap"] = overlap
+    if model.ood is not None:
+        flags = model.ood.flag(fs.X)
+        metrics["out_of_distribution"] = {"flagged": int(flags.sum()), "of": int(len(flags)),
+                                          "threshold": model.ood.threshold,
+                                          "quantile": model.ood.quantile}
+        if flags.any():
+            log.warning("%d of %d evaluation images are far from the training features (out-of-"
+                        "distribution score above %.2f); listed in predictions.csv", int(flags.sum()),
+                        len(flags), model.ood.threshold)
     problems = list(fs.dataset.problems) + list(fs.skipped)
     cfg = {"model_backbone": model.backbone, "model_config": model.config,
            "data": fs.dataset.name, "data_fingerprint": fs.manifest.get("dataset_fingerprint"),
            "n_boot": n_boot} | (config or {})
-    report = write_report(out, metrics=metrics, Y=Y, P=P, table=fs.dataset.table,
+    table = fs.dataset.table
+    if model.ood is not None:
+        table = table.reset_index(drop=True).assign(ood_score=np.round(model.ood.score(fs.X), 3),
+                                                    ood=model.ood.flag(fs.X))
+    report = write_report(out, metrics=metrics, Y=Y, P=P, table=table,
                           label_names=model.label_names, thresholds=model.thresholds,
                           config=cfg, problems=problems, title=title, sections=sections)
     metrics["report"] = str(report)
@@ -266,7 +281,25 @@ def predict_paths(model: TrainedModel, paths, *, cache: Path, progress: bool = F
     out["findings"] = ["|".join(n for j, n in enumerate(model.label_names)
                                 if P[i, j] >= model.thresholds[j]) or "none above threshold"
                        for i in range(len(P))]
+    out = pd.concat([out, ood_columns(model, fs.X, out["path"].tolist())], axis=1)
     return out, problems + list(fs.skipped)
+
+
+def ood_columns(model: TrainedModel, X, paths) -> pd.DataFrame:
+    """ood_score, ood_threshold, ood (flag) and ood_reason per row: the distance from the
+    training features (medxfer.ood) and, for DICOM, a Modality or body part that is not a
+    chest radiograph's."""
+    n = len(paths)
+    score = model.ood.score(X) if model.ood is not None else np.full(n, np.nan)
+    thr = model.ood.threshold if model.ood is not None else np.nan
+    reasons = []
+    for i, p in enumerate(paths):
+        why = dicom_header_flags(p)
+        if model.ood is not None and score[i] > thr:
+            why.append(f"features far from the training images (score {score[i]:.2f} > {thr:.2f})")
+        reasons.append("; ".join(why))
+    return pd.DataFrame({"ood_score": np.round(score, 3), "ood_threshold": np.round(thr, 3),
+                         "ood": [bool(r) for r in reasons], "ood_reason": reasons})
 
 
 def _fmt_ci(ci, signed: bool = False) -> str:

@@ -44,7 +44,8 @@ def _ci(ci) -> str:
 
 
 def predictions_table(table: pd.DataFrame, Y, P, label_names, thresholds) -> pd.DataFrame:
-    keep = [c for c in ("image_id", "patient_id", "view", "sex", "age", "path") if c in table.columns]
+    keep = [c for c in ("image_id", "patient_id", "view", "sex", "age", "path", "ood_score", "ood")
+            if c in table.columns]
     out = table[keep].reset_index(drop=True).copy()
     for j, name in enumerate(label_names):
         if Y is not None:

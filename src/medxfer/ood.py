@@ -1,0 +1,125 @@
+"""Is this input like the images the model was trained on? A distance in feature space and,
+for DICOM, the header's own word.
+
+Feature distance: the training features are standardized and projected on their first r
+principal components (r <= 64); an input's score is its Mahalanobis distance there plus
+the standardized norm of what the components leave out (so an input unlike anything in
+training scores high even in directions training never varied in), divided by the
+training-scale so typical scores sit near 1. The threshold is the ``quantile`` (0.99) of
+out-of-fold scores of the training images (5 folds: each scored by a model fitted without
+it), so about 1% of new images like the training ones are flagged: a known false-alarm
+rate, not an in-sample one. Stored in the model folder as ``ood.safetensors``.
+
+DICOM: a Modality other than a radiograph's (CR, DX, DR, RG) or a BodyPartExamined other
+than chest is flagged whatever the score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT", ""}
+CHEST_PARTS = {"CHEST", "THORAX", "LUNG", "LUNGS", "PORTABLE CHEST", ""}
+
+
+class FeatureDistance:
+    """Fitted on training features; ``score(X)`` and ``flag(X)``."""
+
+    def __init__(self, mean, scale, components, variances, residual_scale, norm, threshold, quantile):
+        self.mean, self.scale = np.asarray(mean, np.float32), np.asarray(scale, np.float32)
+        self.components = np.asarray(components, np.float32)
+        self.variances = np.asarray(variances, np.float32)
+        self.residual_scale = float(residual_scale)
+        self.norm = float(norm)
+        self.threshold = float(threshold)
+        self.quantile = float(quantile)
+
+    @classmethod
+    def fit(cls, X, *, quantile: float = 0.99, max_components: int = 64, n_splits: int = 5,
+            seed: int = 0) -> "FeatureDistance":
+        X = np.asarray(X, np.float32)
+        n = len(X)
+        if n < 10:
+            raise ValueError("the out-of-distribution score needs at least 10 training images")
+        rng = np.random.default_rng(seed)
+        fold = rng.permutation(n) % n_splits
+        oof = np.empty(n, np.float64)
+        for k in range(n_splits):
+            part = _fit_parts(X[fold != k], max_components)
+            oof[fold == k] = _raw_score(X[fold == k], *part)
+        parts = _fit_parts(X, max_components)
+        norm = float(np.median(oof)) or 1.0
+        return cls(*parts, norm=norm, threshold=float(np.quantile(oof / norm, quantile)),
+                   quantile=quantile)
+
+    def score(self, X) -> np.ndarray:
+        """Distance from the training features; about 1 for a typical training-like image."""
+        return _raw_score(np.asarray(X, np.float32), self.mean, self.scale, self.components,
+                          self.variances, self.residual_scale) / self.norm
+
+    def flag(self, X) -> np.ndarray:
+        return self.score(X) > self.threshold
+
+    def to_state(self) -> tuple[dict, dict]:
+        import torch
+
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
+                   (("mean", self.mean), ("scale", self.scale), ("components", self.components),
+                    ("variances", self.variances))}
+        return tensors, {"residual_scale": self.residual_scale, "norm": self.norm,
+                         "threshold": self.threshold, "quantile": self.quantile,
+                         "components": int(len(self.components))}
+
+    @classmethod
+    def from_state(cls, tensors: dict, meta: dict) -> "FeatureDistance":
+        return cls(tensors["mean"].numpy(), tensors["scale"].numpy(), tensors["components"].numpy(),
+                   tensors["variances"].numpy(), meta["residual_scale"], meta["norm"],
+                   meta["threshold"], meta["quantile"])
+
+
+def _fit_parts(X: np.ndarray, max_components: int):
+    mean = X.mean(0)
+    scale = X.std(0)
+    scale[scale < 1e-6] = 1.0
+    Z = (X - mean) / scale
+    r = int(min(max_components, len(X) - 1, X.shape[1]))
+    _, s, vt = np.linalg.svd(Z, full_matrices=False)
+    comps = vt[:r]
+    var = (s[:r] ** 2) / max(1, len(X) - 1)
+    var = np.maximum(var, 1e-6)
+    resid = Z - (Z @ comps.T) @ comps
+    rscale = float(np.sqrt((resid ** 2).sum(1).mean())) or 1.0
+    return mean, scale, comps, var, 1.0 / rscale
+
+
+def _raw_score(X, mean, scale, comps, var, rscale) -> np.ndarray:
+    Z = (X - mean) / scale
+    proj = Z @ comps.T
+    maha = (proj ** 2 / var).sum(1) / max(1, len(var))
+    resid = Z - proj @ comps
+    return np.sqrt(maha) + np.sqrt((resid ** 2).sum(1)) * rscale
+
+
+def dicom_header_flags(path) -> list[str]:
+    """Reasons a DICOM file is not a chest radiograph by its own header (empty when it looks
+    like one or says nothing); [] for other files."""
+    from pathlib import Path
+
+    from .images import DICOM_SUFFIXES
+
+    if Path(path).suffix.lower() not in DICOM_SUFFIXES:
+        return []
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # the decoder reports unreadable files
+        return []
+    out = []
+    modality = str(getattr(ds, "Modality", "") or "").upper().strip()
+    part = str(getattr(ds, "BodyPartExamined", "") or "").upper().strip()
+    if modality not in RADIOGRAPH_MODALITIES:
+        out.append(f"DICOM Modality is {modality}, not a radiograph (CR/DX)")
+    if part not in CHEST_PARTS:
+        out.append(f"DICOM BodyPartExamined is {part}, not CHEST")
+    return out
