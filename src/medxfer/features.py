@@ -154,7 +154,7 @@ class FeatureSet:
             table = pd.read_csv(folder / "rows.csv", dtype={"patient_id": str, "image_id": str},
                                 keep_default_na=True)
             labels = np.load(folder / "labels.npy", allow_pickle=False)
-        except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        except (OSError, EOFError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise FeatureCacheError(f"features folder '{folder}' is damaged: rows.csv or "
                                     f"labels.npy cannot be read ({exc}). Run `medxfer extract` "
                                     "again with --overwrite") from exc

@@ -82,7 +82,7 @@ def read_csv_dataset(csv_path: str | Path, *, root: str | Path | None = None,
     labels = labels[df["_row"].to_numpy()]
     base = Path(root) if root else csv_path.parent
     paths = [Path(p) if Path(p).is_absolute() else base / p for p in df[pcol]]
-    exists = np.array([p.is_file() for p in paths])
+    exists = np.array([p.is_file() for p in paths], dtype=bool)
     for p in np.array(paths, dtype=object)[~exists]:
         problems.append(Problem("missing_image", str(p), f"listed in {csv_path.name}, not on disk; row skipped"))
     if not exists.any():
