@@ -295,7 +295,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
                      shard_size: int | None = _X.shard_size, dtype: str = _X.dtype, overwrite: bool = False,
                      rank: int = 0, world_size: int = 1, progress: bool = True,
                      image_cache: str | Path | None = None, corruption=None,
-                     max_pixels: int | None = _X.max_pixels) -> FeatureSet | None:
+                     max_pixels: int | None = _X.max_pixels,
+                     log_skipped: bool = True) -> FeatureSet | None:
     """Compute features for every row of ``dataset`` into the folder ``out``; resumable.
 
     Parameters
@@ -313,6 +314,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         resize (the disturbance study); recorded in the manifest.
     max_pixels : larger images are skipped and recorded like unreadable ones, from their
         header, before decoding.
+    log_skipped : warn about unreadable images, naming the folder that lists them (off when
+        the caller reports them itself and ``out`` is temporary, as in predict).
 
     Returns
     -------
@@ -365,7 +368,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         _atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
         partial.unlink(missing_ok=True)
     fs = FeatureSet.load(out)
-    if fs.skipped:
+    if fs.skipped and log_skipped:
         log.warning("%d image(s) could not be read and were left out (listed in %s): %s",
                     len(fs.skipped), out / "shards", "; ".join(p.detail for p in fs.skipped[:3]))
     return fs

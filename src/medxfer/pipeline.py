@@ -182,7 +182,7 @@ def align_labels(ds: Dataset, names: list[str]) -> np.ndarray:
 def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cache: Path,
                        batch_size: int = ExtractSettings.batch_size,
                        num_workers: int | None = ExtractSettings.workers,
-                       progress: bool = True, check=None) -> FeatureSet:
+                       progress: bool = True, check=None, log_skipped: bool = True) -> FeatureSet:
     """Features of ``source`` as the model needs them.
 
     A features folder is checked against the model's backbone and preprocessing; a dataset
@@ -197,7 +197,7 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
         check(ds)
     backbone = rebuild_backbone(model.backbone, model.backbone_state)
     fs = extract_features(ds, backbone, cache, batch_size=batch_size, num_workers=num_workers,
-                          progress=progress)
+                          progress=progress, log_skipped=log_skipped)
     model.check_features(fs.manifest)
     return fs
 
@@ -273,7 +273,9 @@ def predict_paths(model: TrainedModel, paths, *, cache: Path, progress: bool = F
     ds, problems = read_image_paths(paths)
     if len(ds) == 0:
         return pd.DataFrame(), problems
-    fs = features_for_model(model, ds, cache=cache, progress=progress, num_workers=0)
+    # Unreadable files are returned as problems naming each file (the cache is temporary).
+    fs = features_for_model(model, ds, cache=cache, progress=progress, num_workers=0,
+                            log_skipped=False)
     P = model.predict_proba(fs.X)
     out = fs.dataset.table[["image_id", "path"]].reset_index(drop=True).copy()
     for j, name in enumerate(model.label_names):
