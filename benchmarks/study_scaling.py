@@ -1,13 +1,15 @@
 """How the cost of each study grows with the number of images (synthetic features, the
 release's shape), run by hand:
 
-    python benchmarks/study_scaling.py [--sizes 1000,2000,4000] [--d 2136] [--n-boot 200]
+    python benchmarks/study_scaling.py [--sizes 500,1000,2000] [--d 256] [--n-boot 100]
                                        [--studies compare,imbalance,sensitivity,shift,efficiency]
                                        [--out docs/study_scaling.json]
 
 Features: n x d with 14 findings at ChestX-ray14 prevalences (benchmarks/head_training.py's
 generator), about 4 images per patient, view/sex/age columns for the shift study. Each study
-runs through its Python API with the default settings but ``--n-boot`` resamples; the
+runs through its Python API with 3 folds, one draw per learning-curve point at 50% and
+100%, and ``--n-boot`` resamples (the defaults multiply the work by a constant: 5/3 folds,
+the points and draws of the curve, 1000/n_boot); the
 disturbance study is left out (its cost is one training plus the re-extraction of at most
 ``--disturbance-images`` held-out images per corruption and severity: bounded, not growing
 with the data). Reports seconds per study and size, and the growth exponent b of
@@ -51,9 +53,9 @@ def feature_set(n: int, d: int, seed: int = 0) -> FeatureSet:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="1000,2000,4000")
-    ap.add_argument("--d", type=int, default=2136)
-    ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument("--sizes", default="500,1000,2000")
+    ap.add_argument("--d", type=int, default=256)
+    ap.add_argument("--n-boot", type=int, default=100)
     ap.add_argument("--studies", default="compare,imbalance,sensitivity,shift,efficiency")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     a = ap.parse_args(argv)
@@ -64,7 +66,8 @@ def main(argv=None) -> int:
         fs = feature_set(n, a.d)
         for name in studies:
             with tempfile.TemporaryDirectory() as tmp:
-                ctx = StudyContext(fs, tmp, StudySettings(n_boot=a.n_boot))
+                ctx = StudyContext(fs, tmp, StudySettings(n_boot=a.n_boot, folds=3, draws=1,
+                                                          fractions="0.5,1.0"))
                 t = time.time()
                 STUDIES[name](ctx)
                 sec = time.time() - t

@@ -93,6 +93,30 @@ def test_compare_table_paired_to_best_baseline_and_resume(tiny, tmp_path):
     assert len(list((tmp_path / "compare" / "parts").glob("*/*.npz"))) == 3 * len(compare_models())
 
 
+def test_a_cached_unit_is_reused_only_for_the_same_rows_and_patients(tiny, tmp_path):
+    """A fold whose rows changed (or a table whose patients changed) never gets the
+    predictions of another fold's model back."""
+    from medxfer.studies.common import Ledger
+
+    models = {"logistic_regression": compare_models()["logistic_regression"]}
+    g = tiny.dataset.patient_ids
+    ledger = Ledger(tmp_path, {"x": 1})
+    fold_predictions(models, tiny.X, tiny.Y, g, patient_kfold(g, 3, Y=tiny.Y, seed=0), store=ledger)
+    fold_predictions(models, tiny.X, tiny.Y, g, patient_kfold(g, 3, Y=tiny.Y, seed=0), store=ledger)
+    assert ledger.hits == 3
+    fold_predictions(models, tiny.X, tiny.Y, g, patient_kfold(g, 3, Y=tiny.Y, seed=1), store=ledger)
+    assert ledger.hits == 3  # other folds: nothing reused
+    ctx = _ctx(tiny, tmp_path)
+    before = ctx.fingerprint("folds")
+    relabelled = tiny.subset(np.arange(len(tiny)))
+    relabelled.dataset.table["patient_id"] = relabelled.dataset.table["patient_id"].iloc[::-1].to_numpy()
+    assert _ctx(relabelled, tmp_path).fingerprint("folds") != before
+    (tmp_path / "parts").mkdir(exist_ok=True)
+    torn = ledger.folder / "torn.npz"
+    torn.write_bytes(b"PK\x03\x04junk")
+    assert ledger.get("torn") is None  # recomputed, not a crash
+
+
 # ---------------------------------------------------------------------------- imbalance
 
 def test_subsample_to_ratio_reaches_the_ratio_or_says_capped():
@@ -147,7 +171,8 @@ def test_disturbance_severity_0_equals_the_clean_result(tiny, tmp_path):
     table = pd.read_csv(tmp_path / "disturbance" / "disturbance.csv")
     assert set(table["corruption"]) == {"clean (cached features)", "blur", "jpeg"}
     assert sorted(table[table.corruption == "jpeg"]["severity"]) == [0, 1, 2, 3, 4, 5]
-    man = json.loads((tmp_path / "disturbance" / "features" / "jpeg-5" / "manifest.json").read_text())
+    (folder,) = (tmp_path / "disturbance" / "parts").glob("*/features/jpeg-5")
+    man = json.loads((folder / "manifest.json").read_text())
     assert man["corruption"]["name"] == "jpeg" and man["corruption"]["parameter"] == 8
     with pytest.raises(MedxferError, match="Unknown corruption 'fog'"):
         run_study("disturbance", _ctx(tiny, tmp_path / "x", corruptions="fog"))

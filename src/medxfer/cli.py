@@ -152,6 +152,7 @@ STUDY_HEAD = ("bottleneck_dim", "l1", "l2", "alpha", "lr")
 COMMAND_SETTINGS = {
     "demo": [(EvalSettings, ("n_boot",))],
     "inspect": [(ExtractSettings, ("max_pixels", "workers"))],
+    "serve": [(ExtractSettings, ("max_pixels",))],
     "extract": [(ExtractSettings, None)],
     "train": [(HeadSettings, None), (SelectionSettings, None), (PackageSettings, None)],
     "tune": [(TuneSettings, None), (PackageSettings, None)],
@@ -279,6 +280,29 @@ def build_parser() -> _Parser:
                    help="evaluate even when some images belong to patients the model was trained "
                         "on (default: refuse; the report's first line then says so)")
     add_settings(p, ExtractSettings, only=("batch_size", "workers"), title="extraction")
+
+    p = command("export", "the whole model as one ONNX file (backbone, head, calibration)",
+                "Write the model as one ONNX graph: input gray (batch, 1, S, S) in [0, 1] resized "
+                "to S x S, output calibrated per-finding probabilities; label names, thresholds, "
+                "input size, resize and decoding rules in its metadata. Checked against PyTorch "
+                "on real sample images unless --no-check.")
+    p.add_argument("model", help="model folder")
+    p.add_argument("--onnx", required=True, metavar="FILE", help="ONNX file to write")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the file in onnxruntime on bundled sample images and compare with "
+                        "PyTorch (default: on)")
+
+    p = command("serve", "an HTTP service for a model (POST /predict, GET /health)",
+                "Serve the model over HTTP (FastAPI + uvicorn): POST /predict with a PNG, JPEG or "
+                "DICOM upload returns probabilities, thresholds, findings and the out-of-"
+                "distribution flag as JSON; bad uploads get a 4xx with a reason. Loopback only "
+                "unless --host says otherwise; uploads are never kept.")
+    p.add_argument("model", help="model folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0,
+                   help="larger uploads get 413 (default: 20)")
+    add_settings(p, ExtractSettings, only=("max_pixels",), title="images")
 
     p = command("predict", "per-finding probabilities for image files or folders", parents=[js])
     p.add_argument("model", help="model folder")
@@ -589,6 +613,37 @@ def _cmd_study(a) -> int:
     return 0
 
 
+def _cmd_export(a) -> int:
+    from .export import check_export, export_onnx
+    from .model_io import TrainedModel
+
+    model = TrainedModel.load(a.model)
+    path = export_onnx(model, a.onnx)
+    line = f"ONNX model written to {path} ({path.stat().st_size / 1e6:.1f} MB)"
+    if a.check:
+        r = check_export(model, path)
+        line += (f"; onnxruntime matches PyTorch on {r['images']} bundled sample images "
+                 f"(max abs difference {r['max_abs_difference']:.1e})")
+    print(line)
+    return 0
+
+
+def _cmd_serve(a) -> int:
+    try:
+        from .serve import serve
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise UsageError("the service needs FastAPI and uvicorn: pip install 'medxfer[serve]'") from exc
+    if not 0 < a.port < 65536:
+        raise UsageError(f"--port must be an int in the range [1, 65535]; got {a.port}")
+    if not a.max_upload_mb > 0:
+        raise UsageError(f"--max-upload-mb must be a float in the range (0, inf); got {a.max_upload_mb}")
+    serve(a.model, host=a.host, port=a.port, max_upload_mb=a.max_upload_mb,
+          max_pixels=a.settings[ExtractSettings].max_pixels)
+    return 0
+
+
 def _cmd_evaluate(a) -> int:
     from .model_io import TrainedModel
     from .pipeline import evaluate_model, features_for_model, training_patient_guard
@@ -659,7 +714,7 @@ def _cmd_predict(a) -> int:
 _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,
              "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
              "finetune": _cmd_finetune, "tune": _cmd_tune, "predict": _cmd_predict,
-             "study": _cmd_study}
+             "study": _cmd_study, "export": _cmd_export, "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

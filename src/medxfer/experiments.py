@@ -102,6 +102,17 @@ def _chosen(est) -> list[dict] | None:
     return [{p: b[p] for p in ("bottleneck_dim", "alpha", "l1", "l2")} for b in bp]
 
 
+def rows_key(*parts) -> str:
+    """A short hash of row-index arrays: a cached unit is found again only for the very
+    same training and test rows."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(np.asarray(p, dtype=np.int64).tobytes() + b"|")
+    return h.hexdigest()[:12]
+
+
 def training_thresholds(est) -> list | None:
     """F1-best per-finding thresholds chosen on the estimator's out-of-fold predictions of
     its own training rows (``validation_``), as `medxfer train` chooses them; None when it
@@ -140,7 +151,7 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
     for k, (tr, te) in enumerate(folds):
         check_no_patient_overlap(groups, tr, te)
         for name, make in models.items():
-            key = f"{tag}{name}-fold{k + 1}"
+            key = f"{tag}{name}-fold{k + 1}-{rows_key(tr, te)}"
             hit = store.get(key) if store is not None else None
             if hit is None:
                 t = time.time()

@@ -207,16 +207,16 @@ def bootstrap_metrics(Y, P, metrics: dict, *, groups=None, n_boot: int = 1000, s
     Y = np.asarray(Y, dtype=np.float64)
     P = np.asarray(P, dtype=np.float64)
     groups = np.arange(len(Y)) if groups is None else np.asarray(groups)
-    draws: dict[str, list[float]] = {k: [] for k in metrics}
+    resampled: dict[str, list[float]] = {k: [] for k in metrics}
     for rows in _patient_resamples(groups, n_boot, seed):
         for k, fn in metrics.items():
             v = fn(Y[rows], P[rows])
             if v is not None and np.isfinite(v):
-                draws[k].append(float(v))
+                resampled[k].append(float(v))
     a = (1 - level) / 2
     out = {}
     for k, fn in metrics.items():
-        v, d = fn(Y, P), draws[k]
+        v, d = fn(Y, P), resampled[k]
         ok = len(d) >= max(1, n_boot / 2)
         out[k] = {"value": None if v is None else float(v),
                   "ci95": [float(np.quantile(d, a)), float(np.quantile(d, 1 - a))] if ok else None}

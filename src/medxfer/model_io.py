@@ -210,8 +210,8 @@ def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np
                  "validation_images": int(len(Yv)),
                  "loss_terms": getattr(estimator, "loss_terms_", {})} | (metrics or {}),
         config=(config or {}) | asdict(settings), calibration=cal, backbone_state=backbone_state,
-        ood=FeatureDistance.fit(train_features) if train_features is not None
-        and len(train_features) >= 10 else None)
+        ood=FeatureDistance.fit(train_features, groups=training_patients)
+        if train_features is not None and len(train_features) >= 10 else None)
 
 
 def _json_default(o):

@@ -10,8 +10,9 @@ out-of-fold scores of the training images (5 folds: each scored by a model fitte
 it), so about 1% of new images like the training ones are flagged: a known false-alarm
 rate, not an in-sample one. Stored in the model folder as ``ood.safetensors``.
 
-DICOM: a Modality other than a radiograph's (CR, DX, DR, RG) or a BodyPartExamined other
-than chest is flagged whatever the score.
+DICOM: a Modality other than a radiograph's (CR, DX, DR, RG; OT "other", as many
+secondary-capture exports say, and an absent Modality pass) or a BodyPartExamined other
+than chest (absent passes) is flagged whatever the score.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ class FeatureDistance:
         self.quantile = float(quantile)
 
     @classmethod
-    def fit(cls, X, *, quantile: float = 0.99, max_components: int = 64, n_splits: int = 5,
-            seed: int = 0) -> "FeatureDistance":
+    def fit(cls, X, *, groups=None, quantile: float = 0.99, max_components: int = 64,
+            n_splits: int = 5, seed: int = 0) -> "FeatureDistance":
+        """``groups``: patient IDs, so the out-of-fold scores behind the threshold are of
+        patients the fitted part never saw (a patient's other images would score too low)."""
         X = np.asarray(X, np.float32)
         n = len(X)
         if n < 10:
             raise ValueError("the out-of-distribution score needs at least 10 training images")
         rng = np.random.default_rng(seed)
-        fold = rng.permutation(n) % n_splits
+        groups = np.arange(n) if groups is None else np.asarray(groups).astype(str)
+        uniq, inv = np.unique(groups, return_inverse=True)
+        n_splits = max(2, min(n_splits, len(uniq)))
+        fold = (rng.permutation(len(uniq)) % n_splits)[inv]
         oof = np.empty(n, np.float64)
         for k in range(n_splits):
             part = _fit_parts(X[fold != k], max_components)

@@ -10,6 +10,7 @@ import logging
 import os
 import textwrap
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,12 +72,18 @@ class StudyContext:
         pre = b.get("preprocessing") or {}
         return f"{b.get('name', 'features')}-{b.get('pooling', 'avg')}-{pre.get('size', '')}".rstrip("-")
 
-    def fingerprint(self) -> dict:
-        """What the numbers depend on: the features' identity and the settings."""
+    def fingerprint(self, *settings: str) -> dict:
+        """What a study's units depend on: the features (images, labels, backbone), the
+        patients and the metadata the studies split by, medxfer's version, the head and the
+        named study ``settings`` (not n_boot or other settings that change no unit)."""
         m = self.features.manifest
+        t = self.features.dataset.table
+        cols = [c for c in ("patient_id", "view", "sex", "age") if c in t.columns]
+        rows = hashlib.sha256(t[cols].astype(str).to_csv(index=False).encode()).hexdigest()
+        s = asdict(self.settings)
         return {"dataset_fingerprint": m.get("dataset_fingerprint"), "n_rows": len(self.features),
-                "backbone": m.get("backbone"), "study_settings": asdict(self.settings),
-                "head": asdict(self.head)}
+                "rows_sha256": rows, "backbone": m.get("backbone"), "medxfer_version": __version__,
+                "settings": {k: s[k] for k in ("seed",) + settings}, "head": asdict(self.head)}
 
     def folder(self, study: str) -> Path:
         f = self.out / study
@@ -107,7 +114,7 @@ class Ledger:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arr, meta = z["array"], json.loads(str(z["meta"]))
-        except (OSError, ValueError, KeyError):
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
             return None  # a torn or foreign file: compute the unit again
         self.hits += 1
         return arr, meta
@@ -168,8 +175,10 @@ def macro_ap(Y: np.ndarray, P: np.ndarray) -> float | None:
 def headline_ci(Y, P, T, groups, ctx: StudyContext) -> dict:
     """Macro AUC, macro average precision and macro F1 with CIs. F1 is at the thresholds
     ``T`` ((n, L): each row's fold model's, chosen on its training rows' out-of-fold
-    predictions), or at 0.5 when the model keeps no such predictions (T None)."""
+    predictions), or at 0.5 when the model keeps no such predictions (T None, or NaN rows)."""
     L = Y.shape[1]
+    if T is not None:
+        T = np.where(np.isnan(T), 0.5, T)
     shifted = P if T is None else P - T + 0.5  # F1 at T on P is F1 at 0.5 on P - T + 0.5
     both = np.concatenate([P, shifted], axis=1)
     Y2 = np.concatenate([Y, Y], axis=1)

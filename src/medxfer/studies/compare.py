@@ -56,7 +56,7 @@ def run_compare(ctx: StudyContext, models: dict | None = None) -> dict:
     models = dict(models or compare_models())
     sets = {ctx.backbone_label: ctx.features} | dict(ctx.extra_features)
     folder = ctx.folder("compare")
-    ledger = Ledger(folder, ctx.fingerprint() | {"models": list(models),
+    ledger = Ledger(folder, ctx.fingerprint("folds") | {"models": list(models), "grids": [BOTTLENECK_GRID, LINEAR_GRID, PAPER_GRID],
                                                  "sets": {k: v.manifest.get("backbone") for k, v in sets.items()}})
     bar = Progress(ctx, "compare", len(sets) * s.folds * len(models))
     rows, paired = [], []

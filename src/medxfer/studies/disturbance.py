@@ -59,6 +59,9 @@ def test_rows(ctx: StudyContext) -> tuple[np.ndarray, np.ndarray]:
                 continue
             keep.append(rows)
             n += len(rows)
+        if not keep:
+            raise MedxferError(f"--disturbance-images {s.disturbance_images} is smaller than every "
+                               "held-out patient's image count; raise it")
         te = np.sort(np.concatenate(keep))
     return tr, te
 
@@ -69,12 +72,14 @@ def run_disturbance(ctx: StudyContext, *, batch_size: int = 32, num_workers: int
     X, Y, groups = ctx.X, ctx.Y, ctx.groups
     folder = ctx.folder("disturbance")
     tr, te = test_rows(ctx)
-    ledger = Ledger(folder, ctx.fingerprint())
+    ledger = Ledger(folder, ctx.fingerprint("test_fraction", "disturbance_images"))
     bar = Progress(ctx, "disturbance", 1 + 1 + len(names) * len(SEVERITIES))
     bar.stage(f"training on {len(tr)} images, {len(te)} held-out images x "
               f"{len(names)} corruptions x {len(SEVERITIES)} severities")
 
-    # The model is refitted on resume (seconds); predictions per corruption are cached.
+    # What is kept for a resume is the corrupted features (the slow part), under the ledger's
+    # fingerprinted folder; the model is refitted (seconds) and every prediction, clean or
+    # corrupted, comes from that one fit.
     est = CalibratedBottleneckCV(random_state=s.seed).fit(X[tr], Y[tr], groups=groups[tr])
     thr = np.asarray(training_thresholds(est))
     bar.step(what="model")
@@ -85,16 +90,13 @@ def run_disturbance(ctx: StudyContext, *, batch_size: int = 32, num_workers: int
     cache = ctx.out / "image_cache"
 
     def predictions(corruption: Corruption | None, key: str):
-        def compute():
-            sub = folder / "features" / key
-            fs = extract_features(test_ds, backbone, sub, batch_size=batch_size,
-                                  num_workers=num_workers, dtype=dtype, progress=False,
-                                  image_cache=cache, corruption=corruption)
-            P = np.full((len(test_ds), Y.shape[1]), np.nan)
-            ok = np.isin(test_ds.table["image_id"].to_numpy(), fs.dataset.table["image_id"].to_numpy())
-            P[ok] = est.predict_proba(fs.X)
-            return P, {"unreadable": int((~ok).sum())}
-        return ledger.cached(key, compute)[0]
+        fs = extract_features(test_ds, backbone, ledger.folder / "features" / key,
+                              batch_size=batch_size, num_workers=num_workers, dtype=dtype,
+                              progress=False, image_cache=cache, corruption=corruption)
+        P = np.full((len(test_ds), Y.shape[1]), np.nan)
+        ok = np.isin(test_ds.table["image_id"].to_numpy(), fs.dataset.table["image_id"].to_numpy())
+        P[ok] = est.predict_proba(fs.X)
+        return P
 
     metrics = {"macro_auc": macro_auc, "macro_f1": lambda Yb, Pb: macro_f1(Yb, Pb, thr)}
     Yt, gt = Y[te], groups[te]
@@ -103,7 +105,16 @@ def run_disturbance(ctx: StudyContext, *, batch_size: int = 32, num_workers: int
     bar.step(what="severity 0")
     rows = [{"corruption": "clean (cached features)", "severity": 0, "parameter": None, **clean,
              "drop": 0.0, "drop_lo": None, "drop_hi": None, "relative_drop": 0.0}]
-    sev0 = with_ci(Yt, P0, gt, ctx, metrics)
+    def scored(P):
+        ok = ~np.isnan(P).any(axis=1)  # images the corrupted pass could not read are left out
+        return ok, with_ci(Yt[ok], P[ok], gt[ok], ctx, metrics)
+
+    sev0 = scored(P0)[1]
+    if sev0["macro_auc"] is not None and clean["macro_auc"] is not None \
+            and abs(sev0["macro_auc"] - clean["macro_auc"]) > 1e-3:
+        log.warning("severity 0 (clean images through the corruption path) gives macro AUC %.4f, "
+                    "the cached clean features %.4f: the two extractions differ", sev0["macro_auc"],
+                    clean["macro_auc"])
     for name in names:
         for sev in (0,) + SEVERITIES:
             if sev == 0:
@@ -111,7 +122,7 @@ def run_disturbance(ctx: StudyContext, *, batch_size: int = 32, num_workers: int
             else:
                 P = predictions(Corruption(name, sev, s.seed), f"{name}-{sev}")
                 bar.step(what=f"{name} {sev}")
-                m = with_ci(Yt, P, gt, ctx, metrics)
+                m = scored(P)[1]
             ok = ~np.isnan(P).any(axis=1)
             d = paired_bootstrap_auc(Yt[ok], P_clean[ok], P[ok], groups=gt[ok], n_boot=s.n_boot, seed=s.seed)
             ci = d["ci95"] or [None, None]

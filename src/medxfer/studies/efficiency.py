@@ -55,7 +55,7 @@ def run_efficiency(ctx: StudyContext, models: dict | None = None) -> dict:
     folder = ctx.folder("efficiency")
     folds = patient_kfold(groups, s.folds, Y=Y, seed=s.seed)
     plan = [(f, d) for f in fractions for d in range(1 if f >= 1 else s.draws)]
-    ledger = Ledger(folder, ctx.fingerprint() | {"models": list(models), "plan": plan})
+    ledger = Ledger(folder, ctx.fingerprint("folds") | {"models": list(models), "plan": plan})
     bar = Progress(ctx, "efficiency", len(plan) * len(folds) * len(models))
     per_draw = []
     for f, d in plan:

@@ -24,6 +24,7 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
+from ..experiments import rows_key
 from ..head import BottleneckClassifier
 from ..metrics import macro_auc, macro_f1, macro_recall
 from ..splits import patient_kfold
@@ -68,7 +69,7 @@ def run_imbalance(ctx: StudyContext) -> dict:
     folds = patient_kfold(groups, s.folds, Y=Y, seed=s.seed)
     prevalence = np.nanmean(Y, axis=0)
     minority = [j for j in range(Y.shape[1]) if prevalence[j] < np.median(prevalence)]
-    ledger = Ledger(folder, ctx.fingerprint() | {"levels": LEVELS, "options": OPTIONS})
+    ledger = Ledger(folder, ctx.fingerprint("folds") | {"levels": LEVELS, "options": OPTIONS})
     bar = Progress(ctx, "imbalance", len(LEVELS) * len(OPTIONS) * len(folds))
     base = asdict(ctx.head) | {"random_state": s.seed, "validation_fraction": 0.0, "solver": "lbfgs",
                                "n_ensemble": 1, "refit": False}
@@ -90,7 +91,7 @@ def run_imbalance(ctx: StudyContext) -> dict:
                     est = BottleneckClassifier(**(base | {"imbalance": opt}))
                     est.fit(X[tr][keep], Ym[keep], groups=groups[tr][keep])
                     return est.predict_proba(X[te]), {"train_rows": int(keep.sum())}
-                P[te] = ledger.cached(f"{level}-{opt}-fold{k + 1}", fit)[0]
+                P[te] = ledger.cached(f"{level}-{opt}-fold{k + 1}-{rows_key(tr, te)}", fit)[0]
                 bar.step(what=f"{level} {opt} fold {k + 1}")
             metrics = {"macro_f1": macro_f1, "macro_auc": macro_auc,
                        "minority_recall": lambda Yb, Pb: macro_recall(Yb, Pb, columns=minority)}

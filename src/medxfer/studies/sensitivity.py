@@ -15,7 +15,9 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
+from ..experiments import rows_key
 from ..head import fit_grid
+from ..head.grid import GRID_IMBALANCE
 from ..metrics import macro_auc
 from ..splits import patient_kfold
 from .common import (Ledger, Progress, StudyContext, finish, heatmap_figure, line_figure, with_ci,
@@ -58,7 +60,7 @@ def run_sensitivity(ctx: StudyContext) -> dict:
         center["bottleneck_dim"] = 8  # the sweep is of the bottleneck model
     grid = sensitivity_grid(center)
     folds = patient_kfold(groups, s.folds, Y=Y, seed=s.seed)
-    ledger = Ledger(folder, ctx.fingerprint() | {"grid": grid})
+    ledger = Ledger(folder, ctx.fingerprint("folds") | {"grid": grid})
     bar = Progress(ctx, "sensitivity", len(folds))
     bar.stage(f"{len(grid)} settings x {len(folds)} folds, one pass per fold")
     oof = np.full((len(grid),) + Y.shape, np.nan)
@@ -66,10 +68,12 @@ def run_sensitivity(ctx: StudyContext) -> dict:
         def fit(tr=tr, te=te):
             base = {q: v for q, v in asdict(ctx.head).items()
                     if q in ("imbalance", "focal_gamma", "cb_beta", "weight_decay")}
+            if base["imbalance"] not in GRID_IMBALANCE:  # a sampler needs its own minibatches
+                base["imbalance"] = "pos_weight"
             ests = fit_grid(X[tr], Y[tr], [base | g for g in grid], groups=groups[tr],
                             random_state=s.seed)
             return np.stack([e.predict_proba(X[te]) for e in ests]), {}
-        oof[:, te] = ledger.cached(f"fold{k + 1}", fit)[0]
+        oof[:, te] = ledger.cached(f"fold{k + 1}-{rows_key(tr, te)}", fit)[0]
         bar.step(what=f"fold {k + 1}")
     rows = []
     for g, P in zip(grid, oof):

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedxferError
-from ..experiments import CalibratedBottleneckCV
+from ..experiments import CalibratedBottleneckCV, rows_key
 from ..metrics import bootstrap_metrics, macro_auc
 from ..splits import check_no_patient_overlap, patient_holdout
 from .common import Ledger, Progress, StudyContext, finish, line_figure, write_table
@@ -66,6 +66,9 @@ def shift_split(table: pd.DataFrame, groups: np.ndarray, Y: np.ndarray, column: 
     held = set(groups[test_in])
     rng = np.random.default_rng(seed)
     cand = rows_b[~np.isin(groups[rows_b], list(held))]
+    if len(cand) == 0:
+        raise MedxferError(f"shift {column}:{a}:{b}: every image of group '{b}' belongs to a "
+                           f"held-out patient of group '{a}'; nothing is left to test on")
     picked = []
     for p in rng.permutation(np.unique(groups[cand])):
         picked.extend(cand[groups[cand] == p])
@@ -95,7 +98,7 @@ def run_shift(ctx: StudyContext) -> dict:
     X, Y, groups = ctx.X, ctx.Y, ctx.groups
     table = ctx.features.dataset.table
     folder = ctx.folder("shift")
-    ledger = Ledger(folder, ctx.fingerprint())
+    ledger = Ledger(folder, ctx.fingerprint("test_fraction"))
     bar = Progress(ctx, "shift", len(pairs))
     rows, skipped = [], []
     for column, a, b in pairs:
@@ -111,7 +114,7 @@ def run_shift(ctx: StudyContext) -> dict:
         def fit(tr=tr, ti=ti, to=to):
             est = CalibratedBottleneckCV(random_state=s.seed).fit(X[tr], Y[tr], groups=groups[tr])
             return np.stack([est.predict_proba(X[ti]), est.predict_proba(X[to])]), {}
-        P_in, P_out = ledger.cached(f"{column}-{a}-{b}", fit)[0]
+        P_in, P_out = ledger.cached(f"{column}-{a}-{b}-{rows_key(tr, ti, to)}", fit)[0]
         cols = _defined_both(Y[ti], Y[to])
         fn = {"macro_auc": lambda Yb, Pb: macro_auc(Yb[:, cols], Pb[:, cols]) if len(cols) else None}
         r_in = bootstrap_metrics(Y[ti], P_in, fn, groups=groups[ti], n_boot=s.n_boot, seed=s.seed,

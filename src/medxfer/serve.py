@@ -1,0 +1,147 @@
+"""An HTTP service for a trained model (`medxfer serve MODEL`), on FastAPI + uvicorn.
+
+    POST /predict   one PNG, JPEG or DICOM upload (multipart field "file") -> per-finding
+                    probabilities, thresholds, findings above threshold and the
+                    out-of-distribution flag with its score, threshold and reason
+    GET  /health    {"status": "ok", "model": ..., "labels": [...]}
+    GET  /docs, /openapi.json   the OpenAPI schema (FastAPI's)
+
+Bad input gets a 4xx with a reason, never a 500: an upload over ``max_upload_mb`` (413),
+a content type that is not an image or DICOM (415), bytes that do not decode, truncated
+files or images over ``max_pixels`` (422). Binds to 127.0.0.1 unless told otherwise. The
+upload lives in memory and, for decoding, in a temporary file deleted before the answer
+is sent; nothing is kept. No pickle anywhere: the model folder is safetensors + JSON.
+Requests are answered one at a time per worker process (the model holds no per-request
+state; batching concurrent requests did not pay on 2 CPU cores: see README).
+"""
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, File, HTTPException, UploadFile
+from pydantic import BaseModel
+
+from . import __version__
+from .backbones import rebuild_backbone
+from .errors import MedxferError
+from .images import DEFAULT_MAX_PIXELS, load_image
+from .model_io import TrainedModel
+from .ood import dicom_header_flags
+
+CONTENT_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "application/dicom": ".dcm"}
+SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+
+
+class Predictor:
+    """Decoded image file -> the JSON answer; thread-safe (one forward pass at a time)."""
+
+    def __init__(self, model: TrainedModel, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.model = model
+        self.backbone = rebuild_backbone(model.backbone, model.backbone_state).eval()
+        self.max_pixels = max_pixels
+        self.lock = threading.Lock()
+
+    def __call__(self, path: str) -> dict:
+        gray = load_image(path, self.max_pixels)
+        x = self.backbone.preprocessing(gray)[None]
+        with self.lock, torch.inference_mode():
+            z = self.backbone(x).float().numpy()
+        p = self.model.predict_proba(z)[0]
+        names, thr = self.model.label_names, self.model.thresholds
+        reasons = dicom_header_flags(path)
+        score = None
+        if self.model.ood is not None:
+            score = float(self.model.ood.score(z)[0])
+            if score > self.model.ood.threshold:
+                reasons.append(f"features far from the training images (score {score:.2f} > "
+                               f"{self.model.ood.threshold:.2f})")
+        return {
+            "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)},
+            "thresholds": {n: round(float(t), 6) for n, t in zip(names, thr)},
+            "findings": [n for n, v, t in zip(names, p, thr) if v >= t],
+            "out_of_distribution": {
+                "flag": bool(reasons), "reason": "; ".join(reasons) or None, "score": score,
+                "threshold": None if self.model.ood is None else float(self.model.ood.threshold)},
+        }
+
+
+class OOD(BaseModel):
+    flag: bool
+    reason: str | None
+    score: float | None
+    threshold: float | None
+
+
+class Prediction(BaseModel):
+    probabilities: dict[str, float]
+    thresholds: dict[str, float]
+    findings: list[str]
+    out_of_distribution: OOD
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    labels: list[str]
+
+
+def create_app(model_dir, *, max_upload_mb: float = 20.0,
+               max_pixels: int = DEFAULT_MAX_PIXELS):
+    """The FastAPI application serving the model folder ``model_dir``."""
+    model = TrainedModel.load(model_dir)
+    predictor = Predictor(model, max_pixels=max_pixels)
+    limit = int(max_upload_mb * 1024 * 1024)
+    app = FastAPI(title="medxfer", version=__version__,
+                  description=f"Per-finding probabilities of a medxfer model ({model.backbone['name']}).")
+
+    @app.get("/health", response_model=Health)
+    def health() -> dict:
+        return {"status": "ok", "model": str(model_dir), "labels": list(model.label_names)}
+
+    @app.post("/predict", response_model=Prediction,
+              responses={413: {"description": "upload too large"},
+                         415: {"description": "not a PNG, JPEG or DICOM upload"},
+                         422: {"description": "the bytes do not decode as an image"}})
+    def predict(file: UploadFile = File(...)) -> dict:
+        ctype = (file.content_type or "").split(";")[0].strip().lower()
+        suffix = Path(file.filename or "").suffix.lower()
+        if ctype in CONTENT_TYPES:
+            suffix = CONTENT_TYPES[ctype] if suffix not in SUFFIXES else suffix
+        elif not (ctype in ("application/octet-stream", "") and suffix in SUFFIXES):
+            raise HTTPException(415, f"content type '{ctype}' is not image/png, image/jpeg or "
+                                     "application/dicom (or octet-stream with a .png/.jpg/.dcm name)")
+        data = file.file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB (--max-upload-mb)")
+        if not data:
+            raise HTTPException(422, "the upload is empty")
+        fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="medxfer-upload-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            try:
+                return predictor(tmp)
+            except MedxferError as exc:
+                reason = str(exc).replace(f"'{tmp}'", f"'{file.filename or 'upload'}'").replace(tmp, "upload")
+                raise HTTPException(422, reason) from exc
+            except (ValueError, RuntimeError) as exc:  # an image the backbone cannot take
+                raise HTTPException(422, f"the image cannot be processed: {exc}") from exc
+        finally:
+            os.unlink(tmp)
+
+    return app
+
+
+def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
+          max_upload_mb: float = 20.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Run the service until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(model_dir, max_upload_mb=max_upload_mb, max_pixels=max_pixels),
+                host=host, port=port, log_level="info")
+
+
+__all__ = ["Predictor", "create_app", "serve"]

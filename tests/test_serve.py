@@ -1,0 +1,115 @@
+"""The HTTP service over real HTTP on loopback: answers, refusals with reasons, load."""
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from medxfer.cli import main
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("multipart")
+
+
+def _post(url, data: bytes, filename: str, ctype: str):
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: {ctype}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, sample_root):
+    import pandas as pd
+
+    from medxfer.serve import create_app
+
+    from .conftest import write_cxr14_folder
+
+    base = tmp_path_factory.mktemp("srv")
+    t = pd.read_csv(sample_root / "Data_Entry_2017_v2020.csv.gz")
+    root = write_cxr14_folder(base / "cxr", sorted(t["Image Index"])[:30], sample_root)
+    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(base / "f")])
+    assert main(["-q", "train", str(base / "f"), "--out", str(base / "m"), "--no-select", "--epochs", "3"]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(base / "m", max_upload_mb=1.0), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", root
+    server.should_exit = True
+    th.join(timeout=10)
+
+
+def test_health_schema_and_a_prediction(service):
+    url, root = service
+    with urllib.request.urlopen(url + "/health") as r:
+        h = json.loads(r.read())
+    assert h["status"] == "ok" and "Effusion" in h["labels"]
+    with urllib.request.urlopen(url + "/openapi.json") as r:
+        schema = json.loads(r.read())
+    assert "/predict" in schema["paths"] and "422" in schema["paths"]["/predict"]["post"]["responses"]
+    png = sorted((root / "images").glob("*.png"))[0].read_bytes()
+    code, body = _post(url + "/predict", png, "x.png", "image/png")
+    assert code == 200 and set(body["probabilities"]) == set(h["labels"])
+    assert body["out_of_distribution"]["threshold"] > 0 and isinstance(body["findings"], list)
+
+
+def test_bad_uploads_get_4xx_with_a_reason(service, tmp_path):
+    import pydicom
+    from pathlib import Path
+
+    url, root = service
+    png = sorted((root / "images").glob("*.png"))[0].read_bytes()
+    from .test_hardening import _png_header_only
+
+    bomb = _png_header_only(tmp_path / "b.png", 20000, 20000).read_bytes()
+    cases = [
+        (b"not an image at all", "x.png", "image/png", 422, "not a readable image"),
+        (png[:200], "x.png", "image/png", 422, "corrupt or truncated"),
+        (bomb, "b.png", "image/png", 422, "above the limit"),
+        (b"\0" * (1024 * 1024 + 10), "big.png", "image/png", 413, "larger than 1 MB"),
+        (png, "x.txt", "text/plain", 415, "not image/png"),
+        (b"", "x.png", "image/png", 422, "empty"),
+    ]
+    for data, name, ctype, want, reason in cases:
+        code, body = _post(url + "/predict", data, name, ctype)
+        assert code == want and reason in body["detail"], (name, code, body)
+        assert "medxfer-upload-" not in body["detail"]  # no server-side temp path leaks
+    mr = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small_jpeg_ls_lossless.dcm"
+    code, body = _post(url + "/predict", mr.read_bytes(), "mr.dcm", "application/dicom")
+    assert code == 200 and body["out_of_distribution"]["flag"]
+    assert "Modality is MR" in body["out_of_distribution"]["reason"]
+
+
+def test_200_requests_from_8_clients_without_an_error(service):
+    url, root = service
+    files = [p.read_bytes() for p in sorted((root / "images").glob("*.png"))[:8]]
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: _post(url + "/predict", files[i % 8], f"{i}.png", "image/png")[0],
+                              range(200)))
+    assert codes == [200] * 200
+
+
+def test_serve_cli_refuses_bad_options(tmp_path, capsys):
+    assert main(["serve", str(tmp_path), "--port", "70000"]) == 2
+    assert "--port must be" in capsys.readouterr().err
