@@ -11,8 +11,8 @@ a content type that is not an image or DICOM (415), bytes that do not decode, tr
 files or images over ``max_pixels`` (422). Binds to 127.0.0.1 unless told otherwise. The
 upload lives in memory and, for decoding, in a temporary file deleted before the answer
 is sent; nothing is kept. No pickle anywhere: the model folder is safetensors + JSON.
-Requests are answered one at a time per worker process (the model holds no per-request
-state; batching concurrent requests did not pay on 2 CPU cores: see README).
+Requests are answered one forward pass at a time per process (a lock around the backbone);
+batching concurrent requests into one forward pass is not implemented.
 """
 
 import os
