@@ -96,6 +96,10 @@ def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, 
     assert all(0 <= v <= 1 for v in pred["probabilities"].values())
     failed = {f["item"]: f["detail"] for f in r["failed"]}
     assert "cannot read image" in failed[str(bad)] and failed[str(tmp_path / "absent.png")] == "no such file or folder"
+    # only unreadable files: each named, exit 1, no estimator error about 0 samples
+    assert main(["predict", str(tmp_path / "m"), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"could not read {bad}" in err and "0 sample" not in err
     # no message points into the temporary features folder that is gone once predict ends
     assert main(["predict", str(tmp_path / "m"), str(good), str(bad)]) == 0
     err = capsys.readouterr().err

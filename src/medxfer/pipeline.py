@@ -276,6 +276,8 @@ def predict_paths(model: TrainedModel, paths, *, cache: Path, progress: bool = F
     # Unreadable files are returned as problems naming each file (the cache is temporary).
     fs = features_for_model(model, ds, cache=cache, progress=progress, num_workers=0,
                             log_skipped=False)
+    if len(fs) == 0:  # every file unreadable: each is listed, nothing to predict
+        return pd.DataFrame(), problems + list(fs.skipped)
     P = model.predict_proba(fs.X)
     out = fs.dataset.table[["image_id", "path"]].reset_index(drop=True).copy()
     for j, name in enumerate(model.label_names):
