@@ -46,3 +46,22 @@ def test_export_runs_in_onnxruntime_and_matches_pytorch(make_cxr14, sample_table
     np.testing.assert_allclose(out3, ref, atol=1e-4)
     with torch.no_grad():
         np.testing.assert_allclose(WholeModel(model)(torch.from_numpy(gray)).numpy(), ref, atol=1e-5)
+
+
+def test_onnxruntime_engine_gives_torchs_features(make_cxr14, sample_table, tmp_path, monkeypatch, capsys):
+    """`--engine onnxruntime`: the backbone exported once (cached by its identity) and run in
+    onnxruntime gives the same features as torch on real images, up to float16 rounding."""
+    monkeypatch.setenv("MEDXFER_CACHE", str(tmp_path / "cache"))
+    root = make_cxr14(sample_table["image_id"][:24].tolist())
+    for eng in ("torch", "onnxruntime"):
+        assert main(["-q", "extract", str(root), "--backbone", "efficientnet_lite0", "--pooling",
+                     "multistage", "--engine", eng, "--out", str(tmp_path / eng)]) == 0
+    from medxfer.features import FeatureSet
+
+    a, b = FeatureSet.load(tmp_path / "torch"), FeatureSet.load(tmp_path / "onnxruntime")
+    assert b.manifest["engine"] == "onnxruntime" and len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1
+    diff = np.abs(a.X - b.X)
+    assert diff.max() <= 0.01 * np.abs(a.X).max() and diff.mean() < 1e-3
+    # the caches are interchangeable: a torch run over the onnxruntime folder resumes, no refusal
+    assert main(["-q", "extract", str(root), "--backbone", "efficientnet_lite0", "--pooling",
+                 "multistage", "--out", str(tmp_path / "onnxruntime")]) == 0

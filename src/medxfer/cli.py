@@ -158,7 +158,7 @@ COMMAND_SETTINGS = {
     "tune": [(TuneSettings, None), (PackageSettings, None)],
     "finetune": [(FinetuneSettings, None), (HeadSettings, FINETUNE_HEAD), (PackageSettings, None)],
     "cv": [(EvalSettings, None)],
-    "evaluate": [(ExtractSettings, ("batch_size", "workers")), (EvalSettings, ("n_boot",))],
+    "evaluate": [(ExtractSettings, ("batch_size", "workers", "engine")), (EvalSettings, ("n_boot",))],
     "study": [(StudySettings, None), (ExtractSettings, None), (HeadSettings, STUDY_HEAD)],
 }
 
@@ -279,7 +279,7 @@ def build_parser() -> _Parser:
     p.add_argument("--allow-training-patients", action="store_true",
                    help="evaluate even when some images belong to patients the model was trained "
                         "on (default: refuse; the report's first line then says so)")
-    add_settings(p, ExtractSettings, only=("batch_size", "workers"), title="extraction")
+    add_settings(p, ExtractSettings, only=("batch_size", "workers", "engine"), title="extraction")
 
     p = command("export", "the whole model as one ONNX file (backbone, head, calibration)",
                 "Write the model as one ONNX graph: input gray (batch, 1, S, S) in [0, 1] resized "
@@ -653,7 +653,7 @@ def _cmd_evaluate(a) -> int:
     model = TrainedModel.load(a.model)
     out = Path(a.out)
     fs = features_for_model(model, a.data, cache=out / "features", batch_size=x.batch_size,
-                            num_workers=x.workers, progress=_progress(a),
+                            num_workers=x.workers, progress=_progress(a), engine=x.engine,
                             check=lambda ds: training_patient_guard(  # before an hour of extraction
                                 model, ds.patient_ids, a.allow_training_patients))
     m = evaluate_model(model, fs, out, n_boot=n_boot, seed=a.seed,

@@ -138,3 +138,28 @@ def check_export(model: TrainedModel, path: str | Path, paths=None, *, atol: flo
         raise ModelError(f"the ONNX file '{path}' gives probabilities up to {diff:.2g} away from "
                          f"PyTorch's (tolerance {atol}); do not deploy it")
     return {"images": len(paths), "max_abs_difference": diff}
+
+
+def backbone_onnx(backbone, cache_dir: str | Path | None = None) -> Path:
+    """The backbone alone (normalized 3-channel input -> pooled features) as ONNX, exported
+    once and cached under ``cache_dir`` (default: $MEDXFER_CACHE or ~/.cache/medxfer/onnx),
+    keyed by the backbone's identity (weights sha256, pooling, input size, fine-tuning):
+    new weights give a new file, never a stale one."""
+    import hashlib
+    import os
+
+    ident = json.dumps(backbone.identity(), sort_keys=True, default=str)
+    key = hashlib.sha256(ident.encode()).hexdigest()[:20]
+    root = Path(cache_dir or os.environ.get("MEDXFER_CACHE") or Path.home() / ".cache" / "medxfer")
+    path = root / "onnx" / f"{backbone.config.name.replace(':', '_')}-{key}.onnx"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = backbone.preprocessing.size
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with torch.no_grad():
+        torch.onnx.export(backbone.eval(), (torch.randn(2, 3, size, size),), str(tmp),
+                          input_names=["x"], output_names=["features"], opset_version=17,
+                          dynamo=False, dynamic_axes={"x": {0: "batch"}, "features": {0: "batch"}})
+    os.replace(tmp, path)  # atomic: concurrent exporters (ranks) each write their own tmp
+    return path

@@ -296,7 +296,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
                      rank: int = 0, world_size: int = 1, progress: bool = True,
                      image_cache: str | Path | None = None, corruption=None,
                      max_pixels: int | None = _X.max_pixels,
-                     log_skipped: bool = True) -> FeatureSet | None:
+                     log_skipped: bool = True, engine: str = _X.engine) -> FeatureSet | None:
     """Compute features for every row of ``dataset`` into the folder ``out``; resumable.
 
     Parameters
@@ -316,6 +316,9 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         header, before decoding.
     log_skipped : warn about unreadable images, naming the folder that lists them (off when
         the caller reports them itself and ``out`` is temporary, as in predict).
+    engine : "torch" or "onnxruntime" (medxfer.export.backbone_onnx, CPU provider). Recorded
+        in the manifest, not part of its identity: both give the same features up to float
+        rounding (a test bounds the difference), so a cache made by one is reused by the other.
 
     Returns
     -------
@@ -342,8 +345,10 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
             shutil.rmtree(out / "shards", ignore_errors=True)
             (out / "manifest.json").unlink(missing_ok=True)
     (out / "shards").mkdir(parents=True, exist_ok=True)
+    if engine not in ("torch", "onnxruntime"):
+        raise FeatureCacheError(f"engine must be torch or onnxruntime, got '{engine}'")
     manifest = want | {"medxfer_version": __version__, "torch_version": torch.__version__,
-                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                       "engine": engine, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if rank == 0:
         # What is being made goes to manifest.partial.json; manifest.json, the mark of a
         # complete cache, is written last, atomically, once every shard is in place: a
@@ -361,7 +366,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     if todo:
         _run_shards(dataset, backbone, out, todo, shard_size=shard_size, batch_size=batch_size,
                     num_workers=num_workers, dtype=DTYPES[dtype], progress=progress,
-                    image_cache=image_cache, corruption=corruption, max_pixels=max_pixels)
+                    image_cache=image_cache, corruption=corruption, max_pixels=max_pixels,
+                    engine=engine)
     if any(_valid_shard(out, i) is None for i in range(_n_shards(n, shard_size))):
         return None
     if not (out / "manifest.json").is_file():
@@ -383,7 +389,8 @@ def extract_with_settings(dataset: Dataset, settings: ExtractSettings, out: str 
     bb = create_backbone(s.backbone, weights=s.weights, input_size=s.input_size, pooling=s.pooling)
     return extract_features(dataset, bb, out, batch_size=s.batch_size, num_workers=s.workers,
                             shard_size=s.shard_size, dtype=s.dtype, overwrite=overwrite,
-                            progress=progress, image_cache=s.image_cache, max_pixels=s.max_pixels)
+                            progress=progress, image_cache=s.image_cache, max_pixels=s.max_pixels,
+                            engine=s.engine)
 
 
 def auto_shard_size(n: int) -> int:
@@ -399,7 +406,7 @@ def default_workers() -> int:
 
 def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int], *,
                 shard_size: int, batch_size: int, num_workers: int | None, dtype, progress: bool,
-                image_cache=None, corruption=None, max_pixels=_X.max_pixels):
+                image_cache=None, corruption=None, max_pixels=_X.max_pixels, engine="torch"):
     n = len(dataset)
     rows = [r for i in todo for r in range(i * shard_size, min(n, (i + 1) * shard_size))]
     paths = dataset.table["path"].astype(str).tolist()
@@ -409,13 +416,24 @@ def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int]
         batch_size=batch_size, shuffle=False, collate_fn=_collate,
         num_workers=default_workers() if num_workers is None else num_workers,
         persistent_workers=False)
-    model = backbone.to(memory_format=torch.channels_last)
+    if engine == "onnxruntime":
+        from .export import backbone_onnx, onnx_session
+
+        session = onnx_session(backbone_onnx(backbone), threads=torch.get_num_threads())
+
+        def forward(x):
+            return session.run(None, {"x": x.numpy()})[0]
+    else:
+        model = backbone.to(memory_format=torch.channels_last)
+
+        def forward(x):
+            return model(x.contiguous(memory_format=torch.channels_last)).float().numpy()
     buffers: dict[int, dict] = {}
     bar = tqdm(total=len(rows), unit="img", desc=f"extract {backbone.config.name}",
                disable=not progress, dynamic_ncols=True)
     with torch.inference_mode():
         for idx, x, errs in loader:
-            feats = model(x.contiguous(memory_format=torch.channels_last)).float().numpy()
+            feats = forward(x)
             for r, f, e in zip(idx.tolist(), feats, errs):
                 s = r // shard_size
                 buf = buffers.setdefault(s, {"rows": {}, "errors": []})

@@ -182,7 +182,8 @@ def align_labels(ds: Dataset, names: list[str]) -> np.ndarray:
 def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cache: Path,
                        batch_size: int = ExtractSettings.batch_size,
                        num_workers: int | None = ExtractSettings.workers,
-                       progress: bool = True, check=None, log_skipped: bool = True) -> FeatureSet:
+                       progress: bool = True, check=None, log_skipped: bool = True,
+                       engine: str = "torch") -> FeatureSet:
     """Features of ``source`` as the model needs them.
 
     A features folder is checked against the model's backbone and preprocessing; a dataset
@@ -197,7 +198,7 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
         check(ds)
     backbone = rebuild_backbone(model.backbone, model.backbone_state)
     fs = extract_features(ds, backbone, cache, batch_size=batch_size, num_workers=num_workers,
-                          progress=progress, log_skipped=log_skipped)
+                          progress=progress, log_skipped=log_skipped, engine=engine)
     model.check_features(fs.manifest)
     return fs
 

@@ -223,6 +223,9 @@ class ExtractSettings:
                                       "later backbones at this size", Kind(str, none_ok=True))
     max_pixels: int = setting(64_000_000, "images with more pixels are skipped and listed, "
                               "before decoding (decompression bombs)", POS_INT)
+    engine: str = setting("torch", "forward-pass engine: torch, or onnxruntime (the backbone "
+                          "exported to ONNX once, cached by its weights' hash; features equal "
+                          "to torch's within float rounding)", Choice(("torch", "onnxruntime")))
 
 
 @dataclass(frozen=True)
