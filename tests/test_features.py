@@ -127,3 +127,31 @@ def test_ranks_write_disjoint_shards_into_one_folder(small, tmp_path):
     fs = extract_features(small, bb, tmp_path / "r", rank=0, world_size=2, **kw)
     ref = extract_features(small, bb, tmp_path / "one", **kw)
     np.testing.assert_array_equal(fs.features, ref.features)
+
+
+def test_torchrun_with_two_ranks_writes_the_same_cache_as_one_process(make_cxr14, sample_table, tmp_path):
+    """`torchrun --nproc-per-node=2 -m medxfer extract ...`: two CPU processes write the
+    shards of one folder; the result is byte for byte the single-process cache."""
+    import os
+    import subprocess
+    import sys
+
+    root = make_cxr14(sample_table["image_id"][:40].tolist())
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    args = ["-m", "medxfer", "-q", "extract", str(root), "--backbone", "tiny_random_test",
+            "--shard-size", "8", "--workers", "0"]
+    subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, check=True,
+                   capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    one, two = sorted((tmp_path / "one" / "shards").glob("*.npy")), sorted((tmp_path / "two" / "shards").glob("*.npy"))
+    assert len(one) == len(two) == 5
+    for x, y in zip(one, two):
+        assert x.read_bytes() == y.read_bytes(), x.name
+    for name in ("rows.csv", "labels.npy"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert (tmp_path / "two" / "manifest.json").is_file() and not (tmp_path / "two" / "manifest.partial.json").exists()
+    m1 = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert {k: m1[k] for k in m1 if k != "created"} == {k: m2[k] for k in m2 if k != "created"}

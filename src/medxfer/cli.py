@@ -489,9 +489,20 @@ def _cmd_backbones(a) -> int:
 def _cmd_extract(a) -> int:
     from .features import extract_with_settings
 
+    import os
+
     s = a.settings[ExtractSettings]
+    # Under torchrun (or any launcher that sets RANK and WORLD_SIZE) each process writes the
+    # shards i % WORLD_SIZE == RANK of one cache; the last to finish writes its manifest.
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if not 0 <= rank < world:
+        raise UsageError(f"RANK={rank} and WORLD_SIZE={world} from the environment do not fit")
     fs = extract_with_settings(_read(a, a.data), s, a.out, overwrite=a.overwrite,
-                               progress=_progress(a))
+                               progress=_progress(a) and rank == 0, rank=rank, world_size=world)
+    if fs is None:
+        print(f"rank {rank}/{world}: its shards are written in {a.out}; the last rank to finish "
+              "writes the manifest")
+        return 0
     print(f"features: {fs.features.shape[0]} x {fs.features.shape[1]} ({s.dtype}) in {a.out}"
           + (f"; {len(fs.skipped)} unreadable image(s) left out" if fs.skipped else ""))
     return 0

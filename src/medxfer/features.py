@@ -371,6 +371,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     if any(_valid_shard(out, i) is None for i in range(_n_shards(n, shard_size))):
         return None
     if not (out / "manifest.json").is_file():
+        # Whichever rank sees every shard in place writes the manifest (rank 0 wrote the rows
+        # and labels before its first shard, so they are there).
         _atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
         partial.unlink(missing_ok=True)
     fs = FeatureSet.load(out)
@@ -381,7 +383,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
 
 
 def extract_with_settings(dataset: Dataset, settings: ExtractSettings, out: str | Path, *,
-                          overwrite: bool = False, progress: bool = True) -> FeatureSet:
+                          overwrite: bool = False, progress: bool = True, rank: int = 0,
+                          world_size: int = 1) -> FeatureSet | None:
     """:func:`extract_features` with the backbone and options of ``settings``."""
     from .backbones import create_backbone
 
@@ -390,7 +393,7 @@ def extract_with_settings(dataset: Dataset, settings: ExtractSettings, out: str 
     return extract_features(dataset, bb, out, batch_size=s.batch_size, num_workers=s.workers,
                             shard_size=s.shard_size, dtype=s.dtype, overwrite=overwrite,
                             progress=progress, image_cache=s.image_cache, max_pixels=s.max_pixels,
-                            engine=s.engine)
+                            engine=s.engine, rank=rank, world_size=world_size)
 
 
 def auto_shard_size(n: int) -> int:
