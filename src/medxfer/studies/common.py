@@ -265,7 +265,12 @@ def line_figure(folder: Path, name: str, df: pd.DataFrame, *, x: str, y: str, gr
         if reference is not None:
             ax.axhline(reference, color="gray", ls="--", lw=1)
         if logx:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ticks = sorted(set(np.round(part[x].astype(float), 1)))
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(textwrap.fill(title, 55) if key is None else f"{key}", fontsize=9)
         ax.set_xlabel(xlabel or x)
         ax.set_ylabel(ylabel or y)
