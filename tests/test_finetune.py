@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import torch
 
@@ -43,3 +44,34 @@ def test_features_of_the_base_backbone_are_refused_by_a_finetuned_model(make_cxr
     assert "belong to patients the model was trained on" in capsys.readouterr().err
     assert main(["-q", "evaluate", str(tmp_path / "m"), str(root), "--out", str(tmp_path / "e2"),
                  "--n-boot", "20", "--allow-training-patients"]) == 0
+
+
+def test_a_ddp_step_on_two_cpu_processes_equals_the_one_process_step(make_cxr14, sample_table, tmp_path):
+    """torchrun with 2 processes (Gloo): each takes half of every global batch and
+    DistributedDataParallel averages the gradients; after one optimizer step the weights
+    equal the one-process step on the same global batch (up to floating-point order)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    root = make_cxr14(sample_table["image_id"][:40].tolist())
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    args = ["-m", "medxfer", "-q", "finetune", str(root), "--backbone", "tiny_random_test",
+            "--max-steps", "1", "--batch-size", "8", "--no-augment", "--device", "cpu"]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node=2", *args, "--out", str(tmp_path / "two")], env=env,
+                         capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    for name in ("model.safetensors", "backbone.safetensors"):
+        a, b = load_file(str(tmp_path / "one" / name)), load_file(str(tmp_path / "two" / name))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=f"{name}:{k}")
+    for run in ("one", "two"):  # one optimizer step was taken in each
+        meta = json.loads((tmp_path / run / "model.json").read_text())
+        assert meta["selection_metrics"]["steps"] == 1

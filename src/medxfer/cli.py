@@ -575,11 +575,15 @@ def _cmd_finetune(a) -> int:
     from .finetune import finetune
 
     head = {k: getattr(a.settings[HeadSettings], k) for k in FINETUNE_HEAD}
+    import os
+
+    rank = int(os.environ.get("RANK", 0))  # under torchrun every process trains, rank 0 saves
     model = finetune(_read(a, a.data), settings=a.settings[FinetuneSettings], head=head,
                      packaging=a.settings[PackageSettings], seed=a.seed,
-                     progress=_progress(a))
-    model.save(a.out)
-    print(_saved_line("fine-tuned model", a.out, model.metrics))
+                     progress=_progress(a) and rank == 0)
+    if rank == 0:
+        model.save(a.out)
+        print(_saved_line("fine-tuned model", a.out, model.metrics))
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 from dataclasses import asdict
 
 import numpy as np
@@ -34,6 +35,30 @@ from .settings import FinetuneSettings, HeadSettings, PackageSettings
 from .splits import patient_holdout
 
 log = logging.getLogger(__name__)
+
+
+def _distributed(dev) -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment, starting the process group (NCCL on
+    GPUs, Gloo on CPUs) when there are several processes; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class _Joint(torch.nn.Module):
+    """Backbone and head as one module: what DistributedDataParallel wraps."""
+
+    def __init__(self, bb, net):
+        super().__init__()
+        self.bb, self.net = bb, net
+
+    def forward(self, x):
+        return self.net(self.bb(x))
 
 
 class _Images(TorchDataset):
@@ -74,6 +99,12 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
 
     st = settings
     dev = resolve_device(st.device)
+    rank, world = _distributed(dev)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    if st.batch_size % world:
+        raise DataError(f"--batch-size {st.batch_size} must divide by the {world} processes "
+                        "(each takes an equal share of every global batch)")
     # Fine-tuning is minibatch AdamW through the backbone; its epochs, patience and batch
     # size are FinetuneSettings', so the record says so.
     p = head_params(head) | {"random_state": seed, "device": str(dev), "solver": "adamw",
@@ -87,9 +118,18 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
     paths = dataset.table["path"].tolist()
 
     def loader(idx, aug, shuffle, gen=None):
-        return DataLoader(_Images([paths[i] for i in idx], Y[idx], pp, aug, st.hflip),
-                          batch_size=st.batch_size, shuffle=shuffle, num_workers=num_workers,
-                          generator=gen)
+        images = _Images([paths[i] for i in idx], Y[idx], pp, aug, st.hflip)
+        if not shuffle:
+            return DataLoader(images, batch_size=st.batch_size, shuffle=False, num_workers=num_workers)
+        # One global permutation per epoch (the same in every process); each global batch of
+        # batch_size rows is split in equal contiguous shares, one per process. With one
+        # process this is an ordinary shuffled loader; with N, DistributedDataParallel's
+        # gradient average over the shares equals the one-process gradient of the batch.
+        order = torch.randperm(len(idx), generator=gen).tolist()
+        share = st.batch_size // world
+        batches = [order[i:i + st.batch_size][rank * share:(rank + 1) * share]
+                   for i in range(0, len(order), st.batch_size)]
+        return DataLoader(images, batch_sampler=[b for b in batches if b], num_workers=num_workers)
 
     def features(idx) -> np.ndarray:
         out = []
@@ -110,6 +150,12 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
                                 weight_decay=p["weight_decay"])
         est = BottleneckClassifier(**p)
         loss_fn = HeadLoss(est, "multilabel", Y[tr], Y.shape[1], dev)
+        joint = _Joint(bb, net)
+        model = joint
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(joint, device_ids=[dev.index] if dev.type == "cuda" else None)
         gen = torch.Generator().manual_seed(seed)
         steps = [0]
         best_state: list = [None]
@@ -120,7 +166,9 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
             total, seen = 0.0, 0
             for x, y in tqdm(loader(tr, st.augment, True, gen), desc=f"finetune epoch {epoch}",
                              disable=not progress, leave=False):
-                loss = loss_fn(net, bb(x.to(dev)), y.to(dev))
+                logits, h = model(x.to(dev))
+                y = y.to(dev)
+                loss = loss_fn.ce(logits, y) + loss_fn.reg(h) + loss_fn.weight_penalty(net)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
