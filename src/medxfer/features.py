@@ -414,15 +414,19 @@ def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int]
     rows = [r for i in todo for r in range(i * shard_size, min(n, (i + 1) * shard_size))]
     paths = dataset.table["path"].astype(str).tolist()
     images = ImageRows(paths, backbone.preprocessing, image_cache, corruption, max_pixels)
+    cores = os.cpu_count() or 1
+    if num_workers is None:
+        # onnxruntime makes the forward pass cheap enough that decoding is the wall: give
+        # decoding every core (up to 8) and the engine what is left, at least one thread.
+        num_workers = min(8, cores) if engine == "onnxruntime" else default_workers()
     loader = DataLoader(
         torch.utils.data.Subset(images, rows),
         batch_size=batch_size, shuffle=False, collate_fn=_collate,
-        num_workers=default_workers() if num_workers is None else num_workers,
-        persistent_workers=False)
+        num_workers=num_workers, persistent_workers=False)
     if engine == "onnxruntime":
         from .export import backbone_onnx, onnx_session
 
-        session = onnx_session(backbone_onnx(backbone), threads=torch.get_num_threads())
+        session = onnx_session(backbone_onnx(backbone), threads=max(1, cores - num_workers))
 
         def forward(x):
             return session.run(None, {"x": x.numpy()})[0]
