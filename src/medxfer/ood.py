@@ -129,3 +129,14 @@ def dicom_header_flags(path) -> list[str]:
     if part not in CHEST_PARTS:
         out.append(f"DICOM BodyPartExamined is {part}, not CHEST")
     return out
+
+
+def ood_reasons(path, score: float | None, distance: FeatureDistance | None) -> list[str]:
+    """Why an input is out of distribution: its DICOM header (dicom_header_flags) and a
+    feature distance above the threshold; empty when neither. The one rule behind predict
+    and the service."""
+    why = dicom_header_flags(path)
+    if distance is not None and score is not None and score > distance.threshold:
+        why.append(f"features far from the training images (score {score:.2f} > "
+                   f"{distance.threshold:.2f})")
+    return why

@@ -17,7 +17,7 @@ from .baselines import TunedLogisticRegression
 from .data import Dataset, read_dataset, read_image_paths
 from .errors import DataError
 from .features import FeatureSet, extract_features, extract_with_settings, read_manifest
-from .ood import dicom_header_flags
+from .ood import ood_reasons
 from .head import DEFAULT_CV_GRID, BottleneckClassifier, BottleneckCV, fit_grid
 from .metrics import evaluate_predictions, paired_bootstrap_auc
 from .model_io import TrainedModel, package
@@ -297,12 +297,7 @@ def ood_columns(model: TrainedModel, X, paths) -> pd.DataFrame:
     n = len(paths)
     score = model.ood.score(X) if model.ood is not None else np.full(n, np.nan)
     thr = model.ood.threshold if model.ood is not None else np.nan
-    reasons = []
-    for i, p in enumerate(paths):
-        why = dicom_header_flags(p)
-        if model.ood is not None and score[i] > thr:
-            why.append(f"features far from the training images (score {score[i]:.2f} > {thr:.2f})")
-        reasons.append("; ".join(why))
+    reasons = ["; ".join(ood_reasons(p, float(score[i]), model.ood)) for i, p in enumerate(paths)]
     return pd.DataFrame({"ood_score": np.round(score, 3), "ood_threshold": np.round(thr, 3),
                          "ood": [bool(r) for r in reasons], "ood_reason": reasons})
 

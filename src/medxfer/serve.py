@@ -29,7 +29,7 @@ from .backbones import rebuild_backbone
 from .errors import MedxferError
 from .images import DEFAULT_MAX_PIXELS, load_image
 from .model_io import TrainedModel
-from .ood import dicom_header_flags
+from .ood import ood_reasons
 
 CONTENT_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "application/dicom": ".dcm"}
 SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
@@ -51,13 +51,8 @@ class Predictor:
             z = self.backbone(x).float().numpy()
         p = self.model.predict_proba(z)[0]
         names, thr = self.model.label_names, self.model.thresholds
-        reasons = dicom_header_flags(path)
-        score = None
-        if self.model.ood is not None:
-            score = float(self.model.ood.score(z)[0])
-            if score > self.model.ood.threshold:
-                reasons.append(f"features far from the training images (score {score:.2f} > "
-                               f"{self.model.ood.threshold:.2f})")
+        score = None if self.model.ood is None else float(self.model.ood.score(z)[0])
+        reasons = ood_reasons(path, score, self.model.ood)
         return {
             "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)},
             "thresholds": {n: round(float(t), 6) for n, t in zip(names, thr)},
