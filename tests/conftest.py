@@ -65,3 +65,18 @@ def make_cxr14(tmp_path, sample_root):
     def make(image_ids, name="cxr", **kw):
         return write_cxr14_folder(tmp_path / name, image_ids, sample_root, **kw)
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory, sample_root):
+    """30 bundled images in ChestX-ray14 layout (``cxr``), their tiny-backbone features
+    (``f``) and a model trained on them (``m``), shared read-only by the tests of the
+    service, its schema and the fuzzing of model and features files."""
+    from medxfer.cli import main
+
+    t = pd.read_csv(sample_root / "Data_Entry_2017_v2020.csv.gz")
+    base = tmp_path_factory.mktemp("tiny_trained")
+    root = write_cxr14_folder(base / "cxr", sorted(t["Image Index"])[:30], sample_root)
+    assert main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(base / "f")]) == 0
+    assert main(["-q", "train", str(base / "f"), "--out", str(base / "m"), "--no-select", "--epochs", "3"]) == 0
+    return base

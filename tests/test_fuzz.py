@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medxfer.cli import main
 from medxfer.data import read_dataset
 from medxfer.errors import MedxferError
 from medxfer.features import FeatureSet
@@ -81,31 +80,18 @@ def test_mutated_csv_tables_read_or_raise_a_medxfer_error(sample_root, tmp_path)
             pass
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, sample_root):
-    from medxfer.backbones import create_backbone
-    from medxfer.data import read_chestxray14
-    from medxfer.features import extract_features
-
-    from .conftest import write_cxr14_folder
-    import pandas as pd
-
-    t = pd.read_csv(sample_root / "Data_Entry_2017_v2020.csv.gz")
-    base = tmp_path_factory.mktemp("fz")
-    root = write_cxr14_folder(base / "cxr", sorted(t["Image Index"])[:30], sample_root)
-    extract_features(read_chestxray14(root), create_backbone("tiny_random_test"), base / "f",
-                     num_workers=0, progress=False)
-    assert main(["-q", "train", str(base / "f"), "--out", str(base / "m"), "--no-select", "--epochs", "3"]) == 0
-    return base
+def mutated_copies(src, name, tmp_path, seed):
+    """Copies of the folder ``src``, each with its file ``name`` replaced by one mutation."""
+    for i, blob in enumerate(mutations((src / name).read_bytes(), seed=seed, n=15)):
+        folder = tmp_path / f"{src.name}{i}"
+        shutil.copytree(src, folder)
+        (folder / name).write_bytes(blob)
+        yield folder
 
 
 @pytest.mark.parametrize("name", ["model.json", "model.safetensors", "ood.safetensors"])
-def test_mutated_model_files_load_or_raise_a_model_error(trained, tmp_path, name):
-    original = (trained / "m" / name).read_bytes()
-    for i, blob in enumerate(mutations(original, seed=len(name), n=15)):
-        folder = tmp_path / f"m{i}"
-        shutil.copytree(trained / "m", folder)
-        (folder / name).write_bytes(blob)
+def test_mutated_model_files_load_or_raise_a_model_error(tiny_trained, tmp_path, name):
+    for folder in mutated_copies(tiny_trained / "m", name, tmp_path, seed=len(name)):
         try:
             TrainedModel.load(folder)
         except MedxferError as exc:
@@ -114,12 +100,8 @@ def test_mutated_model_files_load_or_raise_a_model_error(trained, tmp_path, name
 
 @pytest.mark.parametrize("name", ["manifest.json", "rows.csv", "labels.npy", "shards/00000.npy",
                                   "shards/00000.json"])
-def test_mutated_features_files_load_or_raise_a_cache_error(trained, tmp_path, name):
-    original = (trained / "f" / name).read_bytes()
-    for i, blob in enumerate(mutations(original, seed=len(name), n=15)):
-        folder = tmp_path / f"f{i}"
-        shutil.copytree(trained / "f", folder)
-        (folder / name).write_bytes(blob)
+def test_mutated_features_files_load_or_raise_a_cache_error(tiny_trained, tmp_path, name):
+    for folder in mutated_copies(tiny_trained / "f", name, tmp_path, seed=len(name)):
         try:
             fs = FeatureSet.load(folder)
         except MedxferError:

@@ -32,18 +32,10 @@ def _post(url, data: bytes, filename: str, ctype: str):
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, sample_root):
-    import pandas as pd
-
+def service(tiny_trained):
     from medxfer.serve import create_app
 
-    from .conftest import write_cxr14_folder
-
-    base = tmp_path_factory.mktemp("srv")
-    t = pd.read_csv(sample_root / "Data_Entry_2017_v2020.csv.gz")
-    root = write_cxr14_folder(base / "cxr", sorted(t["Image Index"])[:30], sample_root)
-    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(base / "f")])
-    assert main(["-q", "train", str(base / "f"), "--out", str(base / "m"), "--no-select", "--epochs", "3"]) == 0
+    base, root = tiny_trained, tiny_trained / "cxr"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -10,23 +10,12 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from schemathesis.checks import positive_data_acceptance  # noqa: E402
 
-from medxfer.cli import main  # noqa: E402
-
 
 @pytest.fixture(scope="module")
-def api_schema(tmp_path_factory, sample_root):
-    import pandas as pd
-
+def api_schema(tiny_trained):
     from medxfer.serve import create_app
 
-    from .conftest import write_cxr14_folder
-
-    base = tmp_path_factory.mktemp("schema")
-    t = pd.read_csv(sample_root / "Data_Entry_2017_v2020.csv.gz")
-    root = write_cxr14_folder(base / "cxr", sorted(t["Image Index"])[:20], sample_root)
-    main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(base / "f")])
-    assert main(["-q", "train", str(base / "f"), "--out", str(base / "m"), "--no-select", "--epochs", "2"]) == 0
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(base / "m", max_upload_mb=1.0))
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(tiny_trained / "m", max_upload_mb=1.0))
 
 
 def test_the_service_honours_its_schema(api_schema):
