@@ -80,3 +80,18 @@ def tiny_trained(tmp_path_factory, sample_root):
     assert main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(base / "f")]) == 0
     assert main(["-q", "train", str(base / "f"), "--out", str(base / "m"), "--no-select", "--epochs", "3"]) == 0
     return base
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory):
+    """Exported backbones (the default onnxruntime engine) go to a temporary cache, not the
+    user's ~/.cache/medxfer."""
+    import os
+
+    old = os.environ.get("MEDXFER_CACHE")
+    os.environ["MEDXFER_CACHE"] = str(tmp_path_factory.mktemp("medxfer-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MEDXFER_CACHE", None)
+    else:
+        os.environ["MEDXFER_CACHE"] = old

@@ -64,4 +64,58 @@ def test_onnxruntime_engine_gives_torchs_features(make_cxr14, sample_table, tmp_
     assert diff.max() <= 0.01 * np.abs(a.X).max() and diff.mean() < 1e-3
     # the caches are interchangeable: a torch run over the onnxruntime folder resumes, no refusal
     assert main(["-q", "extract", str(root), "--backbone", "efficientnet_lite0", "--pooling",
-                 "multistage", "--out", str(tmp_path / "onnxruntime")]) == 0
+                 "multistage", "--engine", "torch", "--out", str(tmp_path / "onnxruntime")]) == 0
+
+
+def test_engine_auto_picks_onnxruntime_on_the_cpu_and_torch_without_it(monkeypatch):
+    from medxfer import features
+    from medxfer.errors import FeatureCacheError
+
+    assert features.choose_engine("auto", "cpu") == ("onnxruntime", torch.device("cpu"))
+    assert features.choose_engine("torch", "cpu") == ("torch", torch.device("cpu"))
+    monkeypatch.setattr(features, "_onnxruntime_installed", lambda: False)
+    assert features.choose_engine("auto", "cpu")[0] == "torch"
+    with pytest.raises(FeatureCacheError, match="engine must be one of"):
+        features.choose_engine("tensorrt", "cpu")
+    with pytest.raises(FeatureCacheError, match="device must be"):
+        features.choose_engine("auto", "gpu0")
+    if not torch.cuda.is_available():  # a GPU asked for where there is none: named, not a crash
+        with pytest.raises(FeatureCacheError, match="sees 0 GPU"):
+            features.choose_engine("torch", "cuda")
+
+
+def test_engine_auto_falls_back_to_torch_when_the_backbone_does_not_export(
+        make_cxr14, sample_table, tmp_path, monkeypatch, capsys):
+    """A backbone the exporter cannot handle still extracts under the default engine (with a
+    warning, and the manifest says torch); asked for explicitly, onnxruntime fails clearly."""
+    import medxfer.export
+    from medxfer.features import FeatureSet
+
+    def broken(backbone, cache_dir=None):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(medxfer.export, "backbone_onnx", broken)
+    root = make_cxr14(sample_table["image_id"][:8].tolist())
+    assert main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "a")]) == 0
+    assert FeatureSet.load(tmp_path / "a").manifest["engine"] == "torch"
+    assert "did not export to ONNX" in capsys.readouterr().err
+    assert main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--engine",
+                 "onnxruntime", "--out", str(tmp_path / "b")]) == 2
+    assert "use --engine torch" in capsys.readouterr().err
+
+
+def test_predict_gives_the_same_probabilities_with_either_engine(tiny_trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MEDXFER_CACHE", str(tmp_path / "cache"))
+    files = [str(p) for p in sorted((tiny_trained / "cxr" / "images").glob("*.png"))[:6]]
+    out = {}
+    for eng in ("torch", "onnxruntime"):
+        capsys.readouterr()
+        assert main(["-q", "predict", str(tiny_trained / "m"), *files, "--engine", eng, "--json"]) == 0
+        out[eng] = json.loads(capsys.readouterr().out)["predictions"]
+        # only the onnxruntime run exports the backbone
+        assert len(list(tmp_path.glob("cache/onnx/*.onnx"))) == (eng == "onnxruntime")
+    assert len(out["torch"]) == len(out["onnxruntime"]) == 6
+    for a, b in zip(out["torch"], out["onnxruntime"]):
+        assert a["image"] == b["image"] and len(a["probabilities"]) == 14
+        pa, pb = a["probabilities"], b["probabilities"]
+        assert max(abs(pa[n] - pb[n]) for n in pa) < 2e-3

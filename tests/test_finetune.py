@@ -75,3 +75,18 @@ def test_a_ddp_step_on_two_cpu_processes_equals_the_one_process_step(make_cxr14,
     for run in ("one", "two"):  # one optimizer step was taken in each
         meta = json.loads((tmp_path / run / "model.json").read_text())
         assert meta["selection_metrics"]["steps"] == 1
+
+
+def test_finetuning_through_the_image_cache_trains_the_same_weights(make_cxr14, sample_table, tmp_path):
+    """`--image-cache` (and decoding workers) change where pixels come from, not the pixels:
+    the weights after two steps are those of a run that decodes every image itself, and the
+    cache is filled for later epochs and runs. The run reports its training images/s."""
+    ds = read_chestxray14(make_cxr14(sample_table["image_id"][:24].tolist()))
+    base = dict(backbone="tiny_random_test", max_steps=2, batch_size=8, device="cpu")
+    plain = finetune(ds, settings=FinetuneSettings(**base), progress=False)
+    cached = finetune(ds, settings=FinetuneSettings(**base, image_cache=str(tmp_path / "ic"), workers=1),
+                      progress=False)
+    assert len(list((tmp_path / "ic").rglob("*.npy"))) == len(ds)
+    for k, v in plain.backbone_state.items():
+        assert torch.equal(v, cached.backbone_state[k]), k
+    assert plain.metrics["train_images_per_s"] > 0

@@ -158,7 +158,9 @@ COMMAND_SETTINGS = {
     "tune": [(TuneSettings, None), (PackageSettings, None)],
     "finetune": [(FinetuneSettings, None), (HeadSettings, FINETUNE_HEAD), (PackageSettings, None)],
     "cv": [(EvalSettings, None)],
-    "evaluate": [(ExtractSettings, ("batch_size", "workers", "engine")), (EvalSettings, ("n_boot",))],
+    "evaluate": [(ExtractSettings, ("batch_size", "workers", "engine", "device")),
+                 (EvalSettings, ("n_boot",))],
+    "predict": [(ExtractSettings, ("engine", "device"))],
     "study": [(StudySettings, None), (ExtractSettings, None), (HeadSettings, STUDY_HEAD)],
 }
 
@@ -279,7 +281,8 @@ def build_parser() -> _Parser:
     p.add_argument("--allow-training-patients", action="store_true",
                    help="evaluate even when some images belong to patients the model was trained "
                         "on (default: refuse; the report's first line then says so)")
-    add_settings(p, ExtractSettings, only=("batch_size", "workers", "engine"), title="extraction")
+    add_settings(p, ExtractSettings, only=("batch_size", "workers", "engine", "device"),
+                 title="extraction")
 
     p = command("export", "the whole model as one ONNX file (backbone, head, calibration)",
                 "Write the model as one ONNX graph: input gray (batch, 1, S, S) in [0, 1] resized "
@@ -309,6 +312,7 @@ def build_parser() -> _Parser:
     p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files, or folders of them")
     p.add_argument("--cam", default=None, metavar="DIR",
                    help="also save Grad-CAM overlays of the predicted findings into DIR (default: none)")
+    add_settings(p, ExtractSettings, only=("engine", "device"), title="extraction")
     return ap
 
 
@@ -669,6 +673,7 @@ def _cmd_evaluate(a) -> int:
     out = Path(a.out)
     fs = features_for_model(model, a.data, cache=out / "features", batch_size=x.batch_size,
                             num_workers=x.workers, progress=_progress(a), engine=x.engine,
+                            device=x.device,
                             check=lambda ds: training_patient_guard(  # before an hour of extraction
                                 model, ds.patient_ids, a.allow_training_patients))
     m = evaluate_model(model, fs, out, n_boot=n_boot, seed=a.seed,
@@ -690,7 +695,9 @@ def _cmd_predict(a) -> int:
 
     model = TrainedModel.load(a.model)
     with tempfile.TemporaryDirectory(prefix="medxfer-predict-") as tmp:
-        table, problems = predict_paths(model, a.images, cache=Path(tmp) / "features")
+        x = a.settings[ExtractSettings]
+        table, problems = predict_paths(model, a.images, cache=Path(tmp) / "features",
+                                        engine=x.engine, device=x.device)
     overlays = []
     if a.cam and len(table):
         from .cam import cam_for_files

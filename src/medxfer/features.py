@@ -40,9 +40,10 @@ from .backbones import Backbone
 from .data import Dataset, Problem
 from .errors import FeatureCacheError, MedxferError
 from .hashing import sha256_file
+from .head.net import resolve_device
 from .images import load_image
 from .preprocess import Preprocessing
-from .settings import ExtractSettings
+from .settings import ENGINES, ExtractSettings
 
 _X = ExtractSettings()  # the defaults
 
@@ -68,7 +69,7 @@ class ImageRows(TorchDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _resized(self, path: str) -> np.ndarray:
+    def resized(self, path: str) -> np.ndarray:
         """Decoded and resized gray image, through the optional on-disk cache. Entries are
         exact float32 arrays keyed by path, size and mtime, so a hit gives the same numbers
         as decoding again."""
@@ -92,7 +93,7 @@ class ImageRows(TorchDataset):
 
     def __getitem__(self, i: int):
         try:
-            gray = self._resized(self.paths[i])
+            gray = self.resized(self.paths[i])
             if self.corruption is not None:
                 gray = self.corruption(gray, key=os.path.basename(self.paths[i]))
             return i, self.preprocessing.to_tensor(gray), ""
@@ -296,7 +297,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
                      rank: int = 0, world_size: int = 1, progress: bool = True,
                      image_cache: str | Path | None = None, corruption=None,
                      max_pixels: int | None = _X.max_pixels,
-                     log_skipped: bool = True, engine: str = _X.engine) -> FeatureSet | None:
+                     log_skipped: bool = True, engine: str = _X.engine,
+                     device: str = _X.device) -> FeatureSet | None:
     """Compute features for every row of ``dataset`` into the folder ``out``; resumable.
 
     Parameters
@@ -316,9 +318,12 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         header, before decoding.
     log_skipped : warn about unreadable images, naming the folder that lists them (off when
         the caller reports them itself and ``out`` is temporary, as in predict).
-    engine : "torch" or "onnxruntime" (medxfer.export.backbone_onnx, CPU provider). Recorded
-        in the manifest, not part of its identity: both give the same features up to float
-        rounding (a test bounds the difference), so a cache made by one is reused by the other.
+    engine : "torch", "onnxruntime" (medxfer.export.backbone_onnx, CPU provider) or "auto"
+        (see :func:`choose_engine`). The engine used is recorded in the manifest, not part of
+        its identity: both give the same features up to float rounding (a test bounds the
+        difference), so a cache made by one is reused by the other.
+    device : where the torch engine runs: "auto" (the GPU when torch sees one; under torchrun
+        cuda:LOCAL_RANK), "cpu", "cuda" or "cuda:N".
 
     Returns
     -------
@@ -345,10 +350,18 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
             shutil.rmtree(out / "shards", ignore_errors=True)
             (out / "manifest.json").unlink(missing_ok=True)
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    if engine not in ("torch", "onnxruntime"):
-        raise FeatureCacheError(f"engine must be torch or onnxruntime, got '{engine}'")
+    n = len(dataset)
+    mine = [i for i in range(_n_shards(n, shard_size)) if i % world_size == rank]
+    todo = [i for i in mine if _valid_shard(out, i) is None]
+    asked = engine
+    engine, dev = choose_engine(engine, device, world_size=world_size)
+    onnx_file = None
+    if engine == "onnxruntime" and todo:
+        onnx_file = _exported(backbone, required=asked == "onnxruntime")
+        engine = "onnxruntime" if onnx_file else "torch"
     manifest = want | {"medxfer_version": __version__, "torch_version": torch.__version__,
-                       "engine": engine, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                       "engine": engine, "device": str(dev) if engine == "torch" else "cpu",
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if rank == 0:
         # What is being made goes to manifest.partial.json; manifest.json, the mark of a
         # complete cache, is written last, atomically, once every shard is in place: a
@@ -360,14 +373,11 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         if dataset.boxes is not None:
             dataset.boxes.to_csv(out / "boxes.csv", index=False)
 
-    n = len(dataset)
-    mine = [i for i in range(_n_shards(n, shard_size)) if i % world_size == rank]
-    todo = [i for i in mine if _valid_shard(out, i) is None]
     if todo:
         _run_shards(dataset, backbone, out, todo, shard_size=shard_size, batch_size=batch_size,
                     num_workers=num_workers, dtype=DTYPES[dtype], progress=progress,
                     image_cache=image_cache, corruption=corruption, max_pixels=max_pixels,
-                    engine=engine)
+                    onnx_file=onnx_file, device=dev)
     if any(_valid_shard(out, i) is None for i in range(_n_shards(n, shard_size))):
         return None
     if not (out / "manifest.json").is_file():
@@ -393,7 +403,7 @@ def extract_with_settings(dataset: Dataset, settings: ExtractSettings, out: str 
     return extract_features(dataset, bb, out, batch_size=s.batch_size, num_workers=s.workers,
                             shard_size=s.shard_size, dtype=s.dtype, overwrite=overwrite,
                             progress=progress, image_cache=s.image_cache, max_pixels=s.max_pixels,
-                            engine=s.engine, rank=rank, world_size=world_size)
+                            engine=s.engine, device=s.device, rank=rank, world_size=world_size)
 
 
 def auto_shard_size(n: int) -> int:
@@ -407,37 +417,116 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def choose_engine(engine: str = "auto", device: str = "auto", *,
+                  world_size: int = 1) -> tuple[str, torch.device]:
+    """(engine, torch device) that extraction will use.
+
+    "auto" picks torch on a GPU and onnxruntime on the CPU where onnx and onnxruntime import
+    (2.7x torch's throughput on 2 cores, README); otherwise torch. onnxruntime runs on the
+    CPU only, so asking for it together with a GPU device is refused. Under torchrun
+    (world_size > 1) a bare "cuda" becomes cuda:LOCAL_RANK, one GPU per process (modulo the
+    number of GPUs).
+    """
+    if engine not in ENGINES:
+        raise FeatureCacheError(f"engine must be one of {', '.join(ENGINES)}; got '{engine}'")
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise FeatureCacheError(str(exc)) from exc
+    if dev.type == "cuda" and dev.index is None and world_size > 1:
+        # one GPU per process; more processes than GPUs share them (extraction needs no NCCL)
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        dev = torch.device(f"cuda:{local % max(1, torch.cuda.device_count())}")
+    if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
+        raise FeatureCacheError(f"device {dev} was asked for, but torch sees "
+                                f"{torch.cuda.device_count()} GPU(s); pass --device auto or cpu")
+    if engine == "auto":
+        engine = "onnxruntime" if dev.type == "cpu" and _onnxruntime_installed() else "torch"
+    if engine == "onnxruntime" and dev.type != "cpu":
+        raise FeatureCacheError(f"the onnxruntime engine runs on the CPU, not on {dev}: pass "
+                                "--engine torch to use the GPU, or --device cpu")
+    return engine, dev
+
+
+def _onnxruntime_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def _exported(backbone: Backbone, *, required: bool) -> Path | None:
+    """The backbone's cached ONNX file; None (with a warning) when it does not export and
+    onnxruntime was only the automatic choice, so extraction goes on with torch."""
+    from .export import backbone_onnx
+
+    try:
+        return backbone_onnx(backbone)
+    except Exception as exc:  # any exporter failure: torch gives the same features
+        if required:
+            raise FeatureCacheError(f"backbone {backbone.config.name} could not be exported to "
+                                    f"ONNX for --engine onnxruntime ({exc}); use --engine torch") from exc
+        log.warning("backbone %s did not export to ONNX (%s); extracting with torch instead",
+                    backbone.config.name, exc)
+        return None
+
+
 def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int], *,
                 shard_size: int, batch_size: int, num_workers: int | None, dtype, progress: bool,
-                image_cache=None, corruption=None, max_pixels=_X.max_pixels, engine="torch"):
+                image_cache=None, corruption=None, max_pixels=_X.max_pixels,
+                onnx_file: Path | None = None, device=torch.device("cpu")):
     n = len(dataset)
     rows = [r for i in todo for r in range(i * shard_size, min(n, (i + 1) * shard_size))]
     paths = dataset.table["path"].astype(str).tolist()
     images = ImageRows(paths, backbone.preprocessing, image_cache, corruption, max_pixels)
     cores = os.cpu_count() or 1
     if num_workers is None:
-        # onnxruntime makes the forward pass cheap enough that decoding is the wall: give
-        # decoding every core (up to 8) and the engine what is left, at least one thread.
-        num_workers = min(8, cores) if engine == "onnxruntime" else default_workers()
-    loader = DataLoader(
-        torch.utils.data.Subset(images, rows),
-        batch_size=batch_size, shuffle=False, collate_fn=_collate,
-        num_workers=num_workers, persistent_workers=False)
-    if engine == "onnxruntime":
-        from .export import backbone_onnx, onnx_session
+        # onnxruntime, or a GPU, makes the forward pass cheap enough that decoding is the
+        # wall: give decoding every core (up to 8 for onnxruntime, which still needs one for
+        # itself; up to 32 beside a GPU). With torch on the CPU, one worker leaves the rest
+        # to torch.
+        if onnx_file:
+            num_workers = min(8, cores)
+        elif device.type != "cpu":
+            num_workers = max(1, min(32, cores - 1))
+        else:
+            num_workers = default_workers()
+    # Batches never span shards, so every shard is computed in the same batches whichever
+    # process (rank) and run computes it: the cache is bit for bit the same.
+    batches = [list(range(b, min(b + batch_size, stop)))
+               for i in todo for start, stop in [(i * shard_size, min(n, (i + 1) * shard_size))]
+               for b in range(start, stop, batch_size)]
+    loader = DataLoader(images, batch_sampler=batches, collate_fn=_collate, num_workers=num_workers,
+                        persistent_workers=False, pin_memory=device.type == "cuda")
+    if onnx_file:
+        from .export import onnx_session
 
-        session = onnx_session(backbone_onnx(backbone), threads=max(1, cores - num_workers))
+        session = onnx_session(onnx_file, threads=max(1, cores - num_workers))
 
         def forward(x):
             return session.run(None, {"x": x.numpy()})[0]
     else:
-        model = backbone.to(memory_format=torch.channels_last)
+        model = backbone.to(device, memory_format=torch.channels_last)
 
         def forward(x):
-            return model(x.contiguous(memory_format=torch.channels_last)).float().numpy()
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            return model(x).float().cpu().numpy()
+    # cuDNN's TF32 convolutions would move GPU features about 3e-3 of their scale away from
+    # the CPU's (measured on an H100); full float32 keeps caches comparable across devices,
+    # and decoding, not the forward pass, bounds a GPU pipeline anyway.
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        _write_rows(loader, forward, out, paths, n, shard_size, dtype,
+                    tqdm(total=len(rows), unit="img", desc=f"extract {backbone.config.name}",
+                         disable=not progress, dynamic_ncols=True))
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+        if not onnx_file and device.type != "cpu":
+            backbone.to("cpu")  # the caller's backbone stays where it was
+
+
+def _write_rows(loader, forward, out: Path, paths, n: int, shard_size: int, dtype, bar) -> None:
     buffers: dict[int, dict] = {}
-    bar = tqdm(total=len(rows), unit="img", desc=f"extract {backbone.config.name}",
-               disable=not progress, dynamic_ncols=True)
     with torch.inference_mode():
         for idx, x, errs in loader:
             feats = forward(x)

@@ -15,6 +15,7 @@ import copy
 import logging
 import math
 import os
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -29,7 +30,7 @@ from .data import Dataset
 from .errors import DataError
 from .head import (BottleneckClassifier, BottleneckNet, HeadLoss, early_stopping_loop,
                    predict_proba_nets, resolve_device, task_macro_auc)
-from .images import load_image
+from .features import ImageRows
 from .model_io import TrainedModel, package
 from .settings import FinetuneSettings, HeadSettings, PackageSettings
 from .splits import patient_holdout
@@ -62,8 +63,14 @@ class _Joint(torch.nn.Module):
 
 
 class _Images(TorchDataset):
-    def __init__(self, paths, labels, preprocessing, augment: bool, hflip: bool):
+    """Training images; the augmentation of item i in an epoch depends on (seed, epoch, i)
+    only, so the number of decoding workers and of processes never changes the result."""
+
+    def __init__(self, paths, labels, preprocessing, augment: bool, hflip: bool, image_cache=None,
+                 seed: int = 0, epoch: int = 0):
         self.paths, self.labels, self.pp = list(paths), labels, preprocessing
+        self.seed, self.epoch = seed, epoch
+        self.rows = ImageRows(self.paths, preprocessing, image_cache)  # decode, through the cache
         ops = [v2.RandomAffine(degrees=5, scale=(0.95, 1.05), translate=(0.03, 0.03)),
                v2.ColorJitter(brightness=0.1, contrast=0.1)]
         if hflip:
@@ -74,9 +81,11 @@ class _Images(TorchDataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        gray = torch.from_numpy(self.pp.resize(load_image(self.paths[i])).copy()).unsqueeze(0)
+        gray = torch.from_numpy(self.rows.resized(self.paths[i]).copy()).unsqueeze(0)
         if self.aug is not None:
-            gray = self.aug(gray).clamp(0, 1)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch * 100_003 + i) % 2**63)
+                gray = self.aug(gray).clamp(0, 1)
         x = self.pp.to_tensor(gray[0].numpy())
         return x, torch.from_numpy(self.labels[i])
 
@@ -84,7 +93,7 @@ class _Images(TorchDataset):
 def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(),
              head: HeadSettings | dict | None = None,
              packaging: PackageSettings = PackageSettings(), seed: int = 0,
-             num_workers: int = 0, progress: bool = True) -> TrainedModel:
+             progress: bool = True) -> TrainedModel:
     """Fine-tune the last ``settings.unfreeze`` blocks with the bottleneck head on images.
 
     A patient-wise share (``head.validation_fraction``) of ``dataset`` is held out for early
@@ -102,6 +111,9 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
     rank, world = _distributed(dev)
     if dev.type == "cuda" and world > 1:
         dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    num_workers = st.workers
+    if num_workers is None:
+        num_workers = max(1, min(8, (os.cpu_count() or 2) - 1)) if dev.type == "cuda" else 0
     if st.batch_size % world:
         raise DataError(f"--batch-size {st.batch_size} must divide by the {world} processes "
                         "(each takes an equal share of every global batch)")
@@ -117,8 +129,9 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
     Y = dataset.labels.astype(np.float32)
     paths = dataset.table["path"].tolist()
 
-    def loader(idx, aug, shuffle, gen=None):
-        images = _Images([paths[i] for i in idx], Y[idx], pp, aug, st.hflip)
+    def loader(idx, aug, shuffle, gen=None, epoch=0):
+        images = _Images([paths[i] for i in idx], Y[idx], pp, aug, st.hflip, st.image_cache,
+                         seed=seed, epoch=epoch)
         if not shuffle:
             return DataLoader(images, batch_size=st.batch_size, shuffle=False, num_workers=num_workers)
         # One global permutation per epoch (the same in every process); each global batch of
@@ -129,7 +142,8 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
         share = st.batch_size // world
         batches = [order[i:i + st.batch_size][rank * share:(rank + 1) * share]
                    for i in range(0, len(order), st.batch_size)]
-        return DataLoader(images, batch_sampler=[b for b in batches if b], num_workers=num_workers)
+        return DataLoader(images, batch_sampler=[b for b in batches if b], num_workers=num_workers,
+                          pin_memory=dev.type == "cuda")
 
     def features(idx) -> np.ndarray:
         out = []
@@ -158,13 +172,15 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
             model = DistributedDataParallel(joint, device_ids=[dev.index] if dev.type == "cuda" else None)
         gen = torch.Generator().manual_seed(seed)
         steps = [0]
+        clock = [0.0, 0]  # seconds in training epochs, images trained on (all processes)
         best_state: list = [None]
 
         def run_epoch(epoch, active):
             bb.eval()  # frozen BN statistics; gradients still flow into the open blocks
             net.train()
             total, seen = 0.0, 0
-            for x, y in tqdm(loader(tr, st.augment, True, gen), desc=f"finetune epoch {epoch}",
+            t0 = time.perf_counter()
+            for x, y in tqdm(loader(tr, st.augment, True, gen, epoch), desc=f"finetune epoch {epoch}",
                              disable=not progress, leave=False):
                 logits, h = model(x.to(dev))
                 y = y.to(dev)
@@ -177,6 +193,8 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
                 steps[0] += 1
                 if st.max_steps and steps[0] >= st.max_steps:
                     break
+            clock[0] += time.perf_counter() - t0
+            clock[1] += seen * world
             return total / max(seen, 1)
 
         def validate():
@@ -213,6 +231,8 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
                              "dataset_fingerprint": dataset.fingerprint()},
                    settings=packaging,
                    metrics={"fine_tune_validation_macro_auc": None if math.isinf(best) else best,
-                            "steps": steps[0]},
+                            "steps": steps[0],
+                            # decode, augmentation and the optimizer steps, not validation
+                            "train_images_per_s": round(clock[1] / clock[0], 1) if clock[0] else None},
                    config={"params": p, "finetune": asdict(st) | {"device": str(dev)}},
                    backbone_state=state, training_patients=dataset.patient_ids)

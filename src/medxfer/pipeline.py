@@ -183,7 +183,8 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
                        batch_size: int = ExtractSettings.batch_size,
                        num_workers: int | None = ExtractSettings.workers,
                        progress: bool = True, check=None, log_skipped: bool = True,
-                       engine: str = "torch") -> FeatureSet:
+                       engine: str = ExtractSettings.engine,
+                       device: str = ExtractSettings.device) -> FeatureSet:
     """Features of ``source`` as the model needs them.
 
     A features folder is checked against the model's backbone and preprocessing; a dataset
@@ -198,7 +199,7 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
         check(ds)
     backbone = rebuild_backbone(model.backbone, model.backbone_state)
     fs = extract_features(ds, backbone, cache, batch_size=batch_size, num_workers=num_workers,
-                          progress=progress, log_skipped=log_skipped, engine=engine)
+                          progress=progress, log_skipped=log_skipped, engine=engine, device=device)
     model.check_features(fs.manifest)
     return fs
 
@@ -266,8 +267,9 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
     return metrics
 
 
-def predict_paths(model: TrainedModel, paths, *, cache: Path, progress: bool = False):
-    """Probabilities for image files and folders.
+def predict_paths(model: TrainedModel, paths, *, cache: Path, progress: bool = False,
+                  engine: str = ExtractSettings.engine, device: str = ExtractSettings.device):
+    """Probabilities for image files and folders (``engine``, ``device``: as in extraction).
 
     Returns (DataFrame one row per readable image, list of Problems for the others).
     """
@@ -276,7 +278,7 @@ def predict_paths(model: TrainedModel, paths, *, cache: Path, progress: bool = F
         return pd.DataFrame(), problems
     # Unreadable files are returned as problems naming each file (the cache is temporary).
     fs = features_for_model(model, ds, cache=cache, progress=progress, num_workers=0,
-                            log_skipped=False)
+                            log_skipped=False, engine=engine, device=device)
     if len(fs) == 0:  # every file unreadable: each is listed, nothing to predict
         return pd.DataFrame(), problems + list(fs.skipped)
     P = model.predict_proba(fs.X)

@@ -114,6 +114,8 @@ def defaults(cls) -> dict:
 POS_FLOAT = Interval("float", 0.0, closed="neither")
 NONNEG_FLOAT = Interval("float", 0.0)
 POS_INT = Interval("int", 1)
+#: Forward-pass engines of feature extraction (medxfer.features.choose_engine).
+ENGINES = ("auto", "torch", "onnxruntime")
 NONNEG_INT = Interval("int", 0)
 
 IMBALANCE_OPTIONS = ("none", "pos_weight", "class_balanced", "focal", "balanced_sampler")
@@ -223,9 +225,12 @@ class ExtractSettings:
                                       "later backbones at this size", Kind(str, none_ok=True))
     max_pixels: int = setting(64_000_000, "images with more pixels are skipped and listed, "
                               "before decoding (decompression bombs)", POS_INT)
-    engine: str = setting("torch", "forward-pass engine: torch, or onnxruntime (the backbone "
-                          "exported to ONNX once, cached by its weights' hash; features equal "
-                          "to torch's within float rounding)", Choice(("torch", "onnxruntime")))
+    engine: str = setting("auto", "forward-pass engine: onnxruntime (the backbone exported to "
+                          "ONNX once, cached by its weights' hash; features equal to torch's "
+                          "within float rounding), torch, or auto: onnxruntime on the CPU where "
+                          "it is installed and the backbone exports, else torch", Choice(ENGINES))
+    device: str = setting("auto", "device of the torch engine: auto (the GPU when torch sees "
+                          "one, cuda:LOCAL_RANK under torchrun), cpu, cuda or cuda:N", Kind(str))
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,12 @@ class FinetuneSettings:
     max_steps: int | None = setting(None, "stop after N optimizer steps",
                                     Interval("int", 1, none_ok=True))
     device: str = setting("auto", "auto (GPU when present), cpu, cuda or cuda:N", Kind(str))
+    workers: int | None = setting(None, "image decoding processes (None: cores - 1, up to 8, "
+                                  "beside a GPU; none on the CPU, where torch needs the cores)",
+                                  Interval("int", 0, none_ok=True))
+    image_cache: str | None = setting(None, "folder for decoded+resized images (shared with "
+                                      "`extract --image-cache`): later epochs and runs skip "
+                                      "the full-resolution decode", Kind(str, none_ok=True))
 
 
 @dataclass(frozen=True)
