@@ -213,6 +213,25 @@ def test_bottleneck_cv_selects_by_out_of_fold_auc_and_averages_fold_models(tmp_p
     np.testing.assert_allclose(TrainedModel.load(tmp_path / "m").predict_proba(X), P, atol=1e-6)
 
 
+def test_bottleneck_cv_repeats_average_partitions(capsys, tmp_path):
+    """n_repeats=2: the out-of-fold predictions are the mean of two partitions' (each the
+    one-repeat run with seeds 0 and 1), and all 2K fold models are deployed."""
+    from medxfer.cli import main
+    from medxfer.head import BottleneckCV
+
+    X, Y = _data(n=120)
+    groups = np.arange(120) // 2
+    grid = [dict(bottleneck_dim=None, alpha=1.0)]
+    one = [BottleneckCV(grid, n_splits=3, blend=False, random_state=r).fit(X, Y, groups=groups) for r in (0, 1)]
+    two = BottleneckCV(grid, n_splits=3, n_repeats=2, blend=False).fit(X, Y, groups=groups)
+    assert len(two.best_estimator_.members_) == 6
+    np.testing.assert_allclose(two.validation_[2], (one[0].validation_[2] + one[1].validation_[2]) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="n_repeats"):
+        BottleneckCV(grid, n_repeats=0).fit(X, Y, groups=groups)
+    assert main(["-q", "train", str(tmp_path / "none"), "--out", str(tmp_path / "m"), "--inner-repeats", "0"]) == 2
+    assert "--inner-repeats" in capsys.readouterr().err
+
+
 def test_lbfgs_solver_trains_full_batch_and_reports_loss_terms():
     X, Y = _data(n=200)
     m = BottleneckClassifier(8, solver="lbfgs", alpha=0.01, l1=1e-3, l2=1e-3,

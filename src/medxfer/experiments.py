@@ -58,12 +58,14 @@ class CalibratedBottleneckCV:
     """What `medxfer train` deploys: BottleneckCV, then per-finding Platt scaling fitted on
     its out-of-fold predictions (medxfer.model_io.package does the same)."""
 
-    def __init__(self, grid=None, *, random_state: int = 0):
+    def __init__(self, grid=None, *, n_repeats: int = 1, random_state: int = 0):
         self.grid = grid
+        self.n_repeats = n_repeats
         self.random_state = random_state
 
     def fit(self, X, Y, *, groups):
-        self.cv_ = BottleneckCV(self.grid, random_state=self.random_state).fit(X, Y, groups=groups)
+        self.cv_ = BottleneckCV(self.grid, n_repeats=self.n_repeats,
+                                random_state=self.random_state).fit(X, Y, groups=groups)
         self.best_params_ = self.cv_.best_params_
         _, Yv, Pv = self.cv_.validation_
         self.calibration_ = fit_calibration(Yv, Pv, "platt")

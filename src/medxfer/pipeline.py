@@ -76,7 +76,7 @@ def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = No
     if selection.select and not multiclass:
         grid = grid if grid is not None else read_grid(selection.grid)
         cv = BottleneckCV(grid, params=params, n_splits=selection.inner_folds,
-                          random_state=params["random_state"])
+                          n_repeats=selection.inner_repeats, random_state=params["random_state"])
         cv.fit(fs.X, fs.Y, groups=fs.dataset.patient_ids, progress=progress)
         est = cv.best_estimator_
         _, Yv, Pv = cv.validation_

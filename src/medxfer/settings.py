@@ -188,6 +188,9 @@ class SelectionSettings:
                            "--no-select trains the head settings as given, calibrated on a "
                            "validation part", Kind(bool))
     inner_folds: int = setting(5, "patient-wise inner folds of the selection", Interval("int", 2))
+    inner_repeats: int = setting(1, "K-fold partitions of the selection (other seeds): their "
+                                 "out-of-fold predictions averaged, all fold models deployed; "
+                                 "R times the training time", POS_INT)
     grid: str | None = setting(None, "JSON file with a list of parameter dicts to choose among; "
                                "none: medxfer.head.DEFAULT_CV_GRID", Kind(str, none_ok=True))
 

@@ -47,6 +47,10 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
     params : base parameters every setting starts from (default: HeadSettings with
         solver="lbfgs"; validation_fraction is always 0: the folds do the validation).
     n_splits : K of the patient-wise inner folds.
+    n_repeats : R, the number of K-fold partitions (seeds random_state .. random_state+R-1).
+        Each setting's out-of-fold predictions are averaged over the R partitions before
+        they are scored (a steadier choice than one partition's), and all R*K fold models
+        are averaged in the deployed model.
     blend : also try the average of the best bottleneck setting and the best linear-head
         setting, and keep it when its pooled out-of-fold macro AUC is higher than the best
         single setting's (then ``best_params_`` lists both and all 2K fold models average).
@@ -58,11 +62,13 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
     models), ``validation_`` (X, Y, out-of-fold probabilities of the chosen setting).
     """
 
-    def __init__(self, grid=None, *, params=None, n_splits=5, blend=True, random_state=0):
+    def __init__(self, grid=None, *, params=None, n_splits=5, n_repeats=1, blend=True,
+                 random_state=0):
         self.grid = grid
         self.params = params
         self.blend = blend
         self.n_splits = n_splits
+        self.n_repeats = n_repeats
         self.random_state = random_state
 
     def _base(self) -> dict:
@@ -80,6 +86,9 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         if not isinstance(self.n_splits, int) or self.n_splits < 2:
             raise ValueError(f"The 'n_splits' parameter of BottleneckCV must be an int in the "
                              f"range [2, inf). Got {self.n_splits!r} instead.")
+        if not isinstance(self.n_repeats, int) or self.n_repeats < 1:
+            raise ValueError(f"The 'n_repeats' parameter of BottleneckCV must be an int in the "
+                             f"range [1, inf). Got {self.n_repeats!r} instead.")
         groups = np.arange(len(X)) if groups is None else np.asarray(groups)
         grid = list(self.grid or DEFAULT_CV_GRID)
         base = self._base()
@@ -90,17 +99,20 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         if n_groups < 2:
             raise ValueError("BottleneckCV needs at least 2 patients (groups) for its inner CV")
         # Fewer patients than folds: one patient per fold (as TunedLogisticRegression does).
-        folds = patient_kfold(groups, min(self.n_splits, n_groups), Y=Y, seed=self.random_state)
+        partitions = [patient_kfold(groups, min(self.n_splits, n_groups), Y=Y, seed=self.random_state + r)
+                      for r in range(self.n_repeats)]
         runs = []  # (score, setting, fold members, oof) per grid point
         self.cv_results_ = []
         for i, (g, s) in enumerate(zip(grid, settings)):
             t0 = time.time()
-            oof = np.full(Y.shape, np.nan, dtype=np.float32)
+            oof = np.zeros(Y.shape, dtype=np.float32)
             members = []
-            for tr, te in folds:
-                m = BottleneckClassifier(**s).fit(X[tr], Y[tr], groups=groups[tr])
-                oof[te] = m.predict_proba(X[te])
-                members.append(m)
+            for r, folds in enumerate(partitions):  # repeat r: as a run with seed random_state + r
+                for tr, te in folds:
+                    m = BottleneckClassifier(**(s | {"random_state": self.random_state + r})).fit(
+                        X[tr], Y[tr], groups=groups[tr])
+                    oof[te] += m.predict_proba(X[te]) / len(partitions)
+                    members.append(m)
             score = _auc(Y, oof)
             runs.append((score, s, members, oof))
             self.cv_results_.append(dict(g) | {"oof_macro_auc": score,
