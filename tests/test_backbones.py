@@ -247,3 +247,58 @@ def test_rebuild_backbone_loads_and_checks_a_finetuned_state():
         rebuild_backbone(identity)
     with pytest.raises(ModelError, match="records no fine-tuning"):
         rebuild_backbone(create_backbone("tiny_random_test").identity(), state)
+
+
+def test_a_concatenation_of_backbones_is_one_backbone(make_cxr14, sample_table, tmp_path, capsys):
+    """`--backbone a+b`: each member sees the image at its own size and normalization, the
+    features are the members' side by side; the model folder names every member's weights,
+    so predict, Grad-CAM and the onnxruntime engine work as for one backbone, and a changed
+    member's weights are refused."""
+    import numpy as np
+
+    from medxfer.cli import main
+    from medxfer.features import FeatureSet
+    from medxfer.images import load_image
+    from medxfer.model_io import TrainedModel
+
+    bb = create_backbone("efficientnet_lite0+tiny_random_test", pooling="multistage")
+    a, b = (create_backbone(n, pooling="multistage") for n in ("efficientnet_lite0", "tiny_random_test"))
+    assert bb.feature_dim == a.feature_dim + b.feature_dim
+    assert bb.preprocessing.size == max(a.preprocessing.size, b.preprocessing.size)
+    gray = np.random.default_rng(0).random((300, 280)).astype(np.float32)
+    x = bb.preprocessing(gray).unsqueeze(0)
+    with torch.no_grad():
+        got = bb(x)
+        xb = nn.functional.interpolate(x, size=(b.preprocessing.size,) * 2, mode="bilinear", align_corners=False)
+        mean, std = torch.tensor(b.preprocessing.mean).view(1, 3, 1, 1), torch.tensor(b.preprocessing.std).view(1, 3, 1, 1)
+        want = torch.cat([a(a.preprocessing(bb.preprocessing.resize(gray)).unsqueeze(0)), b((xb - mean) / std)], 1)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert [m["name"] for m in bb.identity()["members"]] == ["efficientnet_lite0", "tiny_random_test"]
+
+    root = make_cxr14(sample_table["image_id"][:30].tolist())
+    name = "efficientnet_lite0+tiny_random_test"
+    for eng in ("torch", "onnxruntime"):
+        assert main(["-q", "extract", str(root), "--backbone", name, "--engine", eng, "--out", str(tmp_path / eng)]) == 0
+    ft, fo = FeatureSet.load(tmp_path / "torch"), FeatureSet.load(tmp_path / "onnxruntime")
+    assert ft.X.shape == (30, bb.feature_dim) and fo.manifest["engine"] == "onnxruntime"
+    assert np.abs(ft.X - fo.X).max() <= 0.01 * np.abs(ft.X).max()
+    assert main(["-q", "train", str(tmp_path / "torch"), "--out", str(tmp_path / "m"), "--no-select", "--epochs", "3"]) == 0
+    img = sorted((root / "images").glob("*.png"))[0]
+    capsys.readouterr()
+    assert main(["-q", "predict", str(tmp_path / "m"), str(img), "--cam", str(tmp_path / "cam"), "--json"]) == 0
+    assert list((tmp_path / "cam").glob("*.png"))
+    from medxfer.cam import grad_cam
+    model = TrainedModel.load(tmp_path / "m")
+    maps = grad_cam(model, load_image(img), model.label_names[:1])
+    assert maps[model.label_names[0]].shape == load_image(img).shape
+    # one member's weights changed since training: refused, naming the member
+    ident = dict(model.backbone)
+    ident["members"] = [dict(ident["members"][0], weights_sha256="0" * 64), ident["members"][1]]
+    with pytest.raises(ModelError, match="member of"):
+        rebuild_backbone(ident)
+    with pytest.raises(BackboneError, match="fine-tune one backbone"):
+        create_backbone(name).unfreeze_last(1)
+    with pytest.raises(BackboneError, match="names a backbone twice"):
+        create_backbone("tiny_random_test+tiny_random_test")
+    with pytest.raises(BackboneError, match="Unknown backbone|unknown backbone"):
+        create_backbone("efficientnet_lite0+nope")

