@@ -19,7 +19,7 @@ Writes oof.npz (every model's pooled out-of-fold probabilities, Y, patients) and
 regression). ``--extra-oof`` adds models from an earlier oof.npz of the same rows, so a GPU run
 of the fine-tuning can be paired with a CPU run of the frozen models.
 
-``--resized-copy DST`` writes DATA's images resized to the default backbone's input (8-bit PNG,
+``--resized-copy DST`` writes DATA's images resized to the fine-tuning backbone's input (8-bit PNG,
 the same resize medxfer applies) with the table, so the run can travel where the 166 MB of
 full-resolution PNGs cannot (medxfer leaves an image already at its input size untouched).
 Skips politely when DATA is absent.
@@ -47,9 +47,9 @@ def resized_copy(src: Path, dst: Path) -> None:
 
     from medxfer.backbones import create_backbone
     from medxfer.images import load_image
-    from medxfer.settings import DEFAULT_BACKBONE
+    from medxfer.settings import DEFAULT_FINETUNE_BACKBONE
 
-    pp = create_backbone(DEFAULT_BACKBONE).preprocessing
+    pp = create_backbone(DEFAULT_FINETUNE_BACKBONE).preprocessing
     (dst / "images").mkdir(parents=True, exist_ok=True)
     for p in sorted((src / "images").glob("*.png")):
         g = pp.resize(load_image(p))
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="folder for oof.npz and result.json")
     ap.add_argument("--resized-copy", default=None, metavar="DST")
     ap.add_argument("--max-steps", type=int, default=None, help="fine-tuning steps cap (dry runs)")
-    ap.add_argument("--backbone", default=None, help="default: medxfer's default backbone")
+    ap.add_argument("--backbone", default=None, help="default: the fine-tuning default, efficientnet_lite2")
     a = ap.parse_args(argv)
     if not Path(a.data).is_dir():
         print(f"skipped: data folder {a.data} not present")
@@ -84,10 +84,10 @@ def main(argv=None) -> int:
     from medxfer.finetune import finetune
     from medxfer.metrics import evaluate_predictions, macro_auc, paired_bootstrap_auc
     from medxfer.pipeline import features_for_model
-    from medxfer.settings import DEFAULT_BACKBONE, ExtractSettings, FinetuneSettings
+    from medxfer.settings import DEFAULT_FINETUNE_BACKBONE, ExtractSettings, FinetuneSettings
     from medxfer.splits import patient_kfold
 
-    backbone = a.backbone or DEFAULT_BACKBONE
+    backbone = a.backbone or DEFAULT_FINETUNE_BACKBONE
     work = Path(a.out or tempfile.mkdtemp(prefix="medxfer-ftq-"))
     work.mkdir(parents=True, exist_ok=True)
     ds = read_dataset(a.data)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medxfer.settings import DEFAULT_BACKBONE, DEFAULT_POOLING
+from medxfer.settings import DEFAULT_FINETUNE_BACKBONE, DEFAULT_POOLING
 
 
 def _copies(src: Path, dst: Path, copies: int) -> Path:
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/nih14-sample"))
     ap.add_argument("--copies", type=int, default=32)
-    ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    ap.add_argument("--backbone", default=DEFAULT_FINETUNE_BACKBONE)
     ap.add_argument("--pooling", default=DEFAULT_POOLING)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--finetune-steps", type=int, default=60, help="0: no fine-tuning part")
