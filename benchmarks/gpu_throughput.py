@@ -10,8 +10,8 @@ patient ids (same pixels, so a larger set without more data) and then, in one ru
   extract  : `extract_features` end to end, torch engine on the GPU, decode workers = cores-1;
              the same with onnxruntime on the CPUs; and the GPU run again from a warm image cache
   torchrun : `torchrun --nproc-per-node=2 -m medxfer extract` on the GPU(s) against the
-             one-process cache (max abs difference; bit-identical on one device is not promised,
-             cuDNN picks kernels by batch shape)
+             one-process cache (max abs difference and whether it is bit-identical: batches never
+             span shards, so each shard is computed in the same batch shapes by either run)
   finetune : `finetune` (unfreeze 2 blocks, batch 64) from the warm image cache, training img/s
   equality : GPU features against CPU torch features of the same images
 Skips politely without a GPU or without the data folder. The files are read from the page

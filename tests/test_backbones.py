@@ -296,8 +296,15 @@ def test_a_concatenation_of_backbones_is_one_backbone(make_cxr14, sample_table, 
     ident["members"] = [dict(ident["members"][0], weights_sha256="0" * 64), ident["members"][1]]
     with pytest.raises(ModelError, match="member of"):
         rebuild_backbone(ident)
+    assert main(["-q", "export", str(tmp_path / "m"), "--onnx", str(tmp_path / "m.onnx")]) == 0
     with pytest.raises(BackboneError, match="fine-tune one backbone"):
         create_backbone(name).unfreeze_last(1)
+    capsys.readouterr()
+    assert main(["-q", "finetune", str(root), "--backbone", name, "--out", str(tmp_path / "ft"),
+                 "--device", "cpu", "--max-steps", "1"]) == 2
+    assert "fine-tune one network" in capsys.readouterr().err
+    with pytest.raises(BackboneError, match="its own input size"):
+        create_backbone(name, input_size=320)
     with pytest.raises(BackboneError, match="names a backbone twice"):
         create_backbone("tiny_random_test+tiny_random_test")
     with pytest.raises(BackboneError, match="Unknown backbone|unknown backbone"):

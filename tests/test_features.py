@@ -11,7 +11,7 @@ import pytest
 from medxfer.backbones import create_backbone
 from medxfer.data import read_chestxray14
 from medxfer.errors import FeatureCacheError
-from medxfer.features import FeatureSet, extract_features
+from medxfer.features import FeatureSet, extract_features, read_manifest
 
 
 @pytest.fixture
@@ -155,3 +155,43 @@ def test_torchrun_with_two_ranks_writes_the_same_cache_as_one_process(make_cxr14
     m1 = json.loads((tmp_path / "one" / "manifest.json").read_text())
     m2 = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert {k: m1[k] for k in m1 if k != "created"} == {k: m2[k] for k in m2 if k != "created"}
+
+
+def test_batches_never_span_shards_and_the_manifest_names_every_engine(small, tmp_path, monkeypatch):
+    """Shards of 8 rows in batches of 3: 3+3+2, 3+3+2, 3+1 (a shard is computed in the same
+    batches whichever process or run makes it). A run resumed with another engine is
+    recorded as both."""
+    bb = create_backbone("tiny_random_test")
+    sizes = []
+    hook = bb.register_forward_hook(lambda _m, inp, _o: sizes.append(inp[0].shape[0]))
+    extract_features(small, bb, tmp_path / "f", shard_size=8, batch_size=3, num_workers=0,
+                     progress=False, engine="torch", device="cpu")
+    hook.remove()
+    assert sizes == [3, 3, 2, 3, 3, 2, 3, 1]
+    m = read_manifest(tmp_path / "f")
+    assert (m["engine"], m["device"]) == ("torch", "cpu")
+    (tmp_path / "f" / "manifest.json").unlink()
+    for p in (tmp_path / "f" / "shards").glob("*00001.*"):
+        p.unlink()
+    monkeypatch.setenv("MEDXFER_CACHE", str(tmp_path / "cache"))
+    fs = extract_features(small, bb, tmp_path / "f", shard_size=8, batch_size=3, num_workers=0,
+                          progress=False, engine="onnxruntime")
+    assert fs.manifest["engine"] == "onnxruntime+torch"
+
+
+def test_each_launcher_process_gets_its_own_gpu(monkeypatch):
+    import torch
+
+    from medxfer.features import decode_workers, process_gpu
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert process_gpu() == torch.device("cuda:1")
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setenv("RANK", "2")  # a launcher that sets only RANK and WORLD_SIZE
+    assert process_gpu() == torch.device("cuda:0")
+    # the decoding workers of one node are shared by its processes
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert decode_workers(torch.device("cuda")) == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert decode_workers(torch.device("cuda")) == 3

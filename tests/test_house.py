@@ -232,6 +232,18 @@ def test_bottleneck_cv_repeats_average_partitions(capsys, tmp_path):
     assert "--inner-repeats" in capsys.readouterr().err
 
 
+def test_train_inner_repeats_deploys_every_fold_model(tiny_trained, tmp_path):
+    from medxfer.cli import main
+    from medxfer.model_io import TrainedModel
+
+    grid = tmp_path / "grid.json"
+    grid.write_text('[{"bottleneck_dim": null, "alpha": 1.0}]')
+    for r in (1, 2):
+        assert main(["-q", "train", str(tiny_trained / "f"), "--out", str(tmp_path / f"m{r}"), "--grid", str(grid),
+                     "--inner-folds", "3", "--inner-repeats", str(r)]) == 0
+        assert len(TrainedModel.load(tmp_path / f"m{r}").estimator.members_) == 3 * r
+
+
 def test_lbfgs_solver_trains_full_batch_and_reports_loss_terms():
     X, Y = _data(n=200)
     m = BottleneckClassifier(8, solver="lbfgs", alpha=0.01, l1=1e-3, l2=1e-3,

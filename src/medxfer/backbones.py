@@ -244,6 +244,9 @@ def create_backbone(name: str, *, weights: str | Path | None = None,
         if weights:
             raise BackboneError(f"--weights names one file; '{name}' concatenates backbones, "
                                 "each with its own weights: build it from registered members")
+        if size != config.input_size:
+            raise BackboneError(f"'{name}' feeds each member at its own input size; --input-size "
+                                "applies to one backbone (extract the members one by one instead)")
         trunk = _Concat([create_backbone(m, pooling=pooling) for m in config.members])
         return Backbone(config, trunk, [], [], input_size=size, pooling=pooling, weights_path=None)
     path: Path | None = None
@@ -288,21 +291,11 @@ def rebuild_backbone(identity: dict, state: dict | None = None, *,
     expected = identity.get("weights_sha256")
     path = Path(weights) if weights else (config.locate_weights() if config.locate_weights
                                           else None)
-    if expected and path is not None and path.is_file():  # before the (slow) build
-        found = weights_sha256(path)
-        if found != expected:
-            raise ModelError(
-                f"the weights of backbone '{name}' on this machine ({path}) differ "
-                "from those the model was trained with (sha256 mismatch); install the same "
-                f"weights package version (sha256 here {str(found)[:12]}..., recorded "
-                f"{expected[:12]}...)")
+    _check_weights(name, path, expected)  # before the (slow) build
     for rec in identity.get("members") or []:  # a concatenation: each member's weights
         mc = get_backbone_config(rec["name"])
-        mpath = mc.locate_weights() if mc.locate_weights else None
-        if rec.get("weights_sha256") and mpath is not None and weights_sha256(mpath) != rec["weights_sha256"]:
-            raise ModelError(f"the weights of backbone '{rec['name']}' (member of '{name}') on this "
-                             f"machine ({mpath}) differ from those the model was trained with "
-                             "(sha256 mismatch); install the same weights package version")
+        _check_weights(f"{rec['name']}' (member of '{name}", mc.locate_weights() if mc.locate_weights else None,
+                       rec.get("weights_sha256"))
     finetuned = identity.get("finetuned_sha256")
     if state is not None:
         if not finetuned:
@@ -347,9 +340,11 @@ def rebuild_backbone(identity: dict, state: dict | None = None, *,
 
 class _Concat(nn.Module):
     """Trunk of a concatenation: the (B, 3, S, S) gray image in [0, 1] (the composite's
-    preprocessing does not normalize) is resized bilinearly to each member's input size,
-    normalized with the member's mean and std, and the members' pooled features are
-    concatenated. ``last_map`` keeps the first member's last feature map (Grad-CAM)."""
+    preprocessing does not normalize; S is the largest member's size) is resized bilinearly,
+    without antialiasing, to each smaller member's input size, normalized with the member's
+    mean and std, and the members' pooled features are concatenated. A smaller member's
+    features therefore differ slightly from that backbone extracted alone (which resizes the
+    original image once). ``last_map`` keeps the first member's last feature map (Grad-CAM)."""
 
     def __init__(self, members: list):
         super().__init__()
@@ -390,6 +385,18 @@ def _concat_config(name: str) -> BackboneConfig:
         license=", ".join(dict.fromkeys(c.license for c in configs)), pretrained=False,
         weights_hint=" ".join(c.weights_hint for c in configs if c.name in missing),
         members=tuple(parts))
+
+
+def _check_weights(name: str, path: Path | None, expected: str | None) -> None:
+    """ModelError when the weights file found here is not the one a model recorded."""
+    if expected and path is not None and path.is_file():
+        found = weights_sha256(path)
+        if found != expected:
+            raise ModelError(
+                f"the weights of backbone '{name}' on this machine ({path}) differ "
+                "from those the model was trained with (sha256 mismatch); install the same "
+                f"weights package version (sha256 here {str(found)[:12]}..., recorded "
+                f"{expected[:12]}...)")
 
 
 def _load_state(path: Path) -> dict:

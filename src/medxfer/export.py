@@ -143,12 +143,17 @@ def check_export(model: TrainedModel, path: str | Path, paths=None, *, atol: flo
 def backbone_onnx(backbone, cache_dir: str | Path | None = None) -> Path:
     """The backbone alone (normalized 3-channel input -> pooled features) as ONNX, exported
     once and cached under ``cache_dir`` (default: $MEDXFER_CACHE or ~/.cache/medxfer/onnx),
-    keyed by the backbone's identity (weights sha256, pooling, input size, fine-tuning):
+    keyed by the backbone's identity (weights sha256, pooling, input size, fine-tuning) and
+    medxfer's version:
     new weights give a new file, never a stale one."""
     import hashlib
     import os
 
-    ident = json.dumps(backbone.identity(), sort_keys=True, default=str)
+    from . import __version__
+
+    # medxfer's version and the opset: the graph also depends on medxfer's own code
+    # (e.g. the resizing inside a concatenation), not only on the weights.
+    ident = json.dumps([backbone.identity(), __version__, 17], sort_keys=True, default=str)
     key = hashlib.sha256(ident.encode()).hexdigest()[:20]
     root = Path(cache_dir or os.environ.get("MEDXFER_CACHE") or Path.home() / ".cache" / "medxfer")
     path = root / "onnx" / f"{backbone.config.name.replace(':', '_')}-{key}.onnx"

@@ -336,6 +336,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     if shard_size is None:
         shard_size = auto_shard_size(len(dataset))
     out = Path(out)
+    asked = engine
+    engine, dev = choose_engine(engine, device, world_size=world_size)  # before the disk is touched
     want = expected_manifest(dataset, backbone, dtype=dtype, shard_size=shard_size,
                              corruption=corruption)
     partial = out / PARTIAL
@@ -353,14 +355,12 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     n = len(dataset)
     mine = [i for i in range(_n_shards(n, shard_size)) if i % world_size == rank]
     todo = [i for i in mine if _valid_shard(out, i) is None]
-    asked = engine
-    engine, dev = choose_engine(engine, device, world_size=world_size)
     onnx_file = None
     if engine == "onnxruntime" and todo:
         onnx_file = _exported(backbone, required=asked == "onnxruntime")
-        engine = "onnxruntime" if onnx_file else "torch"
+    # Which engine and device computed the features is recorded per shard (a resumed run
+    # or another rank may use others) and collected into the manifest at the end.
     manifest = want | {"medxfer_version": __version__, "torch_version": torch.__version__,
-                       "engine": engine, "device": str(dev) if engine == "torch" else "cpu",
                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if rank == 0:
         # What is being made goes to manifest.partial.json; manifest.json, the mark of a
@@ -381,6 +381,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     if any(_valid_shard(out, i) is None for i in range(_n_shards(n, shard_size))):
         return None
     if not (out / "manifest.json").is_file():
+        manifest |= _made_by(out, _n_shards(n, shard_size))
         # Whichever rank sees every shard in place writes the manifest (rank 0 wrote the rows
         # and labels before its first shard, so they are there).
         _atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
@@ -412,11 +413,6 @@ def auto_shard_size(n: int) -> int:
     return int(min(1024, max(32, -(-n // 16))))
 
 
-def default_workers() -> int:
-    # Decoding overlaps the forward pass; with few cores one worker leaves the rest to torch.
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
 def choose_engine(engine: str = "auto", device: str = "auto", *,
                   world_size: int = 1) -> tuple[str, torch.device]:
     """(engine, torch device) that extraction will use.
@@ -430,13 +426,11 @@ def choose_engine(engine: str = "auto", device: str = "auto", *,
     if engine not in ENGINES:
         raise FeatureCacheError(f"engine must be one of {', '.join(ENGINES)}; got '{engine}'")
     try:
-        dev = resolve_device(device)
+        dev = resolve_device("cpu" if engine == "onnxruntime" and device == "auto" else device)
     except ValueError as exc:
         raise FeatureCacheError(str(exc)) from exc
     if dev.type == "cuda" and dev.index is None and world_size > 1:
-        # one GPU per process; more processes than GPUs share them (extraction needs no NCCL)
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        dev = torch.device(f"cuda:{local % max(1, torch.cuda.device_count())}")
+        dev = process_gpu()  # extraction needs no NCCL: processes may share a GPU
     if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
         raise FeatureCacheError(f"device {dev} was asked for, but torch sees "
                                 f"{torch.cuda.device_count()} GPU(s); pass --device auto or cpu")
@@ -446,6 +440,43 @@ def choose_engine(engine: str = "auto", device: str = "auto", *,
         raise FeatureCacheError(f"the onnxruntime engine runs on the CPU, not on {dev}: pass "
                                 "--engine torch to use the GPU, or --device cpu")
     return engine, dev
+
+
+def process_gpu() -> torch.device:
+    """This process's GPU under a launcher: cuda:LOCAL_RANK (torchrun), else cuda:RANK,
+    modulo the GPUs torch sees (more processes than GPUs share them)."""
+    local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))
+    return torch.device(f"cuda:{local % max(1, torch.cuda.device_count())}")
+
+
+def node_cores() -> int:
+    """This process's share of the machine's cores (LOCAL_WORLD_SIZE processes per node)."""
+    return max(1, (os.cpu_count() or 2) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def decode_workers(device: torch.device, onnxruntime: bool = False) -> int:
+    """Decoding processes when none are given, shared fairly by the processes of one node
+    (LOCAL_WORLD_SIZE under torchrun). onnxruntime, or a GPU, makes the forward pass cheap
+    enough that decoding is the wall: every core (up to 8 for onnxruntime, which still
+    needs one for itself; cores - 1 up to 32 beside a GPU). With torch on the CPU, one
+    worker leaves the rest to torch."""
+    cores = node_cores()
+    if onnxruntime:
+        return min(8, cores)
+    if device.type != "cpu":
+        return max(1, min(32, cores - 1))
+    return max(1, min(8, cores - 1))
+
+
+def _made_by(out: Path, n_shards: int) -> dict:
+    """{"engine", "device"} of the shards, each a single value or several joined by '+'
+    (e.g. a run resumed with another engine); "unrecorded" for shards of older versions."""
+    seen: dict[str, set] = {"engine": set(), "device": set()}
+    for i in range(n_shards):
+        info = _read_json(_shard_path(out, i).with_suffix(".json"))
+        for k in seen:
+            seen[k].add(str(info.get(k, "unrecorded")))
+    return {k: "+".join(sorted(v)) for k, v in seen.items()}
 
 
 def _onnxruntime_installed() -> bool:
@@ -478,18 +509,9 @@ def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int]
     rows = [r for i in todo for r in range(i * shard_size, min(n, (i + 1) * shard_size))]
     paths = dataset.table["path"].astype(str).tolist()
     images = ImageRows(paths, backbone.preprocessing, image_cache, corruption, max_pixels)
-    cores = os.cpu_count() or 1
+    cores = node_cores()
     if num_workers is None:
-        # onnxruntime, or a GPU, makes the forward pass cheap enough that decoding is the
-        # wall: give decoding every core (up to 8 for onnxruntime, which still needs one for
-        # itself; up to 32 beside a GPU). With torch on the CPU, one worker leaves the rest
-        # to torch.
-        if onnx_file:
-            num_workers = min(8, cores)
-        elif device.type != "cpu":
-            num_workers = max(1, min(32, cores - 1))
-        else:
-            num_workers = default_workers()
+        num_workers = decode_workers(device, onnxruntime=onnx_file is not None)
     # Batches never span shards, so every shard is computed in the same batches whichever
     # process (rank) and run computes it: the cache is bit for bit the same.
     batches = [list(range(b, min(b + batch_size, stop)))
@@ -497,6 +519,9 @@ def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int]
                for b in range(start, stop, batch_size)]
     loader = DataLoader(images, batch_sampler=batches, collate_fn=_collate, num_workers=num_workers,
                         persistent_workers=False, pin_memory=device.type == "cuda")
+    made = {"engine": "onnxruntime" if onnx_file else "torch",
+            "device": "cpu" if onnx_file else str(device)}
+    home = next(backbone.parameters(), torch.empty(0)).device
     if onnx_file:
         from .export import onnx_session
 
@@ -513,19 +538,20 @@ def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int]
     # cuDNN's TF32 convolutions would move GPU features about 3e-3 of their scale away from
     # the CPU's (measured on an H100); full float32 keeps caches comparable across devices,
     # and decoding, not the forward pass, bounds a GPU pipeline anyway.
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         _write_rows(loader, forward, out, paths, n, shard_size, dtype,
                     tqdm(total=len(rows), unit="img", desc=f"extract {backbone.config.name}",
-                         disable=not progress, dynamic_ncols=True))
+                         disable=not progress, dynamic_ncols=True), made)
     finally:
-        torch.backends.cudnn.allow_tf32 = tf32
-        if not onnx_file and device.type != "cpu":
-            backbone.to("cpu")  # the caller's backbone stays where it was
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        if not onnx_file and device != home:
+            backbone.to(home)  # the caller's backbone stays where it was
 
 
-def _write_rows(loader, forward, out: Path, paths, n: int, shard_size: int, dtype, bar) -> None:
+def _write_rows(loader, forward, out: Path, paths, n: int, shard_size: int, dtype, bar,
+                made: dict) -> None:
     buffers: dict[int, dict] = {}
     with torch.inference_mode():
         for idx, x, errs in loader:
@@ -538,16 +564,16 @@ def _write_rows(loader, forward, out: Path, paths, n: int, shard_size: int, dtyp
                     buf["errors"].append({"row": r, "path": paths[r], "reason": e})
                 stop = min(n, (s + 1) * shard_size)
                 if len(buf["rows"]) == stop - s * shard_size:
-                    _write_shard(out, s, buffers.pop(s), s * shard_size, stop, dtype)
+                    _write_shard(out, s, buffers.pop(s), s * shard_size, stop, dtype, made)
             bar.update(len(idx))
     bar.close()
 
 
-def _write_shard(out: Path, i: int, buf: dict, start: int, stop: int, dtype) -> None:
+def _write_shard(out: Path, i: int, buf: dict, start: int, stop: int, dtype, made: dict) -> None:
     arr = np.stack([buf["rows"][r] for r in range(start, stop)]).astype(dtype)
     for e in buf["errors"]:
         arr[e["row"] - start] = np.nan
     npy = _shard_path(out, i)
     _atomic_write(npy, lambda f: np.save(f, arr))
-    info = {"shard": i, "rows": [start, stop], "sha256": sha256_file(npy), "errors": buf["errors"]}
+    info = {"shard": i, "rows": [start, stop], "sha256": sha256_file(npy), "errors": buf["errors"]} | made
     _atomic_write(npy.with_suffix(".json"), lambda f: f.write(json.dumps(info).encode()))

@@ -30,7 +30,7 @@ from .data import Dataset
 from .errors import DataError
 from .head import (BottleneckClassifier, BottleneckNet, HeadLoss, early_stopping_loop,
                    predict_proba_nets, resolve_device, task_macro_auc)
-from .features import ImageRows
+from .features import ImageRows, decode_workers, process_gpu
 from .model_io import TrainedModel, package
 from .settings import FinetuneSettings, HeadSettings, PackageSettings
 from .splits import patient_holdout
@@ -110,10 +110,10 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
     dev = resolve_device(st.device)
     rank, world = _distributed(dev)
     if dev.type == "cuda" and world > 1:
-        dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        dev = process_gpu()
     num_workers = st.workers
-    if num_workers is None:
-        num_workers = max(1, min(8, (os.cpu_count() or 2) - 1)) if dev.type == "cuda" else 0
+    if num_workers is None:  # on the CPU the cores are torch's
+        num_workers = min(8, decode_workers(dev)) if dev.type == "cuda" else 0
     if st.batch_size % world:
         raise DataError(f"--batch-size {st.batch_size} must divide by the {world} processes "
                         "(each takes an equal share of every global batch)")
@@ -125,6 +125,9 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
     BottleneckClassifier(**p).validate_params()
     tr, va = patient_holdout(dataset.patient_ids, p["validation_fraction"], Y=dataset.labels, seed=seed)
     bb = create_backbone(st.backbone)
+    if bb.config.members:
+        raise DataError(f"'{st.backbone}' concatenates backbones for frozen features; fine-tune "
+                        f"one network (e.g. --backbone {bb.config.members[0]})")
     pp = bb.preprocessing
     Y = dataset.labels.astype(np.float32)
     paths = dataset.table["path"].tolist()

@@ -4,7 +4,7 @@ On a few hundred radiographs, one early-stopping split is noise: the epoch it pi
 validation AUC it reports swing with which patients fell into it. :class:`BottleneckCV`
 instead trains every setting of a small grid full-batch (L-BFGS) on each of K patient-wise
 folds' training parts, scores it by the macro AUC of the pooled out-of-fold predictions,
-keeps the best setting, and deploys the average of its K fold models. Each training row was
+keeps the best setting, and deploys the average of its K fold models (R*K with n_repeats=R). Each training row was
 held out of exactly one fold, so the out-of-fold predictions (``validation_``) are
 predictions of the deployed members on patients they never saw (each row by the member(s)
 that did not train on it, not by the average): calibration and thresholds are fitted on
@@ -53,12 +53,12 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         are averaged in the deployed model.
     blend : also try the average of the best bottleneck setting and the best linear-head
         setting, and keep it when its pooled out-of-fold macro AUC is higher than the best
-        single setting's (then ``best_params_`` lists both and all 2K fold models average).
+        single setting's (then ``best_params_`` lists both and all 2*R*K fold models average).
     random_state : seed of the folds and of every member.
 
     Fitted attributes: ``best_params_``, ``best_score_`` (pooled out-of-fold macro AUC of
     the chosen setting: optimistic, it won the selection), ``cv_results_`` (one row per
-    setting), ``best_estimator_`` (a BottleneckClassifier whose members are the K fold
+    setting), ``best_estimator_`` (a BottleneckClassifier whose members are the R*K fold
     models), ``validation_`` (X, Y, out-of-fold probabilities of the chosen setting).
     """
 
@@ -150,7 +150,7 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        """Mean probability of the K fold models, shape (n_samples, n_labels)."""
+        """Mean probability of the fold models, shape (n_samples, n_labels)."""
         from ..errors import NotFittedError
 
         if not hasattr(self, "best_estimator_"):

@@ -67,7 +67,7 @@ def open_study(data, out, *, extract=None, settings=None, head=None, progress: b
         sub = out / "features" / features_label(ex)
         extra[features_label(ex)] = extract_with_settings(dataset, ex, sub, progress=progress)
     return StudyContext(fs, out, settings, head or HeadSettings(), features_folder=folder,
-                        extra_features=extra, progress=progress)
+                        extra_features=extra, progress=progress, extract=extract)
 
 
 def run_study(name: str, ctx: StudyContext) -> dict:

@@ -37,6 +37,8 @@ class StudyContext:
     features_folder : where ``features`` live (named in the page).
     extra_features : {label: FeatureSet} of other backbones for `compare`.
     progress : show bars (a terminal); otherwise one log line per stage.
+    extract : ExtractSettings of the run; the disturbance study extracts its corrupted test
+        images with its engine and device.
     """
 
     features: FeatureSet
@@ -46,6 +48,7 @@ class StudyContext:
     features_folder: Path | None = None
     extra_features: dict = field(default_factory=dict)
     progress: bool = False
+    extract: object = None  # the ExtractSettings of the run
 
     def __post_init__(self):
         self.out = Path(self.out)

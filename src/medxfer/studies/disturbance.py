@@ -88,11 +88,14 @@ def run_disturbance(ctx: StudyContext, *, batch_size: int = 32, num_workers: int
     test_ds = ctx.features.dataset.subset(te)
     dtype = ctx.features.manifest.get("dtype", "float16")
     cache = ctx.out / "image_cache"
+    x = ctx.extract
+    engine = {} if x is None else {"engine": x.engine, "device": x.device}
 
     def predictions(corruption: Corruption | None, key: str):
         fs = extract_features(test_ds, backbone, ledger.folder / "features" / key,
                               batch_size=batch_size, num_workers=num_workers, dtype=dtype,
-                              progress=False, image_cache=cache, corruption=corruption)
+                              progress=False, image_cache=cache, corruption=corruption,
+                              **engine)
         P = np.full((len(test_ds), Y.shape[1]), np.nan)
         ok = np.isin(test_ds.table["image_id"].to_numpy(), fs.dataset.table["image_id"].to_numpy())
         P[ok] = est.predict_proba(fs.X)
