@@ -221,6 +221,19 @@ def test_feature_distance_flags_shifted_inputs_at_its_stated_rate():
     np.testing.assert_allclose(back.score(X[:5]), od.score(X[:5]), rtol=1e-5)
 
 
+def test_principal_components_of_a_tall_matrix_equal_the_svd():
+    from medxfer.ood import _top_components
+
+    rng = np.random.default_rng(1)
+    Z = (rng.normal(size=(500, 6)) @ rng.normal(size=(6, 30)) + 0.1 * rng.normal(size=(500, 30))).astype(np.float32)
+    _, s, vt = np.linalg.svd(Z, full_matrices=False)
+    s2, v2 = _top_components(Z, 8)  # 500 > 30 rows: the Gram-matrix path
+    np.testing.assert_allclose(s2, s[:8], rtol=1e-4)
+    np.testing.assert_allclose(np.abs(np.sum(v2 * vt[:8], axis=1)), 1.0, atol=1e-3)  # same axes up to sign
+    s3, v3 = _top_components(Z[:20], 8)  # wide: the thin SVD
+    np.testing.assert_allclose(s3, np.linalg.svd(Z[:20], compute_uv=False)[:8], rtol=1e-5)
+
+
 def test_predict_flags_a_brain_mr_by_header_and_saves_the_score(make_cxr14, sample_table, tmp_path, capsys):
     import pydicom
     from pathlib import Path
