@@ -1,6 +1,7 @@
 """Requests per second and latency of `medxfer serve` over real HTTP on loopback, run by hand:
 
-    python benchmarks/serve_load.py MODEL [--requests 200] [--clients 8]
+    python benchmarks/serve_load.py MODEL [--requests 200] [--clients 8] [--engine auto|torch|onnxruntime]
+        [--max-batch 8] [--batch-wait-ms 2]
 
 Starts the service in this process (uvicorn, one worker) and sends PNG uploads of bundled
 sample images from ``--clients`` threads; reports requests/s and the 50th/95th percentile
@@ -42,12 +43,15 @@ def main(argv=None) -> int:
     ap.add_argument("model")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--engine", default="auto")
+    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--batch-wait-ms", type=float, default=2.0)
     a = ap.parse_args(argv)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(a.model), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    app = create_app(a.model, engine=a.engine, max_batch=a.max_batch, batch_wait_ms=a.batch_wait_ms)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.1)
@@ -59,7 +63,9 @@ def main(argv=None) -> int:
         res = list(pool.map(lambda i: _post(url, files[i % len(files)]), range(a.requests)))
     wall = time.perf_counter() - t
     lat = np.array([r[1] for r in res])
-    print(json.dumps({"requests": a.requests, "clients": a.clients,
+    pred = app.state.predictor
+    print(json.dumps({"engine": pred.engine, "max_batch": a.max_batch, "batch_wait_ms": a.batch_wait_ms,
+                      "batch_sizes": pred.batch_sizes, "requests": a.requests, "clients": a.clients,
                       "all_200": all(r[0] == 200 for r in res),
                       "requests_per_s": round(a.requests / wall, 1),
                       "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),

@@ -105,3 +105,28 @@ def test_200_requests_from_8_clients_without_an_error(service):
 def test_serve_cli_refuses_bad_options(tmp_path, capsys):
     assert main(["serve", str(tmp_path), "--port", "70000"]) == 2
     assert "--port must be" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
+    assert "--max-batch must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", str(tmp_path), "--engine", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+def test_concurrent_requests_share_forward_passes_with_the_same_answers(tiny_trained):
+    """Requests that arrive together are answered by one forward pass (batch_sizes shows
+    batches above 1), with the probabilities each would get alone, in either engine."""
+    from medxfer.model_io import TrainedModel
+    from medxfer.serve import Predictor
+
+    model = TrainedModel.load(tiny_trained / "m")
+    files = [str(p) for p in sorted((tiny_trained / "cxr" / "images").glob("*.png"))[:8]]
+    alone = Predictor(model, max_batch=1, engine="torch")
+    want = [alone(f)["probabilities"] for f in files]
+    for engine in ("torch", "onnxruntime"):
+        batched = Predictor(model, max_batch=8, batch_wait_ms=200, engine=engine)
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda f: batched(f)["probabilities"], files))
+        assert batched.engine == engine and max(batched.batch_sizes) > 1
+        for g, w in zip(got, want):
+            assert max(abs(g[k] - w[k]) for k in w) < 2e-3
+    assert set(alone.batch_sizes) == {1}

@@ -152,7 +152,7 @@ STUDY_HEAD = ("bottleneck_dim", "l1", "l2", "alpha", "lr")
 COMMAND_SETTINGS = {
     "demo": [(EvalSettings, ("n_boot",))],
     "inspect": [(ExtractSettings, ("max_pixels", "workers"))],
-    "serve": [(ExtractSettings, ("max_pixels",))],
+    "serve": [(ExtractSettings, ("max_pixels", "engine", "device"))],
     "extract": [(ExtractSettings, None)],
     "train": [(HeadSettings, None), (SelectionSettings, None), (PackageSettings, None)],
     "tune": [(TuneSettings, None), (PackageSettings, None)],
@@ -305,7 +305,12 @@ def build_parser() -> _Parser:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--max-upload-mb", type=float, default=20.0,
                    help="larger uploads get 413 (default: 20)")
-    add_settings(p, ExtractSettings, only=("max_pixels",), title="images")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="concurrent requests answered by one forward pass, at most (1: one at a "
+                        "time; default: 8)")
+    p.add_argument("--batch-wait-ms", type=float, default=2.0,
+                   help="how long the first request of a batch waits for others (default: 2)")
+    add_settings(p, ExtractSettings, only=("max_pixels", "engine", "device"), title="images and engine")
 
     p = command("predict", "per-finding probabilities for image files or folders", parents=[js])
     p.add_argument("model", help="model folder")
@@ -658,8 +663,14 @@ def _cmd_serve(a) -> int:
         raise UsageError(f"--port must be an int in the range [1, 65535]; got {a.port}")
     if not a.max_upload_mb > 0:
         raise UsageError(f"--max-upload-mb must be a float in the range (0, inf); got {a.max_upload_mb}")
+    if a.max_batch < 1:
+        raise UsageError(f"--max-batch must be an int in the range [1, inf); got {a.max_batch}")
+    if not a.batch_wait_ms >= 0:
+        raise UsageError(f"--batch-wait-ms must be a float in the range [0, inf); got {a.batch_wait_ms}")
+    x = a.settings[ExtractSettings]
     serve(a.model, host=a.host, port=a.port, max_upload_mb=a.max_upload_mb,
-          max_pixels=a.settings[ExtractSettings].max_pixels)
+          max_pixels=x.max_pixels, engine=x.engine, device=x.device, max_batch=a.max_batch,
+          batch_wait_ms=a.batch_wait_ms)
     return 0
 
 

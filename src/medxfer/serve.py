@@ -11,14 +11,21 @@ a content type that is not an image or DICOM (415), bytes that do not decode, tr
 files or images over ``max_pixels`` (422). Binds to 127.0.0.1 unless told otherwise. The
 upload lives in memory and, for decoding, in a temporary file deleted before the answer
 is sent; nothing is kept. No pickle anywhere: the model folder is safetensors + JSON.
-Requests are answered one forward pass at a time per process (a lock around the backbone);
-batching concurrent requests into one forward pass is not implemented.
+The backbone runs in the extraction engine (``engine="auto"``: onnxruntime on a CPU where it
+is installed, torch on a GPU). Concurrent requests are batched: each request decodes its own
+upload, then waits for one forward pass that takes every request queued within ``batch_wait_ms``
+(at most ``max_batch``); ``max_batch=1`` answers them one at a time.
 """
 
 import os
+import queue
 import tempfile
 import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from fastapi import FastAPI, File, HTTPException, UploadFile
@@ -36,19 +43,68 @@ SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
 
 
 class Predictor:
-    """Decoded image file -> the JSON answer; thread-safe (one forward pass at a time)."""
+    """Decoded image file -> the JSON answer; thread-safe. Forward passes run in one worker
+    thread, on batches of the requests that arrived together (see the module's docstring);
+    ``batch_sizes`` counts the batches it ran, by size."""
 
-    def __init__(self, model: TrainedModel, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, model: TrainedModel, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 engine: str = "auto", device: str = "auto", max_batch: int = 8,
+                 batch_wait_ms: float = 2.0):
+        from .features import _exported, choose_engine
+
+        if max_batch < 1 or batch_wait_ms < 0:
+            raise ValueError("max_batch must be at least 1 and batch_wait_ms at least 0")
         self.model = model
         self.backbone = rebuild_backbone(model.backbone, model.backbone_state).eval()
         self.max_pixels = max_pixels
-        self.lock = threading.Lock()
+        self.max_batch, self.wait = int(max_batch), batch_wait_ms / 1000
+        self.engine, self.device = choose_engine(engine, device)
+        onnx_file = _exported(self.backbone, required=engine == "onnxruntime") \
+            if self.engine == "onnxruntime" else None
+        if onnx_file:
+            from .export import onnx_session
+
+            session = onnx_session(onnx_file)
+            self._forward = lambda x: session.run(None, {"x": x.numpy()})[0]
+        else:
+            self.engine = "torch"
+            self.backbone.to(self.device)
+
+            def forward(x):
+                with torch.inference_mode():
+                    return self.backbone(x.to(self.device)).float().cpu().numpy()
+            self._forward = forward
+        self.batch_sizes: dict[int, int] = {}
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._work, daemon=True, name="medxfer-batcher").start()
+
+    def _work(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + self.wait
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            try:
+                z = self._forward(torch.cat([x for x, _ in batch]))
+                for (_, fut), row in zip(batch, z):
+                    fut.set_result(row)
+            except Exception as exc:  # every waiting request gets the error, the worker lives on
+                for _, fut in batch:
+                    fut.set_exception(exc)
+            self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
+
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        """Backbone features of one preprocessed image (1, 3, S, S), via the batcher."""
+        fut: Future = Future()
+        self._queue.put((x, fut))
+        return fut.result()[None]
 
     def __call__(self, path: str) -> dict:
         gray = load_image(path, self.max_pixels)
-        x = self.backbone.preprocessing(gray)[None]
-        with self.lock, torch.inference_mode():
-            z = self.backbone(x).float().numpy()
+        z = self.features(self.backbone.preprocessing(gray)[None])
         p = self.model.predict_proba(z)[0]
         names, thr = self.model.label_names, self.model.thresholds
         score = None if self.model.ood is None else float(self.model.ood.score(z)[0])
@@ -84,13 +140,17 @@ class Health(BaseModel):
 
 
 def create_app(model_dir, *, max_upload_mb: float = 20.0,
-               max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The FastAPI application serving the model folder ``model_dir``."""
+               max_pixels: int = DEFAULT_MAX_PIXELS, engine: str = "auto", device: str = "auto",
+               max_batch: int = 8, batch_wait_ms: float = 2.0):
+    """The FastAPI application serving the model folder ``model_dir`` (engine, device,
+    max_batch, batch_wait_ms: see :class:`Predictor`). ``app.state.predictor`` is it."""
     model = TrainedModel.load(model_dir)
-    predictor = Predictor(model, max_pixels=max_pixels)
+    predictor = Predictor(model, max_pixels=max_pixels, engine=engine, device=device,
+                          max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     limit = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="medxfer", version=__version__,
                   description=f"Per-finding probabilities of a medxfer model ({model.backbone['name']}).")
+    app.state.predictor = predictor
 
     @app.get("/health", response_model=Health)
     def health() -> dict:
@@ -131,12 +191,13 @@ def create_app(model_dir, *, max_upload_mb: float = 20.0,
 
 
 def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_mb: float = 20.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Run the service until interrupted."""
+          max_upload_mb: float = 20.0, max_pixels: int = DEFAULT_MAX_PIXELS, **predictor) -> None:
+    """Run the service until interrupted (``predictor``: engine, device, max_batch,
+    batch_wait_ms)."""
     import uvicorn
 
-    uvicorn.run(create_app(model_dir, max_upload_mb=max_upload_mb, max_pixels=max_pixels),
-                host=host, port=port, log_level="info")
+    uvicorn.run(create_app(model_dir, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                           **predictor), host=host, port=port, log_level="info")
 
 
 __all__ = ["Predictor", "create_app", "serve"]
