@@ -232,6 +232,10 @@ def test_principal_components_of_a_tall_matrix_equal_the_svd():
     np.testing.assert_allclose(np.abs(np.sum(v2 * vt[:8], axis=1)), 1.0, atol=1e-3)  # same axes up to sign
     s3, v3 = _top_components(Z[:20], 8)  # wide: the thin SVD
     np.testing.assert_allclose(s3, np.linalg.svd(Z[:20], compute_uv=False)[:8], rtol=1e-5)
+    # rank 6 asked for 12 axes: the 6 beyond the rank keep (near) zero variance, as in the SVD
+    R = (rng.normal(size=(2000, 6)) @ rng.normal(size=(6, 40))).astype(np.float32)
+    s4, _ = _top_components(R, 12)
+    assert (s4[6:] ** 2 / 1999).max() < 1e-8 < (s4[:6] ** 2 / 1999).min()
 
 
 def test_predict_flags_a_brain_mr_by_header_and_saves_the_score(make_cxr14, sample_table, tmp_path, capsys):

@@ -114,19 +114,47 @@ def test_serve_cli_refuses_bad_options(tmp_path, capsys):
 
 def test_concurrent_requests_share_forward_passes_with_the_same_answers(tiny_trained):
     """Requests that arrive together are answered by one forward pass (batch_sizes shows
-    batches above 1), with the probabilities each would get alone, in either engine."""
+    batches above 1), each with its own image's features (as computed alone, to float
+    rounding), in either engine; a failing forward pass reaches only the requests it must,
+    as ServiceError (503), and the worker lives on; close() ends it."""
+    import numpy as np
+
+    from medxfer.images import load_image
     from medxfer.model_io import TrainedModel
-    from medxfer.serve import Predictor
+    from medxfer.serve import Predictor, ServiceError
 
     model = TrainedModel.load(tiny_trained / "m")
     files = [str(p) for p in sorted((tiny_trained / "cxr" / "images").glob("*.png"))[:8]]
     alone = Predictor(model, max_batch=1, engine="torch")
-    want = [alone(f)["probabilities"] for f in files]
-    for engine in ("torch", "onnxruntime"):
+    xs = [alone.backbone.preprocessing(load_image(f))[None] for f in files]
+    want = np.concatenate([alone.features(x) for x in xs])
+    assert min(np.abs(want[i] - want[j]).max() for i in range(8) for j in range(i)) > 1e-3  # distinct
+    for engine, tol in (("torch", 1e-5), ("onnxruntime", 1e-3)):
         batched = Predictor(model, max_batch=8, batch_wait_ms=200, engine=engine)
         with ThreadPoolExecutor(8) as pool:
-            got = list(pool.map(lambda f: batched(f)["probabilities"], files))
+            got = np.concatenate(list(pool.map(batched.features, xs)))
         assert batched.engine == engine and max(batched.batch_sizes) > 1
-        for g, w in zip(got, want):
-            assert max(abs(g[k] - w[k]) for k in w) < 2e-3
+        np.testing.assert_allclose(got, want, atol=tol * np.abs(want).max())
+        batched.close()
+        assert not batched._worker.is_alive()
     assert set(alone.batch_sizes) == {1}
+
+    flaky = Predictor(model, max_batch=8, batch_wait_ms=200, engine="torch")
+    real = flaky._forward
+    flaky._forward = lambda x: real(x) if len(x) == 1 else (_ for _ in ()).throw(RuntimeError("batch broke"))
+    with ThreadPoolExecutor(4) as pool:  # batches fail, each request is retried alone
+        got = np.concatenate(list(pool.map(flaky.features, xs[:4])))
+    np.testing.assert_allclose(got, want[:4], atol=1e-5 * np.abs(want).max())
+    assert max(flaky.batch_sizes) > 1  # the failing batch did form
+    flaky._forward = lambda x: (_ for _ in ()).throw(RuntimeError("out of memory"))
+    with pytest.raises(ServiceError, match="out of memory"):
+        flaky.features(xs[0])
+    flaky._forward = real
+    np.testing.assert_allclose(flaky.features(xs[1]), want[1:2], atol=1e-5 * np.abs(want).max())
+    with pytest.raises(ValueError, match="batch_wait_ms"):
+        Predictor(model, batch_wait_ms=float("inf"))
+
+
+def test_serve_refuses_an_unbounded_batch_wait(tmp_path, capsys):
+    assert main(["serve", str(tmp_path), "--batch-wait-ms", "inf"]) == 2
+    assert "--batch-wait-ms must be" in capsys.readouterr().err

@@ -665,8 +665,11 @@ def _cmd_serve(a) -> int:
         raise UsageError(f"--max-upload-mb must be a float in the range (0, inf); got {a.max_upload_mb}")
     if a.max_batch < 1:
         raise UsageError(f"--max-batch must be an int in the range [1, inf); got {a.max_batch}")
-    if not a.batch_wait_ms >= 0:
-        raise UsageError(f"--batch-wait-ms must be a float in the range [0, inf); got {a.batch_wait_ms}")
+    from .serve import MAX_BATCH_WAIT_MS
+
+    if not 0 <= a.batch_wait_ms <= MAX_BATCH_WAIT_MS:
+        raise UsageError(f"--batch-wait-ms must be a float in the range [0, {MAX_BATCH_WAIT_MS:g}]; "
+                         f"got {a.batch_wait_ms}")
     x = a.settings[ExtractSettings]
     serve(a.model, host=a.host, port=a.port, max_upload_mb=a.max_upload_mb,
           max_pixels=x.max_pixels, engine=x.engine, device=x.device, max_batch=a.max_batch,

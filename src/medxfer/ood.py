@@ -99,12 +99,17 @@ def _fit_parts(X: np.ndarray, max_components: int):
 
 def _top_components(Z: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
     """The r largest singular values of Z and their right singular vectors (r, d), exactly.
-    More rows than columns (a large training set): eigenvectors of the d x d Gram matrix in
-    float64, one matrix product instead of an SVD of the tall matrix (10 s against 40 s at
-    8,000 x 4,952 on 2 cores, equal to 4e-8, and no n x d factor in memory). Otherwise the
-    thin SVD."""
+    More rows than columns (a large training set): eigenvectors of the d x d Gram matrix,
+    accumulated in float64 over row blocks, instead of an SVD of the tall matrix (4x faster
+    at 8,000 x 4,952 on 2 cores, equal to the SVD to 4e-8, no n x d factor in memory; tiny
+    eigenvalues of a rank-deficient matrix stay tiny, under the variance floor). Otherwise
+    the thin SVD."""
     if Z.shape[0] > Z.shape[1]:
-        w, v = np.linalg.eigh((Z.T @ Z).astype(np.float64))
+        G = np.zeros((Z.shape[1], Z.shape[1]), np.float64)
+        for i in range(0, len(Z), 8192):  # float64 products, 8,192 rows at a time
+            c = Z[i:i + 8192].astype(np.float64)
+            G += c.T @ c
+        w, v = np.linalg.eigh(G)
         top = np.argsort(w)[::-1][:r]
         return np.sqrt(np.maximum(w[top], 0.0)).astype(np.float32), v[:, top].T.astype(np.float32)
     _, s, vt = np.linalg.svd(Z, full_matrices=False)

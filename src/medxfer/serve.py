@@ -14,7 +14,9 @@ is sent; nothing is kept. No pickle anywhere: the model folder is safetensors + 
 The backbone runs in the extraction engine (``engine="auto"``: onnxruntime on a CPU where it
 is installed, torch on a GPU). Concurrent requests are batched: each request decodes its own
 upload, then waits for one forward pass that takes every request queued within ``batch_wait_ms``
-(at most ``max_batch``); ``max_batch=1`` answers them one at a time.
+(at most ``max_batch``); ``max_batch=1`` answers them one at a time. A forward pass that
+fails (not the upload's fault: e.g. out of memory) is retried one request at a time, and a
+request that still fails gets 503.
 """
 
 import os
@@ -42,22 +44,35 @@ CONTENT_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "application/dicom":
 SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
 
 
+class ServiceError(MedxferError):
+    """The service could not compute an answer (not the upload's fault): HTTP 503."""
+
+
+#: The longest a request waits for others to share its forward pass (--batch-wait-ms).
+MAX_BATCH_WAIT_MS = 1000.0
+_STOP = object()
+
+
 class Predictor:
     """Decoded image file -> the JSON answer; thread-safe. Forward passes run in one worker
     thread, on batches of the requests that arrived together (see the module's docstring);
-    ``batch_sizes`` counts the batches it ran, by size."""
+    ``batch_sizes`` counts the batches it ran, by size. A batch whose forward pass fails is
+    rerun one request at a time, so one failure reaches only its own request (as
+    ServiceError). ``close()`` ends the worker (the app calls it at shutdown)."""
 
     def __init__(self, model: TrainedModel, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                  engine: str = "auto", device: str = "auto", max_batch: int = 8,
-                 batch_wait_ms: float = 2.0):
+                 batch_wait_ms: float = 2.0, timeout_s: float = 300.0):
         from .features import _exported, choose_engine
 
-        if max_batch < 1 or batch_wait_ms < 0:
-            raise ValueError("max_batch must be at least 1 and batch_wait_ms at least 0")
+        if not (isinstance(max_batch, int) and max_batch >= 1):
+            raise ValueError(f"max_batch must be an int of at least 1; got {max_batch!r}")
+        if not 0 <= batch_wait_ms <= MAX_BATCH_WAIT_MS:  # also refuses nan and inf
+            raise ValueError(f"batch_wait_ms must be in [0, {MAX_BATCH_WAIT_MS:g}]; got {batch_wait_ms!r}")
         self.model = model
         self.backbone = rebuild_backbone(model.backbone, model.backbone_state).eval()
         self.max_pixels = max_pixels
-        self.max_batch, self.wait = int(max_batch), batch_wait_ms / 1000
+        self.max_batch, self.wait, self.timeout = max_batch, batch_wait_ms / 1000, timeout_s
         self.engine, self.device = choose_engine(engine, device)
         onnx_file = _exported(self.backbone, required=engine == "onnxruntime") \
             if self.engine == "onnxruntime" else None
@@ -76,31 +91,60 @@ class Predictor:
             self._forward = forward
         self.batch_sizes: dict[int, int] = {}
         self._queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._work, daemon=True, name="medxfer-batcher").start()
+        self._worker = threading.Thread(target=self._work, daemon=True, name="medxfer-batcher")
+        self._worker.start()
+
+    def close(self) -> None:
+        """End the worker thread (requests still queued are answered first)."""
+        self._queue.put(_STOP)
+        self._worker.join(timeout=10)
 
     def _work(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch, stop = [first], False
             deadline = time.monotonic() + self.wait
             while len(batch) < self.max_batch:
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-            try:
-                z = self._forward(torch.cat([x for x, _ in batch]))
-                for (_, fut), row in zip(batch, z):
-                    fut.set_result(row)
-            except Exception as exc:  # every waiting request gets the error, the worker lives on
-                for _, fut in batch:
-                    fut.set_exception(exc)
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
             self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
+            self._answer(batch)
+            if stop:
+                return
+
+    def _answer(self, batch) -> None:
+        """Set every future of ``batch``; never raises (the worker must live on)."""
+        try:
+            z = self._forward(torch.cat([x for x, _ in batch]))
+            for (_, fut), row in zip(batch, z, strict=True):
+                fut.set_result(row)
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                fut = batch[0][1]
+                if not fut.done():
+                    fut.set_exception(ServiceError(f"the model could not process this image: {exc}"))
+                return
+        for item in batch:  # isolate the failure: one request at a time
+            if not item[1].done():
+                self._answer([item])
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         """Backbone features of one preprocessed image (1, 3, S, S), via the batcher."""
         fut: Future = Future()
         self._queue.put((x, fut))
-        return fut.result()[None]
+        try:
+            return fut.result(timeout=self.timeout)[None]
+        except TimeoutError as exc:
+            raise ServiceError(f"no answer from the model within {self.timeout:g} s") from exc
 
     def __call__(self, path: str) -> dict:
         gray = load_image(path, self.max_pixels)
@@ -151,6 +195,7 @@ def create_app(model_dir, *, max_upload_mb: float = 20.0,
     app = FastAPI(title="medxfer", version=__version__,
                   description=f"Per-finding probabilities of a medxfer model ({model.backbone['name']}).")
     app.state.predictor = predictor
+    app.router.on_shutdown.append(predictor.close)
 
     @app.get("/health", response_model=Health)
     def health() -> dict:
@@ -159,7 +204,8 @@ def create_app(model_dir, *, max_upload_mb: float = 20.0,
     @app.post("/predict", response_model=Prediction,
               responses={413: {"description": "upload too large"},
                          415: {"description": "not a PNG, JPEG or DICOM upload"},
-                         422: {"description": "the bytes do not decode as an image"}})
+                         422: {"description": "the bytes do not decode as an image"},
+                         503: {"description": "the model could not compute an answer"}})
     def predict(file: UploadFile = File(...)) -> dict:
         ctype = (file.content_type or "").split(";")[0].strip().lower()
         suffix = Path(file.filename or "").suffix.lower()
@@ -179,6 +225,8 @@ def create_app(model_dir, *, max_upload_mb: float = 20.0,
                 f.write(data)
             try:
                 return predictor(tmp)
+            except ServiceError as exc:
+                raise HTTPException(503, str(exc)) from exc
             except MedxferError as exc:
                 reason = str(exc).replace(f"'{tmp}'", f"'{file.filename or 'upload'}'").replace(tmp, "upload")
                 raise HTTPException(422, reason) from exc
