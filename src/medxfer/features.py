@@ -378,10 +378,13 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
                     num_workers=num_workers, dtype=DTYPES[dtype], progress=progress,
                     image_cache=image_cache, corruption=corruption, max_pixels=max_pixels,
                     onnx_file=onnx_file, device=dev)
-    if any(_valid_shard(out, i) is None for i in range(_n_shards(n, shard_size))):
-        return None
+    infos = []
+    for i in range(_n_shards(n, shard_size)):
+        infos.append(_valid_shard(out, i))
+        if infos[-1] is None:
+            return None  # other ranks' shards still missing
     if not (out / "manifest.json").is_file():
-        manifest |= _made_by(out, _n_shards(n, shard_size))
+        manifest |= _made_by(infos)
         # Whichever rank sees every shard in place writes the manifest (rank 0 wrote the rows
         # and labels before its first shard, so they are there).
         _atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
@@ -468,12 +471,11 @@ def decode_workers(device: torch.device, onnxruntime: bool = False) -> int:
     return max(1, min(8, cores - 1))
 
 
-def _made_by(out: Path, n_shards: int) -> dict:
-    """{"engine", "device"} of the shards, each a single value or several joined by '+'
-    (e.g. a run resumed with another engine); "unrecorded" for shards of older versions."""
+def _made_by(infos: list[dict]) -> dict:
+    """{"engine", "device"} of the shards' records, each a single value or several joined by
+    '+' (e.g. a run resumed with another engine); "unrecorded" for shards of older versions."""
     seen: dict[str, set] = {"engine": set(), "device": set()}
-    for i in range(n_shards):
-        info = _read_json(_shard_path(out, i).with_suffix(".json"))
+    for info in infos:
         for k in seen:
             seen[k].add(str(info.get(k, "unrecorded")))
     return {k: "+".join(sorted(v)) for k, v in seen.items()}
@@ -522,32 +524,42 @@ def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int]
     made = {"engine": "onnxruntime" if onnx_file else "torch",
             "device": "cpu" if onnx_file else str(device)}
     home = next(backbone.parameters(), torch.empty(0)).device
-    if onnx_file:
-        from .export import onnx_session
-
-        session = onnx_session(onnx_file, threads=max(1, cores - num_workers))
-
-        def forward(x):
-            return session.run(None, {"x": x.numpy()})[0]
-    else:
-        model = backbone.to(device, memory_format=torch.channels_last)
-
-        def forward(x):
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            return model(x).float().cpu().numpy()
-    # cuDNN's TF32 convolutions would move GPU features about 3e-3 of their scale away from
-    # the CPU's (measured on an H100); full float32 keeps caches comparable across devices,
-    # and decoding, not the forward pass, bounds a GPU pipeline anyway.
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    forward = backbone_forward(backbone, onnx_file, device, threads=max(1, cores - num_workers))
     try:
         _write_rows(loader, forward, out, paths, n, shard_size, dtype,
                     tqdm(total=len(rows), unit="img", desc=f"extract {backbone.config.name}",
                          disable=not progress, dynamic_ncols=True), made)
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
         if not onnx_file and device != home:
             backbone.to(home)  # the caller's backbone stays where it was
+
+
+def backbone_forward(backbone: Backbone, onnx_file: Path | None, device: torch.device, *,
+                     threads: int | None = None):
+    """x (B, 3, S, S) CPU tensor -> (B, d) float32 numpy features: in onnxruntime when
+    ``onnx_file`` is given (``threads`` intra-op threads), else in torch on ``device``
+    (channels-last; the backbone is moved there). Extraction and the service share it.
+
+    On a GPU, cuDNN's TF32 convolutions would move features about 3e-3 of their scale away
+    from the CPU's (measured on an H100); each pass runs in full float32 so features are
+    comparable across devices (decoding, not the forward pass, bounds a GPU pipeline)."""
+    if onnx_file:
+        from .export import onnx_session
+
+        session = onnx_session(onnx_file, threads=threads)
+        return lambda x: session.run(None, {"x": x.numpy()})[0]
+    model = backbone.to(device, memory_format=torch.channels_last)
+
+    def forward(x):
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            with torch.inference_mode():
+                x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                return model(x).float().cpu().numpy()
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    return forward
 
 
 def _write_rows(loader, forward, out: Path, paths, n: int, shard_size: int, dtype, bar,

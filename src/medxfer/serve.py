@@ -63,7 +63,7 @@ class Predictor:
     def __init__(self, model: TrainedModel, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                  engine: str = "auto", device: str = "auto", max_batch: int = 8,
                  batch_wait_ms: float = 2.0, timeout_s: float = 300.0):
-        from .features import _exported, choose_engine
+        from .features import _exported, backbone_forward, choose_engine
 
         if not (isinstance(max_batch, int) and max_batch >= 1):
             raise ValueError(f"max_batch must be an int of at least 1; got {max_batch!r}")
@@ -76,19 +76,8 @@ class Predictor:
         self.engine, self.device = choose_engine(engine, device)
         onnx_file = _exported(self.backbone, required=engine == "onnxruntime") \
             if self.engine == "onnxruntime" else None
-        if onnx_file:
-            from .export import onnx_session
-
-            session = onnx_session(onnx_file)
-            self._forward = lambda x: session.run(None, {"x": x.numpy()})[0]
-        else:
-            self.engine = "torch"
-            self.backbone.to(self.device)
-
-            def forward(x):
-                with torch.inference_mode():
-                    return self.backbone(x.to(self.device)).float().cpu().numpy()
-            self._forward = forward
+        self.engine = "onnxruntime" if onnx_file else "torch"
+        self._forward = backbone_forward(self.backbone, onnx_file, self.device)
         self.batch_sizes: dict[int, int] = {}
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, daemon=True, name="medxfer-batcher")
