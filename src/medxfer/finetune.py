@@ -185,9 +185,7 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
             t0 = time.perf_counter()
             for x, y in tqdm(loader(tr, st.augment, True, gen, epoch), desc=f"finetune epoch {epoch}",
                              disable=not progress, leave=False):
-                logits, h = model(x.to(dev))
-                y = y.to(dev)
-                loss = loss_fn.ce(logits, y) + loss_fn.reg(h) + loss_fn.weight_penalty(net)
+                loss = loss_fn.total(*model(x.to(dev)), y.to(dev), net)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -141,7 +141,12 @@ class HeadLoss:
                                 if n.endswith("weight"))
 
     def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits, h = net(x)
+        return self.total(*net(x), y, net)
+
+    def total(self, logits: torch.Tensor, h: torch.Tensor, y: torch.Tensor,
+              net: nn.Module) -> torch.Tensor:
+        """L_ce + L_reg + the weight penalty of ``net``, from outputs computed elsewhere (e.g.
+        through DistributedDataParallel, which wraps the backbone and ``net`` together)."""
         return self.ce(logits, y) + self.reg(h) + self.weight_penalty(net)
 
     def terms(self, net: nn.Module, X: np.ndarray, Y: np.ndarray) -> dict:
