@@ -16,7 +16,7 @@ import argparse
 import json
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,39 +67,36 @@ def main(argv=None) -> int:
     from medxfer.backbones import create_backbone
     from medxfer.baselines import TunedLogisticRegression
     from medxfer.data import read_dataset
-    from medxfer.experiments import CalibratedBottleneckCV
+    from medxfer.experiments import CalibratedBottleneckCV, cross_validate
     from medxfer.features import extract_features
-    from medxfer.metrics import evaluate_predictions, paired_bootstrap_auc
+    from medxfer.metrics import paired_bootstrap_auc
     from medxfer.settings import DEFAULT_BACKBONE, DEFAULT_POOLING
-    from medxfer.splits import patient_kfold
 
     work = Path(a.work or tempfile.mkdtemp(prefix="medxfer-tta-"))
     ds = read_dataset(a.data)
     bb = create_backbone(a.backbone or DEFAULT_BACKBONE, pooling=DEFAULT_POOLING)
-    feats = []
+    sets = []
     for i, v in enumerate(VIEWS):
         fs = extract_features(ds, bb, work / f"view{i}", corruption=v, image_cache=work / "images",
                               progress=False)
         if len(fs) != len(ds):
             raise SystemExit("some images did not decode; the folds need every row")
-        feats.append(fs.X)
-    Y, groups = ds.labels.astype(float), ds.patient_ids
-    folds = patient_kfold(groups, 5, Y=Y, seed=0)
+        sets.append(fs)
     fast = tuple(float(c) for c in np.logspace(-6, -2, 9))
-    models = {"logistic_regression": lambda: TunedLogisticRegression(fast, random_state=0),
-              "medxfer_train": lambda: CalibratedBottleneckCV(random_state=0)}
-    inputs = {"plain": feats[0], "tta4": np.mean(feats, axis=0)}
+    models = {"logistic_regression": lambda seed: TunedLogisticRegression(fast, random_state=seed),
+              "medxfer_train": lambda seed: CalibratedBottleneckCV(random_state=seed)}
+    inputs = {"plain": sets[0],
+              "tta4": replace(sets[0], features=np.mean([f.X for f in sets], axis=0))}
     oof, res = {}, {"data": str(a.data), "backbone": bb.config.name, "views": [v.as_dict() for v in VIEWS],
                     "pooled": {}, "paired_tta_minus_plain": {}}
-    for fname, X in inputs.items():
-        for m, make in models.items():
-            P = np.full(Y.shape, np.nan)
-            for tr, te in folds:
-                P[te] = make().fit(X[tr], Y[tr], groups=groups[tr]).predict_proba(X[te])
-            oof[(fname, m)] = P
-            e = evaluate_predictions(Y, P, list(ds.label_names), groups=groups, n_boot=1000, seed=0)
-            res["pooled"][f"{fname} {m}"] = [e["macro_auc"], e["macro_auc_ci95"]]
-            print(f"{fname} {m}: pooled {e['macro_auc']:.4f}", flush=True)
+    for fname, fs in inputs.items():  # the same patient-wise outer folds (seed 0) for both
+        cv = cross_validate(fs, n_splits=5, models=models, n_boot=1000)
+        for m in models:
+            oof[(fname, m)] = cv["oof"][m]
+            r = cv["models"][m]
+            res["pooled"][f"{fname} {m}"] = [r["pooled_macro_auc"], r["pooled_macro_auc_ci95"]]
+            print(f"{fname} {m}: pooled {r['pooled_macro_auc']:.4f}", flush=True)
+    Y, groups = sets[0].Y, sets[0].dataset.patient_ids
     for m in models:
         d = paired_bootstrap_auc(Y, oof[("plain", m)], oof[("tta4", m)], groups=groups, n_boot=1000)
         res["paired_tta_minus_plain"][m] = [d["difference"], d["ci95"]]

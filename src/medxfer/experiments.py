@@ -126,7 +126,7 @@ def training_thresholds(est) -> list | None:
 
 
 def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=None,
-                     tag: str = "", on_unit=None) -> dict:
+                     tag: str = "", on_unit=None, on_fold=None) -> dict:
     """Out-of-fold probabilities of each model on the same folds: fit on each fold's
     training rows, predict its test rows.
 
@@ -138,6 +138,7 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
         meta)`` (a study's ledger): finished (model, fold) units are read back, not refitted,
         so an interrupted run resumes. ``tag`` prefixes the keys.
     on_unit : called with (model name, fold number) after each unit.
+    on_fold : called with (fold number, {model name: that fold's macro AUC}) after each fold.
 
     Returns {"oof": {name: (n, L) with NaN outside the test rows}, "per_fold": {name: [macro
     AUC of each fold]}, "seconds": {name}, "chosen": [{model, fold, chosen}],
@@ -174,6 +175,8 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
             per_fold[name].append(macro_auc(Y[te], oof[name][te]))
             if on_unit is not None:
                 on_unit(name, k + 1)
+        if on_fold is not None:
+            on_fold(k + 1, {name: per_fold[name][-1] for name in models})
     thresholds = {m: None if np.isnan(t).all() else t for m, t in thresholds.items()}
     return {"oof": oof, "per_fold": per_fold, "seconds": seconds, "chosen": chosen,
             "thresholds": thresholds}
@@ -192,23 +195,16 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
     names = list(fs.dataset.label_names)
     folds = patient_kfold(groups, n_splits, Y=Y, seed=seed)
     models = dict(models or default_models(tune))
-    oof = {m: np.full(Y.shape, np.nan) for m in models}
-    per_fold = {m: [] for m in models}
-    seconds = {m: 0.0 for m in models}
-    chosen = []
-    for k, fold in enumerate(folds):
-        r = fold_predictions(models, X, Y, groups, [fold], seed=seed,
-                             on_unit=None if on_unit is None else (lambda n, _k, k=k: on_unit(n, k + 1)))
-        for name in models:
-            oof[name][fold[1]] = r["oof"][name][fold[1]]
-            per_fold[name] += r["per_fold"][name]
-            seconds[name] += r["seconds"][name]
-        chosen += [c | {"fold": k + 1} for c in r["chosen"]]
-        line = f"fold {k + 1}/{n_splits}: " + ", ".join(
-            f"{n} {'n/a' if per_fold[n][-1] is None else format(per_fold[n][-1], '.3f')}" for n in models)
+
+    def fold_done(k, aucs):
+        line = f"fold {k}/{n_splits}: " + ", ".join(
+            f"{n} {'n/a' if v is None else format(v, '.3f')}" for n, v in aucs.items())
         log.info(line)
         if progress is not None:
-            progress(k + 1, n_splits, line)
+            progress(k, n_splits, line)
+
+    r = fold_predictions(models, X, Y, groups, folds, seed=seed, on_unit=on_unit, on_fold=fold_done)
+    oof, per_fold, seconds, chosen = r["oof"], r["per_fold"], r["seconds"], r["chosen"]
     out = {"folds": n_splits, "seed": seed, "n_images": int(len(Y)),
            "n_patients": int(len(np.unique(groups))), "models": {}, "paired_vs_logistic_regression": {}}
     for name in models:
