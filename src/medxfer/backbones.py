@@ -291,11 +291,11 @@ def rebuild_backbone(identity: dict, state: dict | None = None, *,
     expected = identity.get("weights_sha256")
     path = Path(weights) if weights else (config.locate_weights() if config.locate_weights
                                           else None)
-    _check_weights(name, path, expected)  # before the (slow) build
+    _check_weights(f"'{name}'", path, expected)  # before the (slow) build
     for rec in identity.get("members") or []:  # a concatenation: each member's weights
         mc = get_backbone_config(rec["name"])
-        _check_weights(f"{rec['name']}' (member of '{name}", mc.locate_weights() if mc.locate_weights else None,
-                       rec.get("weights_sha256"))
+        _check_weights(f"'{rec['name']}' (member of '{name}')",
+                       mc.locate_weights() if mc.locate_weights else None, rec.get("weights_sha256"))
     finetuned = identity.get("finetuned_sha256")
     if state is not None:
         if not finetuned:
@@ -350,10 +350,9 @@ class _Concat(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.last_map = None
-        for m in members:
-            pp = m.preprocessing
-            self.register_buffer(f"mean_{len(self._buffers) // 2}", torch.tensor(pp.mean).view(1, 3, 1, 1))
-            self.register_buffer(f"std_{len(self._buffers) // 2}", torch.tensor(pp.std).view(1, 3, 1, 1))
+        for i, m in enumerate(members):
+            self.register_buffer(f"mean_{i}", torch.tensor(m.preprocessing.mean).view(1, 3, 1, 1))
+            self.register_buffer(f"std_{i}", torch.tensor(m.preprocessing.std).view(1, 3, 1, 1))
 
     def forward(self, x):
         out = []
@@ -387,13 +386,14 @@ def _concat_config(name: str) -> BackboneConfig:
         members=tuple(parts))
 
 
-def _check_weights(name: str, path: Path | None, expected: str | None) -> None:
-    """ModelError when the weights file found here is not the one a model recorded."""
+def _check_weights(label: str, path: Path | None, expected: str | None) -> None:
+    """ModelError when the weights file found here is not the one a model recorded
+    (``label`` names the backbone in the message)."""
     if expected and path is not None and path.is_file():
         found = weights_sha256(path)
         if found != expected:
             raise ModelError(
-                f"the weights of backbone '{name}' on this machine ({path}) differ "
+                f"the weights of backbone {label} on this machine ({path}) differ "
                 "from those the model was trained with (sha256 mismatch); install the same "
                 f"weights package version (sha256 here {str(found)[:12]}..., recorded "
                 f"{expected[:12]}...)")

@@ -437,6 +437,7 @@ def _cmd_inspect(a) -> int:
     ds = _read(a, a.data)
     s = ds.summary()
     s["problem_list"] = [p.as_dict() for p in ds.problems]
+    found = []
     if a.check_images:
         from .checks import check_images
 
@@ -444,10 +445,11 @@ def _cmd_inspect(a) -> int:
         found = check_images(ds.table["path"].tolist(), max_pixels=x.max_pixels, workers=x.workers,
                              progress=_progress(a))
         s["image_checks"] = {"images": len(ds), "problems": found}
+    # exit status 1 when an image cannot be used at all (the other kinds are warnings)
+    status = 1 if any(p["kind"] in ("unreadable", "oversized") for p in found) else 0
     if a.json:
         print(json.dumps(s, indent=2))
-        return 1 if a.check_images and any(p["kind"] in ("unreadable", "oversized")
-                                           for p in s["image_checks"]["problems"]) else 0
+        return status
     print(f"{s['name']}: {s['images']} images, {s['patients']} patients")
     width = max(len(n) for n in s["findings"]) if s["findings"] else 10
     for name, n in s["findings"].items():
@@ -471,14 +473,12 @@ def _cmd_inspect(a) -> int:
     if len(ds.problems) > 10:
         print(f"... and {len(ds.problems) - 10} more problems")
     if a.check_images:
-        found = s["image_checks"]["problems"]
         kinds = sorted({p["kind"] for p in found})
         print(f"image check: {len(ds)} images decoded; " + (", ".join(
             f"{sum(p['kind'] == k for p in found)} {k}" for k in kinds) if found else "no problems"))
         for p in found:
             print(f"  {p['kind']}: {p['detail']}")
-        return 1 if any(p["kind"] in ("unreadable", "oversized") for p in found) else 0
-    return 0
+    return status
 
 
 def _cmd_backbones(a) -> int:
