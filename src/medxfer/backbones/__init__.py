@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import BackboneError, ModelError, unknown_name_message
-from .hashing import sha256_file
-from .preprocess import Preprocessing
+from ..errors import BackboneError, ModelError, unknown_name_message
+from ..hashing import sha256_file
+from ..preprocess import Preprocessing
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
