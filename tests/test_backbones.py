@@ -31,7 +31,9 @@ def test_backbone_contract(name):
     assert torch.equal(a, b)  # deterministic
     assert not bb.training
     assert not any(p.requires_grad for p in bb.parameters())  # frozen
-    assert bb.identity()["weights_sha256"] == (None if not cfg.pretrained else bb.identity()["weights_sha256"])
+    # recomputed here from the file the registry locates, not by medxfer's (memoized) hash
+    want = hashlib.sha256(cfg.locate_weights().read_bytes()).hexdigest() if cfg.pretrained else None
+    assert bb.identity()["weights_sha256"] == want
 
 
 def test_real_pretrained_lite0_features_are_real():
@@ -169,6 +171,37 @@ def test_any_channels_last_trunk_is_detected_or_refused():
         _backbone(Tokens())
 
 
+# What each family module of medxfer.backbones registers when the package is imported.
+FAMILIES = {
+    "lite": {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"},
+    "torchvision_family": {"mobilenet_v2", "densenet121", "resnet18", "resnet50", "convnext_tiny",
+                           "efficientnet_b0"},
+    "tiny": {"tiny_random_test"},
+}
+
+
+def test_each_family_module_registers_what_it_says():
+    import pkgutil
+    import sys
+
+    import medxfer.backbones as backbones
+
+    modules = [m.name for m in pkgutil.iter_modules(backbones.__path__)]
+    assert set(FAMILIES) <= set(modules)
+    by_module: dict[str, set[str]] = {}
+    for name in list_backbones():
+        by_module.setdefault(get_backbone_config(name).builder.__module__, set()).add(name)
+    for mod in modules:  # every file is imported by the package; only families register
+        assert f"medxfer.backbones.{mod}" in sys.modules
+        assert by_module.pop(f"medxfer.backbones.{mod}", set()) == FAMILIES.get(mod, set()), mod
+    assert not by_module  # nothing registered from outside the package
+    assert set(list_backbones()) == set().union(*FAMILIES.values())
+    # built, not registered: 'a+b' is tried before the prefixes
+    assert get_backbone_config("torchvision:resnet18+tiny_random_test").members == (
+        "torchvision:resnet18", "tiny_random_test")
+    assert get_backbone_config("torchvision:resnet18").builder.__module__ == "medxfer.backbones.torchvision_family"
+
+
 def test_state_sha256_is_the_recorded_hash():
     state = {"b": torch.arange(3, dtype=torch.float32), "a": torch.ones(2, 2)}
     h = hashlib.sha256()
@@ -180,7 +213,7 @@ def test_state_sha256_is_the_recorded_hash():
 
 def _fake_pretrained(monkeypatch, weights_file):
     """A registered 'pretrained' entry whose weights are a small local file."""
-    import medxfer.backbones as backbones
+    import medxfer.backbones.registry as backbones
 
     tiny = get_backbone_config("tiny_random_test")
 
