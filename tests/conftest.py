@@ -1,21 +1,19 @@
 import gzip
 import shutil
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from medxfer.data import read_chestxray14_table
+from medxfer.data import bundled_sample, read_chestxray14_table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih14-sample"
 
 
 @pytest.fixture(scope="session")
 def sample_root() -> Path:
-    """The bundled sample, found like medxfer.pipeline.bundled_sample() finds it, so the data
-    tests do not need the training stack importable."""
-    return Path(str(resources.files("medxfer") / "sample_data" / "nih14-mini"))
+    """The bundled sample (medxfer.data imports no torch)."""
+    return bundled_sample()
 
 
 @pytest.fixture(scope="session")

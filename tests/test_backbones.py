@@ -33,13 +33,13 @@ def test_backbone_contract(name):
     assert not any(p.requires_grad for p in bb.parameters())  # frozen
     # recomputed here from the file the registry locates, not by medxfer's (memoized) hash
     want = hashlib.sha256(cfg.locate_weights().read_bytes()).hexdigest() if cfg.pretrained else None
-    assert bb.identity()["weights_sha256"] == want
+    assert bb.identity().weights_sha256 == want
 
 
 def test_real_pretrained_lite0_features_are_real():
     bb = create_backbone("efficientnet_lite0")
     assert bb.weights_path is not None and bb.weights_path.name.startswith("efficientnet-lite0")
-    assert len(bb.identity()["weights_sha256"]) == 64
+    assert len(bb.identity().weights_sha256) == 64
     x = torch.zeros(1, 3, 224, 224)
     with torch.inference_mode():
         f1 = bb(x)
@@ -265,7 +265,7 @@ def test_rebuild_backbone_loads_and_checks_a_finetuned_state():
     first = next(iter(state))
     state[first] += 0.5  # "fine-tuned"
     bb.load_state_dict(state)
-    identity = bb.identity() | {"finetuned_sha256": state_sha256(state)}
+    identity = bb.identity().as_dict() | {"finetuned_sha256": state_sha256(state)}
     again = rebuild_backbone(identity, state)
     assert again.finetuned_sha256 == identity["finetuned_sha256"]
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -306,7 +306,7 @@ def test_a_concatenation_of_backbones_is_one_backbone(make_cxr14, sample_table, 
         mean, std = torch.tensor(b.preprocessing.mean).view(1, 3, 1, 1), torch.tensor(b.preprocessing.std).view(1, 3, 1, 1)
         want = torch.cat([a(a.preprocessing(bb.preprocessing.resize(gray)).unsqueeze(0)), b((xb - mean) / std)], 1)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    assert [m["name"] for m in bb.identity()["members"]] == ["efficientnet_lite0", "tiny_random_test"]
+    assert [m.name for m in bb.identity().members] == ["efficientnet_lite0", "tiny_random_test"]
 
     root = make_cxr14(sample_table["image_id"][:30].tolist())
     name = "efficientnet_lite0+tiny_random_test"

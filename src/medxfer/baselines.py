@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_consistent_length, validate_data
 
 from .errors import NotFittedError
 from .metrics import macro_auc
+from .settings import LOGISTIC_CS
 from .splits import patient_kfold
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 #: The default C grid: half-decade steps from 1e-6 to 1. Wide frozen features (1000s of
 #: dimensions, a few hundred images) often want a C far below 1e-3.
 _SPARSE = ("csr", "csc", "coo")  # other formats are converted first, then checked for NaN
-DEFAULT_CS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+DEFAULT_CS = LOGISTIC_CS
 
 
 def _row_space(X: np.ndarray) -> np.ndarray | None:

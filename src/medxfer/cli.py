@@ -19,8 +19,8 @@ from pathlib import Path
 from . import __version__
 from .errors import MedxferError
 from .settings import (DEFAULT_BACKBONE, STUDY_NAMES, Choice, EvalSettings, ExtractSettings,
-                       FinetuneSettings, HeadSettings, Interval, Kind, PackageSettings,
-                       SelectionSettings, StudySettings, TuneSettings)
+                       FinetuneSettings, HeadSettings, Interval, Kind, PackageSettings, RunSettings,
+                       SelectionSettings, ServeSettings, StudySettings, TuneSettings)
 
 log = logging.getLogger("medxfer")
 
@@ -43,7 +43,7 @@ def add_settings(parser, cls, *, only=None, skip=(), title: str | None = None) -
     """One option per field of settings class ``cls`` (dest = field name)."""
     g = parser.add_argument_group(title or (cls.__doc__ or cls.__name__).split("\n")[0])
     for f in fields(cls):
-        if f.name in skip or (only is not None and f.name not in only):
+        if f.name in skip or (only is not None and f.name not in only) or f.metadata.get("cli") is False:
             continue
         check, default = f.metadata.get("check"), f.default
         help_ = f"{f.metadata['help']} (default: {_fmt_default(default)})".replace("%", "%%")
@@ -129,7 +129,7 @@ def _json_option() -> argparse.ArgumentParser:
 
 def _seed_option() -> argparse.ArgumentParser:
     p = _Parser(add_help=False)
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_settings(p, RunSettings, title="randomness")
     return p
 
 
@@ -150,25 +150,40 @@ STUDY_HEAD = ("bottleneck_dim", "l1", "l2", "alpha", "lr")
 
 #: The settings each command reads, resolved and range-checked before the command runs.
 COMMAND_SETTINGS = {
-    "demo": [(EvalSettings, ("n_boot",))],
+    "demo": [(EvalSettings, ("n_boot",)), (RunSettings, None)],
     "inspect": [(ExtractSettings, ("max_pixels", "workers"))],
-    "serve": [(ExtractSettings, ("max_pixels", "engine", "device"))],
+    "serve": [(ServeSettings, None), (ExtractSettings, ("max_pixels", "engine", "device"))],
     "extract": [(ExtractSettings, None)],
-    "train": [(HeadSettings, None), (SelectionSettings, None), (PackageSettings, None)],
-    "tune": [(TuneSettings, None), (PackageSettings, None)],
-    "finetune": [(FinetuneSettings, None), (HeadSettings, FINETUNE_HEAD), (PackageSettings, None)],
-    "cv": [(EvalSettings, None)],
+    "train": [(HeadSettings, None), (SelectionSettings, None), (PackageSettings, None),
+              (RunSettings, None)],
+    "tune": [(TuneSettings, None), (PackageSettings, None), (RunSettings, None)],
+    "finetune": [(FinetuneSettings, None), (HeadSettings, FINETUNE_HEAD), (PackageSettings, None),
+                 (RunSettings, None)],
+    "cv": [(EvalSettings, None), (RunSettings, None)],
     "evaluate": [(ExtractSettings, ("batch_size", "workers", "engine", "device")),
-                 (EvalSettings, ("n_boot",))],
+                 (EvalSettings, ("n_boot",)), (RunSettings, None)],
     "predict": [(ExtractSettings, ("engine", "device"))],
-    "study": [(StudySettings, None), (ExtractSettings, None), (HeadSettings, STUDY_HEAD)],
+    "study": [(StudySettings, None), (ExtractSettings, None), (HeadSettings, STUDY_HEAD),
+              (RunSettings, None)],
 }
+
+#: Fields that take the one --seed (RunSettings.seed) instead of an option of their own.
+SEEDED = {HeadSettings: "random_state", StudySettings: "seed"}
 
 
 def resolve_settings(args) -> dict:
-    """{settings class: object} for the parsed command; UsageError on a bad value."""
-    return {cls: settings_from_args(args, cls, only=only)
-            for cls, only in COMMAND_SETTINGS.get(args.command, [])}
+    """{settings class: object} for the parsed command; UsageError on a bad value. The one
+    --seed is copied into the tables that carry a seed of their own (SEEDED)."""
+    from dataclasses import replace
+
+    out = {cls: settings_from_args(args, cls, only=only)
+           for cls, only in COMMAND_SETTINGS.get(args.command, [])}
+    if RunSettings in out:
+        seed = out[RunSettings].seed
+        for cls, name in SEEDED.items():
+            if cls in out:
+                out[cls] = replace(out[cls], **{name: seed})
+    return out
 
 
 def build_parser() -> _Parser:
@@ -217,7 +232,7 @@ def build_parser() -> _Parser:
                    help="recompute when the folder holds features made differently (default: refuse)")
     add_settings(p, ExtractSettings, title="extraction")
 
-    p = command("train", "train the bottleneck model on a features folder", parents=[js])
+    p = command("train", "train the bottleneck model on a features folder", parents=[seed, js])
     p.add_argument("features", help="features folder from `medxfer extract`")
     p.add_argument("--out", required=True, help="model folder to write")
     add_settings(p, HeadSettings, skip=("task",), title="the bottleneck model")
@@ -263,7 +278,7 @@ def build_parser() -> _Parser:
                 "Run one of the source paper's studies (or all) on a dataset or a features folder: "
                 "tables with patient-bootstrap 95% CIs, figures with the CSV they plot, and "
                 "index.html linking everything. Features are extracted once and cached in OUT; "
-                "an interrupted run resumes.", [data])
+                "an interrupted run resumes.", [seed, data])
     p.add_argument("name", choices=list(STUDY_NAMES) + ["all"], help="which study")
     p.add_argument("data", help="features folder from `medxfer extract`, or a dataset (ChestX-ray14 "
                                 "folder, CSV...) to extract into OUT/features")
@@ -301,15 +316,7 @@ def build_parser() -> _Parser:
                 "distribution flag as JSON; bad uploads get a 4xx with a reason. Loopback only "
                 "unless --host says otherwise; uploads are never kept.")
     p.add_argument("model", help="model folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--max-upload-mb", type=float, default=20.0,
-                   help="larger uploads get 413 (default: 20)")
-    p.add_argument("--max-batch", type=int, default=8,
-                   help="concurrent requests answered by one forward pass, at most (1: one at a "
-                        "time; default: 8)")
-    p.add_argument("--batch-wait-ms", type=float, default=2.0,
-                   help="how long the first request of a batch waits for others (default: 2)")
+    add_settings(p, ServeSettings, title="the service")
     add_settings(p, ExtractSettings, only=("max_pixels", "engine", "device"), title="images and engine")
 
     p = command("predict", "per-finding probabilities for image files or folders", parents=[js])
@@ -423,7 +430,8 @@ def _cmd_demo(a) -> int:
 
     if a.limit is not None and a.limit < 2:
         raise UsageError(f"--limit must be an int in the range [2, inf); got {a.limit}")
-    r = run_demo(a.out, data=a.data, backbone=a.backbone, limit=a.limit, seed=a.seed,
+    r = run_demo(a.out, data=a.data, backbone=a.backbone, limit=a.limit,
+                 seed=a.settings[RunSettings].seed,
                  n_boot=a.settings[EvalSettings].n_boot, progress=_progress(a))
     ci = r.metrics["macro_auc_ci95"]
     print(f"macro AUC on {r.test_images} held-out images: {r.metrics['macro_auc']:.3f} "
@@ -564,7 +572,8 @@ def _cmd_tune(a) -> int:
     grid = read_grid(a.grid)
     t = a.settings[TuneSettings]
     steps = _Steps(a, t.max_epochs, "tune: epochs")
-    model, table = tune_from_features(FeatureSet.load(a.features), grid=grid, seed=a.seed, tune=t,
+    model, table = tune_from_features(FeatureSet.load(a.features), grid=grid,
+                                      seed=a.settings[RunSettings].seed, tune=t,
                                       packaging=a.settings[PackageSettings],
                                       progress=lambda epoch, info: steps(
                                           note=f"{info['active']}/{info['settings']} settings training"))
@@ -588,7 +597,7 @@ def _cmd_finetune(a) -> int:
 
     rank = int(os.environ.get("RANK", 0))  # under torchrun every process trains, rank 0 saves
     model = finetune(_read(a, a.data), settings=a.settings[FinetuneSettings], head=head,
-                     packaging=a.settings[PackageSettings], seed=a.seed,
+                     packaging=a.settings[PackageSettings], seed=a.settings[RunSettings].seed,
                      progress=_progress(a) and rank == 0)
     if rank == 0:
         model.save(a.out)
@@ -605,7 +614,8 @@ def _cmd_cv(a) -> int:
     from .experiments import default_models
 
     steps = _Steps(a, s.folds * len(default_models(a.tune)), "cv: model x fold", every=1 << 30)
-    res = cross_validate(fs, n_splits=s.folds, seed=a.seed, tune=a.tune, n_boot=s.n_boot,
+    res = cross_validate(fs, n_splits=s.folds, seed=a.settings[RunSettings].seed, tune=a.tune,
+                         n_boot=s.n_boot,
                          on_unit=lambda name, k: steps(note=f"fold {k} {name}"))
     steps.close()
     write_cv(res, a.out, title=f"{s.folds}-fold patient-wise CV on {fs.dataset.name}")
@@ -659,21 +669,10 @@ def _cmd_serve(a) -> int:
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise UsageError("the service needs FastAPI and uvicorn: pip install 'medxfer[serve]'") from exc
-    if not 0 < a.port < 65536:
-        raise UsageError(f"--port must be an int in the range [1, 65535]; got {a.port}")
-    if not a.max_upload_mb > 0:
-        raise UsageError(f"--max-upload-mb must be a float in the range (0, inf); got {a.max_upload_mb}")
-    if a.max_batch < 1:
-        raise UsageError(f"--max-batch must be an int in the range [1, inf); got {a.max_batch}")
-    from .serve import MAX_BATCH_WAIT_MS
-
-    if not 0 <= a.batch_wait_ms <= MAX_BATCH_WAIT_MS:
-        raise UsageError(f"--batch-wait-ms must be a float in the range [0, {MAX_BATCH_WAIT_MS:g}]; "
-                         f"got {a.batch_wait_ms}")
-    x = a.settings[ExtractSettings]
-    serve(a.model, host=a.host, port=a.port, max_upload_mb=a.max_upload_mb,
-          max_pixels=x.max_pixels, engine=x.engine, device=x.device, max_batch=a.max_batch,
-          batch_wait_ms=a.batch_wait_ms)
+    x, v = a.settings[ExtractSettings], a.settings[ServeSettings]
+    serve(a.model, host=v.host, port=v.port, max_upload_mb=v.max_upload_mb,
+          max_pixels=x.max_pixels, engine=x.engine, device=x.device, max_batch=v.max_batch,
+          batch_wait_ms=v.batch_wait_ms)
     return 0
 
 
@@ -690,7 +689,7 @@ def _cmd_evaluate(a) -> int:
                             device=x.device,
                             check=lambda ds: training_patient_guard(  # before an hour of extraction
                                 model, ds.patient_ids, a.allow_training_patients))
-    m = evaluate_model(model, fs, out, n_boot=n_boot, seed=a.seed,
+    m = evaluate_model(model, fs, out, n_boot=n_boot, seed=a.settings[RunSettings].seed,
                        config={"model": str(a.model), "data": str(a.data)},
                        allow_training_patients=a.allow_training_patients)
     if a.json:
@@ -710,41 +709,30 @@ def _cmd_predict(a) -> int:
     model = TrainedModel.load(a.model)
     with tempfile.TemporaryDirectory(prefix="medxfer-predict-") as tmp:
         x = a.settings[ExtractSettings]
-        table, problems = predict_paths(model, a.images, cache=Path(tmp) / "features",
-                                        engine=x.engine, device=x.device)
+        records, problems = predict_paths(model, a.images, cache=Path(tmp) / "features",
+                                          engine=x.engine, device=x.device)
     overlays = []
-    if a.cam and len(table):
-        from .cam import cam_for_files
+    if a.cam and records:
+        from .cam import cam_for_records
 
-        overlays = cam_for_files(model, table["path"].tolist(), a.cam,
-                                 probabilities=table[model.label_names].to_numpy())
-    import pandas as pd
-
+        overlays = cam_for_records(model, records, a.cam)
     if a.json:
-        rows = []
-        for r in table.to_dict("records"):
-            rows.append({"image": r["path"], "probabilities": {n: r[n] for n in model.label_names},
-                         "findings": [] if r["findings"] == "none above threshold"
-                         else r["findings"].split("|"),
-                         "out_of_distribution": {
-                             "flag": bool(r["ood"]), "reason": r["ood_reason"] or None,
-                             "score": None if pd.isna(r["ood_score"]) else float(r["ood_score"]),
-                             "threshold": None if pd.isna(r["ood_threshold"]) else float(r["ood_threshold"])}})
-        print(json.dumps({"predictions": rows, "failed": [p.as_dict() for p in problems],
+        print(json.dumps({"predictions": [r.to_dict() for r in records],
+                          "failed": [p.as_dict() for p in problems],
                           "cam_overlays": [str(o) for o in overlays]}, indent=2))
     else:
-        with pd.option_context("display.max_columns", None, "display.width", 200):
-            if len(table):
-                print(table.drop(columns=["path", "ood_reason", "ood_threshold"]).to_string(index=False))
-        for r in table.to_dict("records") if len(table) else []:
-            if r["ood"]:
-                print(f"warning: {r['image_id']} may not be a chest radiograph like the training "
-                      f"images: {r['ood_reason']}", file=sys.stderr)
+        for r in records:
+            above = ", ".join(f"{n} {r.probabilities[n]:.3f} (threshold {r.thresholds[n]:.3f})"
+                              for n in r.findings) or "none"
+            print(f"{r.image_id}: above threshold: {above}")
+            if r.out_of_distribution.flag:
+                print(f"warning: {r.image_id} may not be a chest radiograph like the training "
+                      f"images: {r.out_of_distribution.reason}", file=sys.stderr)
         for p in problems:
             print(f"could not read {p.item}: {p.detail}", file=sys.stderr)
         if overlays:
             print(f"{len(overlays)} Grad-CAM overlay(s) in {a.cam}")
-    return 0 if len(table) or not problems else 1
+    return 0 if records or not problems else 1
 
 
 _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,

@@ -5,7 +5,7 @@ Every model gets only the outer training part and makes its own choices on it (n
 Models compared (all on the same cached features and folds):
     logistic_regression        one L2 logistic regression per finding, C by inner
                                patient-wise CV (the baseline a reviewer runs first)
-    linear_head_cv             the network without bottleneck (a linear probe), its weight
+    linear_head                the network without bottleneck (a linear probe), its weight
                                penalty chosen by inner CV, fold models averaged
     bottleneck_cv              BottleneckCV over DEFAULT_CV_GRID (low-rank bottleneck or
                                linear head or their blend, by inner patient-wise CV), fold
@@ -28,31 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .backbones import BackboneIdentity
 from .baselines import TunedLogisticRegression
 from .features import FeatureSet
-from .head import DEFAULT_CV_GRID, BottleneckClassifier, BottleneckCV
+from .head import BottleneckClassifier, BottleneckCV
 from .metrics import (apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration,
                       macro_auc, paired_bootstrap_auc)
-from .settings import HeadSettings, defaults
+from .settings import (BOTTLENECK_GRID, CODE_PENALTY_GRID, DEFAULT_CV_GRID, LINEAR_GRID,
+                       PAPER_GRID, PREVIOUS_DEFAULT, WIDE_CV_GRID, HeadSettings, defaults)
 from .splits import check_no_patient_overlap, patient_kfold
 
 log = logging.getLogger(__name__)
-
-#: The previous default of `medxfer train` (before inner-CV selection).
-PREVIOUS_DEFAULT = dict(bottleneck_dim=256, l1=1e-4, l2=1e-4, alpha=1e-2, solver="adamw")
-
-#: A wider grid for `medxfer cv --tune`.
-WIDE_GRID = ([dict(bottleneck_dim=k, alpha=a) for k in (4, 8, 16, 32, 64) for a in (0.01, 0.03, 0.1, 0.3)]
-             + [dict(bottleneck_dim=None, alpha=a) for a in (0.3, 1.0, 3.0, 10.0, 30.0)])
-
-
-def _bottleneck(**over):
-    return lambda seed: BottleneckClassifier(**(defaults(HeadSettings) | over | {"random_state": seed}))
-
-
-def _cv(grid):
-    return lambda seed: BottleneckCV(grid, random_state=seed)
-
 
 class CalibratedBottleneckCV:
     """What `medxfer train` deploys: BottleneckCV, then per-finding Platt scaling fitted on
@@ -81,20 +67,57 @@ class CalibratedBottleneckCV:
         return X, Y, apply_calibration(P, self.calibration_)
 
 
+def _bottleneck(**over):
+    return lambda seed: BottleneckClassifier(**(defaults(HeadSettings) | over | {"random_state": seed}))
+
+
+def _cv(grid):
+    return lambda seed: BottleneckCV(grid, random_state=seed)
+
+
+def _lr(seed):
+    return TunedLogisticRegression(random_state=seed)
+
+
+def _train(seed):
+    return CalibratedBottleneckCV(random_state=seed)
+
+
+#: Every named model of `medxfer cv` and the studies: name -> factory(seed) of an estimator
+#: with fit(X, Y, groups=) and predict_proba. One name means one model everywhere.
+MODELS = {
+    "logistic_regression": _lr,  # C by inner patient-wise CV: the baseline a reviewer runs first
+    "linear_head": _cv(LINEAR_GRID),  # the network without bottleneck, alpha by inner CV
+    "bottleneck_cv": _cv(DEFAULT_CV_GRID),  # what train selects, raw probabilities (no Platt)
+    "medxfer_train": _train,  # what `medxfer train` deploys
+    "bottleneck_cv_code_penalty": _cv(CODE_PENALTY_GRID),
+    "bottleneck_adamw_es": _bottleneck(**PREVIOUS_DEFAULT),
+    "bottleneck_cv_wide": _cv(WIDE_CV_GRID),
+    # the compare study's rows: the structure without and with the paper's regularizer
+    "bottleneck_no_code_penalty": lambda seed: BottleneckCV(BOTTLENECK_GRID, blend=False,
+                                                            random_state=seed),
+    "paper_method": lambda seed: BottleneckCV(PAPER_GRID, blend=False, random_state=seed),
+}
+
+#: The lineups: which of MODELS each command or study runs, in its table's order.
+LINEUPS = {
+    "cv": ("logistic_regression", "linear_head", "bottleneck_cv", "medxfer_train",
+           "bottleneck_cv_code_penalty", "bottleneck_adamw_es"),
+    "cv_tune": ("logistic_regression", "linear_head", "bottleneck_cv", "medxfer_train",
+                "bottleneck_cv_code_penalty", "bottleneck_adamw_es", "bottleneck_cv_wide"),
+    "compare": ("logistic_regression", "linear_head", "bottleneck_no_code_penalty",
+                "paper_method", "medxfer_train"),
+}
+
+
+def lineup(name: str) -> dict:
+    """name -> factory(seed) of the lineup ``name`` (a key of LINEUPS), in its order."""
+    return {m: MODELS[m] for m in LINEUPS[name]}
+
+
 def default_models(tune: bool = False) -> dict:
-    """name -> factory(seed) of an estimator with fit(X, Y, groups=) and predict_proba."""
-    code = [g | ({"l1": 1e-3, "l2": 1e-3} if g["bottleneck_dim"] else {}) for g in DEFAULT_CV_GRID]
-    models = {
-        "logistic_regression": lambda seed: TunedLogisticRegression(random_state=seed),
-        "linear_head_cv": _cv([g for g in DEFAULT_CV_GRID if g["bottleneck_dim"] is None]),
-        "bottleneck_cv": _cv(DEFAULT_CV_GRID),
-        "medxfer_train": lambda seed: CalibratedBottleneckCV(random_state=seed),
-        "bottleneck_cv_code_penalty": _cv(code),
-        "bottleneck_adamw_es": _bottleneck(**PREVIOUS_DEFAULT),
-    }
-    if tune:
-        models["bottleneck_cv_wide"] = _cv(WIDE_GRID)
-    return models
+    """The models of `medxfer cv` (``tune``: with the wider grid)."""
+    return lineup("cv_tune" if tune else "cv")
 
 
 def _chosen(est) -> list[dict] | None:
@@ -235,10 +258,11 @@ def concat_features(folders) -> FeatureSet:
             raise ValueError(f"features folder '{f}' holds other images (or another order) "
                              f"than '{folders[0]}'; extract both from the same dataset")
     X = np.hstack([fs.features.astype(np.float32) for fs in sets])
-    manifest = sets[0].manifest | {"backbone": {"name": "+".join(fs.manifest["backbone"]["name"]
-                                                                   for fs in sets),
-                                                "parts": [fs.manifest["backbone"] for fs in sets],
-                                                "feature_dim": int(X.shape[1])}}
+    members = tuple(BackboneIdentity.from_dict(fs.manifest["backbone"]) for fs in sets)
+    ident = BackboneIdentity(name="+".join(m.name for m in members), feature_dim=int(X.shape[1]),
+                             pooling="+".join(dict.fromkeys(str(m.pooling) for m in members)),
+                             members=members)
+    manifest = sets[0].manifest | {"backbone": ident.as_dict()}
     return FeatureSet(X, sets[0].dataset, manifest, sets[0].skipped)
 
 

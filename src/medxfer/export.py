@@ -21,9 +21,13 @@ import torch
 from torch import nn
 
 from . import __version__
-from .backbones import rebuild_backbone
+from .backbones import BackboneIdentity, rebuild_backbone
+from .data import bundled_sample
+from .engine import OPSET, onnx_session
 from .errors import ModelError
+from .images import load_image
 from .model_io import TrainedModel
+from .preprocess import Preprocessing
 
 
 class WholeModel(nn.Module):
@@ -73,13 +77,13 @@ def metadata(model: TrainedModel) -> dict[str, str]:
         "decoding": "8-bit / 255, 16-bit / 65535, colour to luminance 0.299R+0.587G+0.114B, "
                     "DICOM: modality LUT, VOI LUT, MONOCHROME1 inverted, scaled to [0, 1]",
         "calibration": json.dumps(model.calibration),
-        "backbone": json.dumps({k: model.backbone.get(k) for k in
-                                ("name", "weights_sha256", "pooling", "feature_dim", "finetuned_sha256")}),
+        # the whole identity: every member's weights hash of a concatenation included
+        "backbone": json.dumps(BackboneIdentity.from_dict(model.backbone).as_dict()),
         "ood_threshold": "" if model.ood is None else str(model.ood.threshold),
     }
 
 
-def export_onnx(model: TrainedModel, path: str | Path, *, opset: int = 17) -> Path:
+def export_onnx(model: TrainedModel, path: str | Path, *, opset: int = OPSET) -> Path:
     """Write the whole model as ONNX with a dynamic batch axis and check it loads."""
     try:
         import onnx
@@ -103,21 +107,8 @@ def export_onnx(model: TrainedModel, path: str | Path, *, opset: int = 17) -> Pa
     return path
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU session of an exported file."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def sample_inputs(model: TrainedModel, paths) -> np.ndarray:
     """(n, 1, S, S) float32 inputs of image files, made exactly as medxfer makes them."""
-    from .images import load_image
-    from .preprocess import Preprocessing
-
     pre = Preprocessing.from_dict(model.backbone["preprocessing"])
     return np.stack([pre.resize(load_image(p)) for p in paths])[:, None].astype(np.float32)
 
@@ -126,8 +117,6 @@ def check_export(model: TrainedModel, path: str | Path, paths=None, *, atol: flo
     """Run the ONNX file in onnxruntime on real images (default: 8 bundled sample images)
     and compare with the PyTorch pipeline; ModelError when they differ by more than atol."""
     if paths is None:
-        from .pipeline import bundled_sample
-
         paths = sorted((bundled_sample() / "images").glob("*.png"))[:8]
     gray = sample_inputs(model, paths)
     with torch.no_grad():
@@ -138,33 +127,3 @@ def check_export(model: TrainedModel, path: str | Path, paths=None, *, atol: flo
         raise ModelError(f"the ONNX file '{path}' gives probabilities up to {diff:.2g} away from "
                          f"PyTorch's (tolerance {atol}); do not deploy it")
     return {"images": len(paths), "max_abs_difference": diff}
-
-
-def backbone_onnx(backbone, cache_dir: str | Path | None = None) -> Path:
-    """The backbone alone (normalized 3-channel input -> pooled features) as ONNX, exported
-    once and cached under ``cache_dir`` (default: $MEDXFER_CACHE or ~/.cache/medxfer/onnx),
-    keyed by the backbone's identity (weights sha256, pooling, input size, fine-tuning) and
-    medxfer's version:
-    new weights give a new file, never a stale one."""
-    import hashlib
-    import os
-
-    from . import __version__
-
-    # medxfer's version and the opset: the graph also depends on medxfer's own code
-    # (e.g. the resizing inside a concatenation), not only on the weights.
-    ident = json.dumps([backbone.identity(), __version__, 17], sort_keys=True, default=str)
-    key = hashlib.sha256(ident.encode()).hexdigest()[:20]
-    root = Path(cache_dir or os.environ.get("MEDXFER_CACHE") or Path.home() / ".cache" / "medxfer")
-    path = root / "onnx" / f"{backbone.config.name.replace(':', '_')}-{key}.onnx"
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    size = backbone.preprocessing.size
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with torch.no_grad():
-        torch.onnx.export(backbone.eval(), (torch.randn(2, 3, size, size),), str(tmp),
-                          input_names=["x"], output_names=["features"], opset_version=17,
-                          dynamo=False, dynamic_axes={"x": {0: "batch"}, "features": {0: "batch"}})
-    os.replace(tmp, path)  # atomic: concurrent exporters (ranks) each write their own tmp
-    return path

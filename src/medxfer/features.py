@@ -36,20 +36,20 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
 from . import __version__
-from .backbones import Backbone
+from .backbones import Backbone, BackboneIdentity
 from .data import Dataset, Problem
+from .engine import backbone_forward, choose_engine, decode_workers, node_cores, prepare
 from .errors import FeatureCacheError, MedxferError
 from .hashing import sha256_file
-from .head.net import resolve_device
 from .images import load_image
 from .preprocess import Preprocessing
-from .settings import ENGINES, ExtractSettings
+from .settings import DTYPES, ExtractSettings
 
 _X = ExtractSettings()  # the defaults
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-DTYPES = {"float16": np.float16, "float32": np.float32}
+STORAGE_TYPES = {name: np.dtype(name).type for name in DTYPES}
 
 
 class ImageRows(TorchDataset):
@@ -270,7 +270,7 @@ def expected_manifest(dataset: Dataset, backbone: Backbone, *, dtype: str, shard
     return {
         "corruption": None if corruption is None else corruption.as_dict(),
         "format_version": FORMAT_VERSION,
-        "backbone": backbone.identity(),
+        "backbone": backbone.identity().as_dict(),
         "dtype": dtype,
         "n_rows": len(dataset),
         "shard_size": shard_size,
@@ -288,7 +288,16 @@ _IDENTITY_KEYS = ("format_version", "backbone", "dtype", "n_rows", "shard_size",
 
 
 def manifest_mismatch(have: dict, want: dict) -> list[str]:
-    return [k for k in _IDENTITY_KEYS if have.get(k) != want.get(k)]
+    """What differs between two manifests, one phrase each (the backbone's differences
+    named down to a concatenation's member)."""
+    out = []
+    for k in _IDENTITY_KEYS:
+        if k == "backbone":
+            out += [f"backbone {d}" for d in BackboneIdentity.from_dict(have.get(k)).differences(
+                BackboneIdentity.from_dict(want.get(k)))]
+        elif have.get(k) != want.get(k):
+            out.append(k)
+    return out
 
 
 def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
@@ -318,7 +327,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         header, before decoding.
     log_skipped : warn about unreadable images, naming the folder that lists them (off when
         the caller reports them itself and ``out`` is temporary, as in predict).
-    engine : "torch", "onnxruntime" (medxfer.export.backbone_onnx, CPU provider) or "auto"
+    engine : "torch", "onnxruntime" (medxfer.engine.backbone_onnx, CPU provider) or "auto"
         (see :func:`choose_engine`). The engine used is recorded in the manifest, not part of
         its identity: both give the same features up to float rounding (a test bounds the
         difference), so a cache made by one is reused by the other.
@@ -329,8 +338,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     -------
     FeatureSet of the rows that decoded, or None when other ranks' shards are still missing.
     """
-    if dtype not in DTYPES:
-        raise FeatureCacheError(f"dtype must be one of {sorted(DTYPES)}, got '{dtype}'")
+    if dtype not in STORAGE_TYPES:
+        raise FeatureCacheError(f"dtype must be one of {sorted(STORAGE_TYPES)}, got '{dtype}'")
     if len(dataset) == 0:
         raise FeatureCacheError("the dataset has no rows to extract")
     if shard_size is None:
@@ -355,9 +364,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     n = len(dataset)
     mine = [i for i in range(_n_shards(n, shard_size)) if i % world_size == rank]
     todo = [i for i in mine if _valid_shard(out, i) is None]
-    onnx_file = None
-    if engine == "onnxruntime" and todo:
-        onnx_file = _exported(backbone, required=asked == "onnxruntime")
+    onnx_file = prepare(backbone, engine, dev, asked=asked)[1] if todo else None
     # Which engine and device computed the features is recorded per shard (a resumed run
     # or another rank may use others) and collected into the manifest at the end.
     manifest = want | {"medxfer_version": __version__, "torch_version": torch.__version__,
@@ -375,7 +382,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
 
     if todo:
         _run_shards(dataset, backbone, out, todo, shard_size=shard_size, batch_size=batch_size,
-                    num_workers=num_workers, dtype=DTYPES[dtype], progress=progress,
+                    num_workers=num_workers, dtype=STORAGE_TYPES[dtype], progress=progress,
                     image_cache=image_cache, corruption=corruption, max_pixels=max_pixels,
                     onnx_file=onnx_file, device=dev)
     infos = []
@@ -416,61 +423,6 @@ def auto_shard_size(n: int) -> int:
     return int(min(1024, max(32, -(-n // 16))))
 
 
-def choose_engine(engine: str = "auto", device: str = "auto", *,
-                  world_size: int = 1) -> tuple[str, torch.device]:
-    """(engine, torch device) that extraction will use.
-
-    "auto" picks torch on a GPU and onnxruntime on the CPU where onnx and onnxruntime import
-    (2.7x torch's throughput on 2 cores, README); otherwise torch. onnxruntime runs on the
-    CPU only, so asking for it together with a GPU device is refused. Under torchrun
-    (world_size > 1) a bare "cuda" becomes cuda:LOCAL_RANK, one GPU per process (modulo the
-    number of GPUs).
-    """
-    if engine not in ENGINES:
-        raise FeatureCacheError(f"engine must be one of {', '.join(ENGINES)}; got '{engine}'")
-    try:
-        dev = resolve_device("cpu" if engine == "onnxruntime" and device == "auto" else device)
-    except ValueError as exc:
-        raise FeatureCacheError(str(exc)) from exc
-    if dev.type == "cuda" and dev.index is None and world_size > 1:
-        dev = process_gpu()  # extraction needs no NCCL: processes may share a GPU
-    if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
-        raise FeatureCacheError(f"device {dev} was asked for, but torch sees "
-                                f"{torch.cuda.device_count()} GPU(s); pass --device auto or cpu")
-    if engine == "auto":
-        engine = "onnxruntime" if dev.type == "cpu" and _onnxruntime_installed() else "torch"
-    if engine == "onnxruntime" and dev.type != "cpu":
-        raise FeatureCacheError(f"the onnxruntime engine runs on the CPU, not on {dev}: pass "
-                                "--engine torch to use the GPU, or --device cpu")
-    return engine, dev
-
-
-def process_gpu() -> torch.device:
-    """This process's GPU under a launcher: cuda:LOCAL_RANK (torchrun), else cuda:RANK,
-    modulo the GPUs torch sees (more processes than GPUs share them)."""
-    local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))
-    return torch.device(f"cuda:{local % max(1, torch.cuda.device_count())}")
-
-
-def node_cores() -> int:
-    """This process's share of the machine's cores (LOCAL_WORLD_SIZE processes per node)."""
-    return max(1, (os.cpu_count() or 2) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-
-
-def decode_workers(device: torch.device, onnxruntime: bool = False) -> int:
-    """Decoding processes when none are given, shared fairly by the processes of one node
-    (LOCAL_WORLD_SIZE under torchrun). onnxruntime, or a GPU, makes the forward pass cheap
-    enough that decoding is the wall: every core (up to 8 for onnxruntime, which still
-    needs one for itself; cores - 1 up to 32 beside a GPU). With torch on the CPU, one
-    worker leaves the rest to torch."""
-    cores = node_cores()
-    if onnxruntime:
-        return min(8, cores)
-    if device.type != "cpu":
-        return max(1, min(32, cores - 1))
-    return max(1, min(8, cores - 1))
-
-
 def _made_by(infos: list[dict]) -> dict:
     """{"engine", "device"} of the shards' records, each a single value or several joined by
     '+' (e.g. a run resumed with another engine); "unrecorded" for shards of older versions."""
@@ -479,28 +431,6 @@ def _made_by(infos: list[dict]) -> dict:
         for k in seen:
             seen[k].add(str(info.get(k, "unrecorded")))
     return {k: "+".join(sorted(v)) for k, v in seen.items()}
-
-
-def _onnxruntime_installed() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
-
-
-def _exported(backbone: Backbone, *, required: bool) -> Path | None:
-    """The backbone's cached ONNX file; None (with a warning) when it does not export and
-    onnxruntime was only the automatic choice, so extraction goes on with torch."""
-    from .export import backbone_onnx
-
-    try:
-        return backbone_onnx(backbone)
-    except Exception as exc:  # any exporter failure: torch gives the same features
-        if required:
-            raise FeatureCacheError(f"backbone {backbone.config.name} could not be exported to "
-                                    f"ONNX for --engine onnxruntime ({exc}); use --engine torch") from exc
-        log.warning("backbone %s did not export to ONNX (%s); extracting with torch instead",
-                    backbone.config.name, exc)
-        return None
 
 
 def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int], *,
@@ -532,34 +462,6 @@ def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int]
     finally:
         if not onnx_file and device != home:
             backbone.to(home)  # the caller's backbone stays where it was
-
-
-def backbone_forward(backbone: Backbone, onnx_file: Path | None, device: torch.device, *,
-                     threads: int | None = None):
-    """x (B, 3, S, S) CPU tensor -> (B, d) float32 numpy features: in onnxruntime when
-    ``onnx_file`` is given (``threads`` intra-op threads), else in torch on ``device``
-    (channels-last; the backbone is moved there). Extraction and the service share it.
-
-    On a GPU, cuDNN's TF32 convolutions would move features about 3e-3 of their scale away
-    from the CPU's (measured on an H100); each pass runs in full float32 so features are
-    comparable across devices (decoding, not the forward pass, bounds a GPU pipeline)."""
-    if onnx_file:
-        from .export import onnx_session
-
-        session = onnx_session(onnx_file, threads=threads)
-        return lambda x: session.run(None, {"x": x.numpy()})[0]
-    model = backbone.to(device, memory_format=torch.channels_last)
-
-    def forward(x):
-        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        try:
-            with torch.inference_mode():
-                x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                return model(x).float().cpu().numpy()
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
-    return forward
 
 
 def _write_rows(loader, forward, out: Path, paths, n: int, shard_size: int, dtype, bar,

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -29,10 +29,11 @@ from .backbones import create_backbone, state_sha256
 from .data import Dataset
 from .errors import DataError
 from .head import (BottleneckClassifier, BottleneckNet, HeadLoss, early_stopping_loop,
-                   predict_proba_nets, resolve_device, task_macro_auc)
-from .features import ImageRows, decode_workers, process_gpu
+                   predict_proba_nets, task_macro_auc)
+from .engine import backbone_forward, decode_workers, process_gpu, resolve_device
+from .features import ImageRows
 from .model_io import TrainedModel, package
-from .settings import FinetuneSettings, HeadSettings, PackageSettings
+from .settings import FinetuneSettings, HeadSettings, PackageSettings, head_params
 from .splits import patient_holdout
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,6 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
     if dataset.task != "multilabel":
         raise DataError("fine-tuning supports multi-label data for now; use `medxfer train` "
                         "on features for single-label folders")
-    from .pipeline import head_params
-
     st = settings
     dev = resolve_device(st.device)
     rank, world = _distributed(dev)
@@ -149,12 +148,11 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
                           pin_memory=dev.type == "cuda")
 
     def features(idx) -> np.ndarray:
-        out = []
+        # extraction's forward pass (TF32 off on GPUs, channels-last): calibration and
+        # thresholds are fitted on features computed as `predict` will compute them
         bb.eval()
-        with torch.inference_mode():
-            for x, _ in loader(idx, False, False):
-                out.append(bb(x.to(dev)).cpu())
-        return torch.cat(out).numpy()
+        forward = backbone_forward(bb, None, dev)
+        return np.concatenate([forward(x) for x, _ in loader(idx, False, False)])
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -225,7 +223,7 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
     Pv = est.predict_proba(Xv)
     est.validation_ = (Xv, Y[va], Pv)
     state = {k: v.detach().cpu().contiguous() for k, v in bb.state_dict().items()}
-    identity = bb.identity() | {"finetuned_sha256": state_sha256(state)}
+    identity = replace(bb.identity(), finetuned_sha256=state_sha256(state)).as_dict()
     best = res.best_score[0]
     return package(est, dataset.label_names, Y[va], Pv, backbone=identity,
                    features={"dataset_name": dataset.name, "n_rows": len(dataset),

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError
+from .settings import MAX_PIXELS
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -35,7 +36,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"} | DICOM_SUFF
 #: Images with more pixels are refused before decoding (8000 x 8000; radiographs are at most
 #: about 4300 x 3500, mammograms 4096 x 5625): a 20000 x 20000 file would need 1.6 GB per
 #: decoded float copy in every worker. `--max-pixels` changes it.
-DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_PIXELS = MAX_PIXELS  # one definition, in medxfer.settings
 
 
 def _oversized(path: Path, w: int, h: int, max_pixels: int) -> ImageReadError:

@@ -20,7 +20,8 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
-THRESHOLD_METHODS = ("f1", "youden", "sensitivity")
+from .settings import CALIBRATION_METHODS, THRESHOLD_METHODS
+
 
 
 def fast_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -361,7 +362,6 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict:
     return {"ece": float(ece / len(y)) if len(y) else None, "bins": bins}
 
 
-CALIBRATION_METHODS = ("none", "platt", "temperature")
 
 
 def fit_calibration(Y: np.ndarray, P: np.ndarray, method: str = "platt") -> dict:

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .backbones import BackboneIdentity
 from .errors import ModelError
 from .head import BottleneckClassifier
 from .metrics import apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration
@@ -50,6 +51,11 @@ class TrainedModel:
     backbone_state: dict | None = field(default=None, repr=False)  # fine-tuned backbone weights
     ood: FeatureDistance | None = field(default=None, repr=False)  # distance from training
 
+    def __post_init__(self):
+        # the folder records the identity as a dict (model.json)
+        if isinstance(self.backbone, BackboneIdentity):
+            self.backbone = self.backbone.as_dict()
+
     def training_overlap(self, patient_ids) -> dict | None:
         """How many of these images belong to patients the model was trained on (from the
         salted patient-ID hashes in model.json); None when the model records none."""
@@ -63,6 +69,13 @@ class TrainedModel:
         return {"images": int(hit.sum()), "of_images": int(len(ids)),
                 "patients": int(len(np.unique(ids[hit]))), "of_patients": int(len(np.unique(ids)))}
 
+    @property
+    def feature_dtype(self) -> str:
+        """The storage type of the features the model was trained on ("float16" unless its
+        features folder said otherwise): new images' features are rounded to it, so the
+        service and `predict` feed the model what it was trained on."""
+        return str(self.features.get("dtype") or "float16")
+
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities (n, n_labels), recalibrated when the model carries a calibration.
         Multiclass (softmax) probabilities are never recalibrated per class."""
@@ -73,16 +86,15 @@ class TrainedModel:
 
     def check_features(self, manifest: dict, where: str = "the features") -> None:
         """Raise ModelError when features were not made the way this model's were."""
-        have = manifest.get("backbone", {})
-        diffs = [k for k in ("name", "weights_sha256", "pooling", "feature_dim", "preprocessing",
-                             "finetuned_sha256")
-                 if have.get(k) != self.backbone.get(k)]
+        have = BackboneIdentity.from_dict(manifest.get("backbone"))
+        mine = BackboneIdentity.from_dict(self.backbone)
+        diffs = mine.differences(have)
         if diffs:
             raise ModelError(
-                f"{where} were made with backbone {have.get('name')!r} and this model with "
-                f"{self.backbone.get('name')!r}; they differ in {', '.join(diffs)}. Extract "
-                f"features with the model's backbone (give `medxfer evaluate` the image folder "
-                "and it does so itself).")
+                f"{where} were made with backbone {have.label!r} and this model with "
+                f"{mine.label!r}; they differ in {', '.join(diffs)}. Extract features with the "
+                "model's backbone (give `medxfer evaluate` the image folder and it does so "
+                "itself).")
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)

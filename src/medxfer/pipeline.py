@@ -6,7 +6,6 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -14,28 +13,20 @@ import pandas as pd
 
 from .backbones import rebuild_backbone
 from .baselines import TunedLogisticRegression
-from .data import Dataset, read_dataset, read_image_paths
+from .data import Dataset, bundled_sample, read_dataset, read_image_paths
 from .errors import DataError
 from .features import FeatureSet, extract_features, extract_with_settings, read_manifest
-from .ood import ood_reasons
-from .head import DEFAULT_CV_GRID, BottleneckClassifier, BottleneckCV, fit_grid
+from .head import BottleneckClassifier, BottleneckCV, fit_grid
 from .metrics import evaluate_predictions, paired_bootstrap_auc
 from .model_io import TrainedModel, package
+from .records import predict_records
 from .report import write_report
-from .settings import (DEFAULT_BACKBONE, ExtractSettings, HeadSettings, PackageSettings,
-                       SelectionSettings, TuneSettings, defaults)
+from .settings import (DEFAULT_BACKBONE, DEFAULT_CV_GRID, DEMO_CS, TUNE_GRID, ExtractSettings,
+                       HeadSettings, PackageSettings, SelectionSettings, TuneSettings, defaults,
+                       head_params)
 from .splits import check_no_patient_overlap, patient_holdout
 
 log = logging.getLogger(__name__)
-
-
-#: The logistic regression's C grid in the demo (see run_demo).
-DEMO_CS = tuple(float(c) for c in np.logspace(-6, -2, 9))
-
-
-def bundled_sample() -> Path:
-    """Path of the bundled ChestX-ray14 sample (421 real images at 256 px)."""
-    return Path(str(resources.files("medxfer") / "sample_data" / "nih14-mini"))
 
 
 def _features_info(fs: FeatureSet) -> dict:
@@ -123,19 +114,6 @@ def read_grid(path: str | Path | None) -> list[dict] | None:
     return grid
 
 
-def head_params(head: HeadSettings | dict | None) -> dict:
-    """BottleneckClassifier parameters: HeadSettings defaults updated by ``head``."""
-    if isinstance(head, HeadSettings):
-        return asdict(head)
-    return defaults(HeadSettings) | dict(head or {})
-
-
-#: The grid `medxfer tune` searches by default: k x (lambda1 = lambda2) x alpha x imbalance.
-DEFAULT_GRID = [dict(bottleneck_dim=k, l1=lam, l2=lam, alpha=alpha, imbalance=imb)
-                for k in (64, 256) for lam in (0.0, 1e-4, 1e-3, 1e-2) for alpha in (0.0, 1e-2)
-                for imb in ("pos_weight", "focal")]
-
-
 def tune_from_features(fs: FeatureSet, *, grid: list[dict] | None = None, seed: int = 0,
                        tune: TuneSettings = TuneSettings(),
                        packaging: PackageSettings = PackageSettings(), progress=None):
@@ -147,7 +125,7 @@ def tune_from_features(fs: FeatureSet, *, grid: list[dict] | None = None, seed: 
     setting's validation AUC is optimistic (it won a selection on that data): quote test or
     nested-CV numbers, not this one.
     """
-    grid = list(grid or DEFAULT_GRID)
+    grid = list(grid or TUNE_GRID)
     ests = fit_grid(fs.X, fs.Y, grid, groups=fs.dataset.patient_ids, random_state=seed,
                     progress=progress, **asdict(tune))
     table = [g | {"val_macro_auc": e.best_score_, "best_epoch": e.best_epoch_} for g, e in zip(grid, ests)]
@@ -199,7 +177,8 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
         check(ds)
     backbone = rebuild_backbone(model.backbone, model.backbone_state)
     fs = extract_features(ds, backbone, cache, batch_size=batch_size, num_workers=num_workers,
-                          progress=progress, log_skipped=log_skipped, engine=engine, device=device)
+                          progress=progress, log_skipped=log_skipped, engine=engine, device=device,
+                          dtype=model.feature_dtype)
     model.check_features(fs.manifest)
     return fs
 
@@ -243,24 +222,26 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
                                    n_boot=n_boot, seed=seed)
     metrics["skipped_images"] = len(fs.skipped)
     metrics["training_patient_overlap"] = overlap
-    if model.ood is not None:
-        flags = model.ood.flag(fs.X)
-        metrics["out_of_distribution"] = {"flagged": int(flags.sum()), "of": int(len(flags)),
-                                          "threshold": model.ood.threshold,
-                                          "quantile": model.ood.quantile}
-        if flags.any():
-            log.warning("%d of %d evaluation images are far from the training features (out-of-"
-                        "distribution score above %.2f); listed in predictions.csv", int(flags.sum()),
-                        len(flags), model.ood.threshold)
+    t = fs.dataset.table
+    records = predict_records(model, fs.X, t["path"].astype(str).tolist(),
+                              t["image_id"].astype(str).tolist())
+    flagged = sum(r.out_of_distribution.flag for r in records)
+    metrics["out_of_distribution"] = {
+        "flagged": int(flagged), "of": len(records),
+        "rule": "features far from the training images (score above threshold) or a DICOM "
+                "header that is not a chest radiograph's",
+        "threshold": None if model.ood is None else model.ood.threshold,
+        "quantile": None if model.ood is None else model.ood.quantile}
+    if flagged:
+        log.warning("%d of %d evaluation images are flagged out of distribution (features far "
+                    "from the training images, score above %s, or a non-chest DICOM header); "
+                    "listed in predictions.csv", flagged, len(records),
+                    "n/a" if model.ood is None else f"{model.ood.threshold:.2f}")
     problems = list(fs.dataset.problems) + list(fs.skipped)
     cfg = {"model_backbone": model.backbone, "model_config": model.config,
            "data": fs.dataset.name, "data_fingerprint": fs.manifest.get("dataset_fingerprint"),
            "n_boot": n_boot} | (config or {})
-    table = fs.dataset.table
-    if model.ood is not None:
-        table = table.reset_index(drop=True).assign(ood_score=np.round(model.ood.score(fs.X), 3),
-                                                    ood=model.ood.flag(fs.X))
-    report = write_report(out, metrics=metrics, Y=Y, P=P, table=table,
+    report = write_report(out, metrics=metrics, Y=Y, P=P, table=t, records=records,
                           label_names=model.label_names, thresholds=model.thresholds,
                           config=cfg, problems=problems, title=title, sections=sections)
     metrics["report"] = str(report)
@@ -269,39 +250,24 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
 
 def predict_paths(model: TrainedModel, paths, *, cache: Path, progress: bool = False,
                   engine: str = ExtractSettings.engine, device: str = ExtractSettings.device):
-    """Probabilities for image files and folders (``engine``, ``device``: as in extraction).
+    """Prediction records for image files and folders (``engine``, ``device``: as in
+    extraction).
 
-    Returns (DataFrame one row per readable image, list of Problems for the others).
+    Returns (list of :class:`medxfer.records.PredictionRecord`, one per readable image, and
+    the list of Problems for the others).
     """
     ds, problems = read_image_paths(paths)
     if len(ds) == 0:
-        return pd.DataFrame(), problems
+        return [], problems
     # Unreadable files are returned as problems naming each file (the cache is temporary).
     fs = features_for_model(model, ds, cache=cache, progress=progress, num_workers=0,
                             log_skipped=False, engine=engine, device=device)
     if len(fs) == 0:  # every file unreadable: each is listed, nothing to predict
-        return pd.DataFrame(), problems + list(fs.skipped)
-    P = model.predict_proba(fs.X)
-    out = fs.dataset.table[["image_id", "path"]].reset_index(drop=True).copy()
-    for j, name in enumerate(model.label_names):
-        out[name] = np.round(P[:, j], 4)
-    out["findings"] = ["|".join(n for j, n in enumerate(model.label_names)
-                                if P[i, j] >= model.thresholds[j]) or "none above threshold"
-                       for i in range(len(P))]
-    out = pd.concat([out, ood_columns(model, fs.X, out["path"].tolist())], axis=1)
-    return out, problems + list(fs.skipped)
-
-
-def ood_columns(model: TrainedModel, X, paths) -> pd.DataFrame:
-    """ood_score, ood_threshold, ood (flag) and ood_reason per row: the distance from the
-    training features (medxfer.ood) and, for DICOM, a Modality or body part that is not a
-    chest radiograph's."""
-    n = len(paths)
-    score = model.ood.score(X) if model.ood is not None else np.full(n, np.nan)
-    thr = model.ood.threshold if model.ood is not None else np.nan
-    reasons = ["; ".join(ood_reasons(p, float(score[i]), model.ood)) for i, p in enumerate(paths)]
-    return pd.DataFrame({"ood_score": np.round(score, 3), "ood_threshold": np.round(thr, 3),
-                         "ood": [bool(r) for r in reasons], "ood_reason": reasons})
+        return [], problems + list(fs.skipped)
+    t = fs.dataset.table
+    records = predict_records(model, fs.X, t["path"].astype(str).tolist(),
+                              t["image_id"].astype(str).tolist())
+    return records, problems + list(fs.skipped)
 
 
 def _fmt_ci(ci, signed: bool = False) -> str:

@@ -3,8 +3,9 @@
 Files written (keys of metrics.json are documented in docs/metrics.md):
 
     metrics.json        all numbers, stable keys
-    predictions.csv     one row per image: ids, metadata, label, probability and
-                        thresholded prediction per finding
+    predictions.csv     one row per image: ids, metadata, labels, and its prediction
+                        record (probability and at-or-above-threshold per finding, findings,
+                        out-of-distribution flag and reason; medxfer.records)
     summary.md          the table a reader looks at first
     roc_curves.png      ROC per finding;  pr_curves.png  precision-recall per finding
     reliability.png     reliability diagram (pooled over findings)
@@ -43,16 +44,15 @@ def _ci(ci) -> str:
     return "n/a" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def predictions_table(table: pd.DataFrame, Y, P, label_names, thresholds) -> pd.DataFrame:
-    keep = [c for c in ("image_id", "patient_id", "view", "sex", "age", "path", "ood_score", "ood")
-            if c in table.columns]
-    out = table[keep].reset_index(drop=True).copy()
+def predictions_table(table: pd.DataFrame, Y, records, label_names) -> pd.DataFrame:
+    """One row per image: its metadata, its labels, and its prediction record's flat form
+    (medxfer.records.PredictionRecord.to_row: prob_/pred_ per finding, findings, ood...)."""
+    meta = [c for c in ("patient_id", "view", "sex", "age") if c in table.columns]
+    out = table[meta].reset_index(drop=True).copy()
     for j, name in enumerate(label_names):
-        if Y is not None:
-            out[f"label_{name}"] = Y[:, j]
-        out[f"prob_{name}"] = np.round(P[:, j], 6)
-        out[f"pred_{name}"] = (P[:, j] >= thresholds[j]).astype(int)
-    return out
+        out[f"label_{name}"] = Y[:, j]
+    rec = pd.DataFrame([r.to_row() for r in records])
+    return pd.concat([rec[["image_id", "path"]], out, rec.drop(columns=["image_id", "path"])], axis=1)
 
 
 def _curves(Y, P, label_names, kind: str, path: Path) -> None:
@@ -122,7 +122,7 @@ def summary_markdown(metrics: dict, label_names, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, label_names,
+def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, records, label_names,
                  thresholds, config: dict, problems=(), title: str = "medxfer evaluation",
                  sections: list[tuple[str, str]] = ()) -> Path:
     """Write the report folder; returns the path of report.html.
@@ -138,7 +138,7 @@ def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, l
     doc = {"title": title, "metrics": metrics, "config": config,
            "problems": {"count": len(problems), "file": "problems.csv" if problems else None}}
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
-    predictions_table(table, Y, P, label_names, thresholds).to_csv(out / "predictions.csv", index=False)
+    predictions_table(table, Y, records, label_names).to_csv(out / "predictions.csv", index=False)
     if problems:
         pd.DataFrame([p.as_dict() for p in problems]).to_csv(out / "problems.csv", index=False)
     md = summary_markdown(metrics, label_names, title)

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,12 @@ from pydantic import BaseModel
 
 from . import __version__
 from .backbones import rebuild_backbone
+from .engine import backbone_forward, choose_engine, prepare
 from .errors import MedxferError
-from .images import DEFAULT_MAX_PIXELS, load_image
+from .images import load_image
 from .model_io import TrainedModel
-from .ood import ood_reasons
+from .records import PredictionRecord, predict_records
+from .settings import ExtractSettings, ServeSettings, check_of, check_value
 
 CONTENT_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "application/dicom": ".dcm"}
 SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
@@ -48,9 +51,9 @@ class ServiceError(MedxferError):
     """The service could not compute an answer (not the upload's fault): HTTP 503."""
 
 
-#: The longest a request waits for others to share its forward pass (--batch-wait-ms).
-MAX_BATCH_WAIT_MS = 1000.0
 _STOP = object()
+_S = ServeSettings()  # the defaults
+_X = ExtractSettings()
 
 
 class Predictor:
@@ -60,23 +63,17 @@ class Predictor:
     rerun one request at a time, so one failure reaches only its own request (as
     ServiceError). ``close()`` ends the worker (the app calls it at shutdown)."""
 
-    def __init__(self, model: TrainedModel, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 engine: str = "auto", device: str = "auto", max_batch: int = 8,
-                 batch_wait_ms: float = 2.0, timeout_s: float = 300.0):
-        from .features import _exported, backbone_forward, choose_engine
-
-        if not (isinstance(max_batch, int) and max_batch >= 1):
-            raise ValueError(f"max_batch must be an int of at least 1; got {max_batch!r}")
-        if not 0 <= batch_wait_ms <= MAX_BATCH_WAIT_MS:  # also refuses nan and inf
-            raise ValueError(f"batch_wait_ms must be in [0, {MAX_BATCH_WAIT_MS:g}]; got {batch_wait_ms!r}")
+    def __init__(self, model: TrainedModel, *, max_pixels: int = _X.max_pixels,
+                 engine: str = _X.engine, device: str = _X.device, max_batch: int = _S.max_batch,
+                 batch_wait_ms: float = _S.batch_wait_ms, timeout_s: float = 300.0):
+        for name, value in (("max_batch", max_batch), ("batch_wait_ms", batch_wait_ms)):
+            check_value(name, value, check_of(ServeSettings, name), "Predictor")
         self.model = model
         self.backbone = rebuild_backbone(model.backbone, model.backbone_state).eval()
         self.max_pixels = max_pixels
         self.max_batch, self.wait, self.timeout = max_batch, batch_wait_ms / 1000, timeout_s
-        self.engine, self.device = choose_engine(engine, device)
-        onnx_file = _exported(self.backbone, required=engine == "onnxruntime") \
-            if self.engine == "onnxruntime" else None
-        self.engine = "onnxruntime" if onnx_file else "torch"
+        chosen, self.device = choose_engine(engine, device)
+        self.engine, onnx_file = prepare(self.backbone, chosen, self.device, asked=engine)
         self._forward = backbone_forward(self.backbone, onnx_file, self.device)
         self.batch_sizes: dict[int, int] = {}
         self._queue: queue.Queue = queue.Queue()
@@ -135,21 +132,19 @@ class Predictor:
         except TimeoutError as exc:
             raise ServiceError(f"no answer from the model within {self.timeout:g} s") from exc
 
-    def __call__(self, path: str) -> dict:
+    def record(self, path: str, name: str | None = None) -> PredictionRecord:
+        """The prediction record of one image file (``name``: what the record calls it)."""
         gray = load_image(path, self.max_pixels)
         z = self.features(self.backbone.preprocessing(gray)[None])
-        p = self.model.predict_proba(z)[0]
-        names, thr = self.model.label_names, self.model.thresholds
-        score = None if self.model.ood is None else float(self.model.ood.score(z)[0])
-        reasons = ood_reasons(path, score, self.model.ood)
-        return {
-            "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)},
-            "thresholds": {n: round(float(t), 6) for n, t in zip(names, thr)},
-            "findings": [n for n, v, t in zip(names, p, thr) if v >= t],
-            "out_of_distribution": {
-                "flag": bool(reasons), "reason": "; ".join(reasons) or None, "score": score,
-                "threshold": None if self.model.ood is None else float(self.model.ood.threshold)},
-        }
+        # rounded to the storage type of the training features, as `predict` stores them
+        z = z.astype(self.model.feature_dtype).astype(np.float32)
+        name = name or Path(path).name
+        rec = predict_records(self.model, z, [path], [name])[0]
+        return replace(rec, image=name)
+
+    def __call__(self, path: str, name: str | None = None) -> dict:
+        """The JSON answer for one image file: its prediction record."""
+        return self.record(path, name).to_dict()
 
 
 class OOD(BaseModel):
@@ -160,6 +155,8 @@ class OOD(BaseModel):
 
 
 class Prediction(BaseModel):
+    image: str
+    image_id: str
     probabilities: dict[str, float]
     thresholds: dict[str, float]
     findings: list[str]
@@ -172,11 +169,12 @@ class Health(BaseModel):
     labels: list[str]
 
 
-def create_app(model_dir, *, max_upload_mb: float = 20.0,
-               max_pixels: int = DEFAULT_MAX_PIXELS, engine: str = "auto", device: str = "auto",
-               max_batch: int = 8, batch_wait_ms: float = 2.0):
+def create_app(model_dir, *, max_upload_mb: float = _S.max_upload_mb,
+               max_pixels: int = _X.max_pixels, engine: str = _X.engine, device: str = _X.device,
+               max_batch: int = _S.max_batch, batch_wait_ms: float = _S.batch_wait_ms):
     """The FastAPI application serving the model folder ``model_dir`` (engine, device,
     max_batch, batch_wait_ms: see :class:`Predictor`). ``app.state.predictor`` is it."""
+    check_value("max_upload_mb", max_upload_mb, check_of(ServeSettings, "max_upload_mb"), "create_app")
     model = TrainedModel.load(model_dir)
     predictor = Predictor(model, max_pixels=max_pixels, engine=engine, device=device,
                           max_batch=max_batch, batch_wait_ms=batch_wait_ms)
@@ -213,7 +211,7 @@ def create_app(model_dir, *, max_upload_mb: float = 20.0,
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             try:
-                return predictor(tmp)
+                return predictor(tmp, file.filename or "upload")
             except ServiceError as exc:
                 raise HTTPException(503, str(exc)) from exc
             except MedxferError as exc:
@@ -227,8 +225,9 @@ def create_app(model_dir, *, max_upload_mb: float = 20.0,
     return app
 
 
-def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_mb: float = 20.0, max_pixels: int = DEFAULT_MAX_PIXELS, **predictor) -> None:
+def serve(model_dir: str | Path, *, host: str = _S.host, port: int = _S.port,
+          max_upload_mb: float = _S.max_upload_mb, max_pixels: int = _X.max_pixels,
+          **predictor) -> None:
     """Run the service until interrupted (``predictor``: engine, device, max_batch,
     batch_wait_ms)."""
     import uvicorn

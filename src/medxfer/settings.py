@@ -11,6 +11,12 @@ range errors) and the TOML config file all read these tables, so a default is wr
     TuneSettings       the one-pass grid (`medxfer tune`)
     FinetuneSettings   partial fine-tuning from images (`medxfer finetune`)
     EvalSettings       bootstrap and CV (`medxfer evaluate`, `medxfer cv`)
+    StudySettings      the paper's studies (`medxfer study`)
+    ServeSettings      the HTTP service (`medxfer serve`)
+    RunSettings        the one --seed of every command that draws random numbers
+
+The grids that model selection searches (DEFAULT_CV_GRID ...) are data and live here too;
+the named model lineups built from them live in medxfer.experiments.
 
 One message template for every bad value (scikit-learn's): "The 'l1' parameter of
 BottleneckClassifier must be a float in the range [0, inf). Got -0.1 instead."
@@ -22,6 +28,8 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -86,9 +94,10 @@ class Kind:
         return f"a {self.type.__name__}{' or None' if self.none_ok else ''}"
 
 
-def setting(default: Any, help: str, check=None, *, cli: str | None = None):
+def setting(default: Any, help: str, check=None, *, cli: str | bool | None = None):
     """A dataclass field with its description, its constraint and (optionally) the name of
-    its command-line option when that differs from ``--field-name``."""
+    its command-line option when that differs from ``--field-name`` (False: no option of
+    its own, another table's field sets it, e.g. RunSettings.seed)."""
     return field(default=default, metadata={"help": help, "check": check, "cli": cli})
 
 
@@ -106,15 +115,32 @@ def validate(obj, owner: str | None = None, settings_cls=None) -> None:
         check_value(f.name, getattr(obj, f.name), f.metadata.get("check"), owner or cls.__name__)
 
 
+def head_params(head=None) -> dict:
+    """BottleneckClassifier parameters: HeadSettings defaults updated by ``head`` (a
+    HeadSettings or a dict of some of its fields)."""
+    from dataclasses import asdict
+
+    if isinstance(head, HeadSettings):
+        return asdict(head)
+    return defaults(HeadSettings) | dict(head or {})
+
+
+def check_of(cls, name: str):
+    """The constraint of field ``name`` of settings class ``cls``."""
+    return next(f.metadata.get("check") for f in fields(cls) if f.name == name)
+
+
 def defaults(cls) -> dict:
     """{field: default} of a settings class."""
     return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
 POS_FLOAT = Interval("float", 0.0, closed="neither")
+#: The seed every command starts from unless --seed says otherwise.
+DEFAULT_SEED = 0
 NONNEG_FLOAT = Interval("float", 0.0)
 POS_INT = Interval("int", 1)
-#: Forward-pass engines of feature extraction (medxfer.features.choose_engine).
+#: Forward-pass engines of feature extraction (medxfer.engine.choose_engine).
 ENGINES = ("auto", "torch", "onnxruntime")
 NONNEG_INT = Interval("int", 0)
 
@@ -125,6 +151,10 @@ CALIBRATION_METHODS = ("none", "platt", "temperature")
 THRESHOLD_METHODS = ("f1", "youden", "sensitivity")
 POOLINGS = ("avg", "multistage")
 DTYPES = ("float16", "float32")
+#: Images with more pixels are refused from their header, before decoding.
+MAX_PIXELS = 64_000_000
+#: The longest a service request waits for others to share its forward pass.
+MAX_BATCH_WAIT_MS = 1000.0
 #: The default extraction, chosen by nested patient-wise CV on the 421-image sample
 #: (docs/benchmarks.md): EfficientNet-Lite2 (260 px) and MobileNetV2 side by side, every
 #: stage of both pooled; 1.4x the extraction time of Lite2 alone.
@@ -174,8 +204,8 @@ class HeadSettings:
                           "epochs", Kind(bool))
     n_ensemble: int = setting(1, "average N members, each with its own patient-wise "
                               "validation split", POS_INT, cli="--ensemble")
-    random_state: int = setting(0, "seed of initialization, shuffling and splits", NONNEG_INT,
-                                cli="--seed")
+    random_state: int = setting(DEFAULT_SEED, "seed of initialization, shuffling and splits "
+                                "(on the command line: --seed)", NONNEG_INT, cli=False)
     device: str = setting("cpu", "torch device for training: cpu, cuda, cuda:N or auto",
                           Kind(str))
 
@@ -229,7 +259,7 @@ class ExtractSettings:
     dtype: str = setting("float16", "storage type of the features", Choice(DTYPES))
     image_cache: str | None = setting(None, "folder for decoded+resized images, reused by "
                                       "later backbones at this size", Kind(str, none_ok=True))
-    max_pixels: int = setting(64_000_000, "images with more pixels are skipped and listed, "
+    max_pixels: int = setting(MAX_PIXELS, "images with more pixels are skipped and listed, "
                               "before decoding (decompression bombs)", POS_INT)
     engine: str = setting("auto", "forward-pass engine: onnxruntime (the backbone exported to "
                           "ONNX once, cached by its weights' hash; features equal to torch's "
@@ -284,6 +314,28 @@ STUDY_NAMES = ("compare", "imbalance", "sensitivity", "disturbance", "shift", "e
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """The one seed of every command that draws random numbers."""
+
+    seed: int = setting(DEFAULT_SEED, "random seed of patient splits, folds, initialization, "
+                        "bootstrap resamples and corruption noise", NONNEG_INT)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The HTTP service (`medxfer serve`, medxfer.serve.create_app). Images and engine:
+    ExtractSettings' max_pixels, engine and device."""
+
+    host: str = setting("127.0.0.1", "address to bind (loopback unless told otherwise)", Kind(str))
+    port: int = setting(8000, "TCP port", Interval("int", 1, 65535))
+    max_upload_mb: float = setting(20.0, "larger uploads get 413", POS_FLOAT)
+    max_batch: int = setting(8, "concurrent requests answered by one forward pass, at most "
+                             "(1: one at a time)", POS_INT)
+    batch_wait_ms: float = setting(2.0, "how long the first request of a batch waits for others",
+                                   Interval("float", 0.0, MAX_BATCH_WAIT_MS))
+
+
+@dataclass(frozen=True)
 class StudySettings:
     """The paper's studies (`medxfer study`): folds, resampling, what each study varies."""
 
@@ -308,4 +360,36 @@ class StudySettings:
     backbones: str | None = setting(None, "compare: also these backbones, comma-separated "
                                     "(features extracted and cached beside the first)",
                                     Kind(str, none_ok=True))
-    seed: int = setting(0, "seed of folds, draws, corruption noise and models", NONNEG_INT)
+    seed: int = setting(DEFAULT_SEED, "seed of folds, draws, corruption noise and models (on the "
+                        "command line: --seed)", NONNEG_INT, cli=False)
+
+
+# ---------------------------------------------------------------------------- grids (data)
+
+#: What `medxfer train` chooses among by inner patient-wise CV (medxfer.head.BottleneckCV):
+#: the bottleneck at k = 8 and 32 and the linear-head limit, each over its weight penalty.
+DEFAULT_CV_GRID = ([dict(bottleneck_dim=k, alpha=a) for k in (8, 32) for a in (0.03, 0.1)]
+                   + [dict(bottleneck_dim=None, alpha=a) for a in (1.0, 3.0, 10.0, 30.0, 100.0)])
+#: The bottleneck and the linear-head parts of DEFAULT_CV_GRID.
+BOTTLENECK_GRID = [g for g in DEFAULT_CV_GRID if g["bottleneck_dim"] is not None]
+LINEAR_GRID = [g for g in DEFAULT_CV_GRID if g["bottleneck_dim"] is None]
+#: The paper's method: the bottleneck with its code penalty lambda1 = lambda2 switched on.
+PAPER_GRID = [g | {"l1": lam, "l2": lam} for g in BOTTLENECK_GRID for lam in (1e-4, 1e-3)]
+#: DEFAULT_CV_GRID with the code penalty at 1e-3 on its bottleneck settings.
+CODE_PENALTY_GRID = [g | ({"l1": 1e-3, "l2": 1e-3} if g["bottleneck_dim"] else {})
+                     for g in DEFAULT_CV_GRID]
+#: A wider grid of widths and penalties (`medxfer cv --tune`).
+WIDE_CV_GRID = ([dict(bottleneck_dim=k, alpha=a) for k in (4, 8, 16, 32, 64)
+                 for a in (0.01, 0.03, 0.1, 0.3)]
+                + [dict(bottleneck_dim=None, alpha=a) for a in (0.3, 1.0, 3.0, 10.0, 30.0)])
+#: `medxfer tune`'s one-pass grid: k x (lambda1 = lambda2) x alpha x imbalance (AdamW).
+TUNE_GRID = [dict(bottleneck_dim=k, l1=lam, l2=lam, alpha=alpha, imbalance=imb)
+             for k in (64, 256) for lam in (0.0, 1e-4, 1e-3, 1e-2) for alpha in (0.0, 1e-2)
+             for imb in ("pos_weight", "focal")]
+#: The previous default of `medxfer train` (before inner-CV selection), kept as a cv row.
+PREVIOUS_DEFAULT = dict(bottleneck_dim=256, l1=1e-4, l2=1e-4, alpha=1e-2, solver="adamw")
+#: The tuned logistic regression's C grid (medxfer.baselines.TunedLogisticRegression).
+LOGISTIC_CS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+#: Its C grid in the demo: 1e-6..1e-2 (the upper half was never chosen on the sample and
+#: takes minutes on 4,952-d features on 2 cores; docs/benchmarks.md).
+DEMO_CS = tuple(float(c) for c in np.logspace(-6, -2, 9))

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BackboneError, ModelError, unknown_name_message
+from ..settings import POOLINGS
 from .concat import Concat
-from .module import POOLINGS, Backbone
+from .identity import BackboneIdentity
+from .module import Backbone
 from .registry import get_backbone_config
 from .weights import check_weights, state_sha256
 
@@ -53,7 +55,7 @@ def create_backbone(name: str, *, weights: str | Path | None = None,
                     weights_path=path, **(hints[0] if hints else {}))
 
 
-def rebuild_backbone(identity: dict, state: dict | None = None, *,
+def rebuild_backbone(identity: BackboneIdentity | dict, state: dict | None = None, *,
                      weights: str | Path | None = None) -> Backbone:
     """The backbone a model was trained with, from the identity recorded in its folder
     (:meth:`Backbone.identity`: name, weights_sha256, pooling, feature_dim,
@@ -64,18 +66,19 @@ def rebuild_backbone(identity: dict, state: dict | None = None, *,
     before any feature is computed. Raises :class:`ModelError` on any difference, and
     :class:`BackboneError` when the backbone cannot be built at all.
     """
-    name = identity["name"]
-    pre = identity.get("preprocessing") or {}
+    identity = BackboneIdentity.from_dict(identity)
+    name = identity.name
+    pre = identity.preprocessing or {}
     config = get_backbone_config(name)
-    expected = identity.get("weights_sha256")
+    expected = identity.weights_sha256
     path = Path(weights) if weights else (config.locate_weights() if config.locate_weights
                                           else None)
     check_weights(f"'{name}'", path, expected)  # before the (slow) build
-    for rec in identity.get("members") or []:  # a concatenation: each member's weights
-        mc = get_backbone_config(rec["name"])
-        check_weights(f"'{rec['name']}' (member of '{name}')",
-                      mc.locate_weights() if mc.locate_weights else None, rec.get("weights_sha256"))
-    finetuned = identity.get("finetuned_sha256")
+    for rec in identity.members:  # a concatenation: each member's weights
+        mc = get_backbone_config(rec.name)
+        check_weights(f"'{rec.name}' (member of '{name}')",
+                      mc.locate_weights() if mc.locate_weights else None, rec.weights_sha256)
+    finetuned = identity.finetuned_sha256
     if state is not None:
         if not finetuned:
             raise ModelError(f"a fine-tuned state was given for backbone '{name}', but the model "
@@ -94,7 +97,7 @@ def rebuild_backbone(identity: dict, state: dict | None = None, *,
         raise ModelError(f"the model was trained with weights (sha256 {expected[:12]}...) for "
                          f"backbone '{name}', which is now registered without weights")
     bb = create_backbone(name, weights=path, input_size=pre.get("size"),
-                         pooling=identity.get("pooling", "avg"))
+                         pooling=identity.pooling or "avg")
     if pre:
         have = bb.preprocessing.as_dict()
         diff = "; ".join(f"{k}: {pre[k]} then, {have.get(k)} now"
@@ -110,7 +113,7 @@ def rebuild_backbone(identity: dict, state: dict | None = None, *,
             raise ModelError(f"the fine-tuned state does not fit backbone '{name}': "
                              f"{str(exc).splitlines()[0]}") from exc
         bb.finetuned_sha256 = finetuned
-    recorded_dim = identity.get("feature_dim")
+    recorded_dim = identity.feature_dim
     if recorded_dim is not None and int(recorded_dim) != bb.feature_dim:
         raise ModelError(f"backbone '{name}' gives {bb.feature_dim}-wide features here, but the "
                          f"model was trained on {recorded_dim}-wide ones")

@@ -16,27 +16,28 @@ class Concat(nn.Module):
     without antialiasing, to each smaller member's input size, normalized with the member's
     mean and std, and the members' pooled features are concatenated. A smaller member's
     features therefore differ slightly from that backbone extracted alone (which resizes the
-    original image once). ``last_map`` keeps the first member's last feature map (Grad-CAM)."""
+    original image once). ``last_maps`` keeps every member's last feature map of the latest
+forward pass (Grad-CAM)."""
 
     def __init__(self, members: list):
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.last_map = None
+        self.last_maps: list[torch.Tensor] = []
         for i, m in enumerate(members):
             self.register_buffer(f"mean_{i}", torch.tensor(m.preprocessing.mean).view(1, 3, 1, 1))
             self.register_buffer(f"std_{i}", torch.tensor(m.preprocessing.std).view(1, 3, 1, 1))
 
     def forward(self, x):
-        out = []
+        out, maps = [], []
         for i, m in enumerate(self.members):
             size = m.preprocessing.size
             xi = x if x.shape[-1] == size else nn.functional.interpolate(
                 x, size=(size, size), mode="bilinear", align_corners=False)
             xi = (xi - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}")
             feats, fmap = m.forward_with_map(xi)
-            if i == 0:
-                self.last_map = fmap
+            maps.append(fmap)
             out.append(feats)
+        self.last_maps = maps
         return torch.cat(out, dim=1)
 
 

@@ -10,10 +10,11 @@ from torch import nn
 
 from ..errors import BackboneError
 from ..preprocess import Preprocessing
+from ..settings import POOLINGS
+from .identity import BackboneIdentity
 from .registry import BackboneConfig
 from .weights import weights_sha256
 
-POOLINGS = ("avg", "multistage")
 # The package's logger, by the name it had before backbones became a package.
 log = logging.getLogger("medxfer.backbones")
 
@@ -81,12 +82,18 @@ class Backbone(nn.Module):
         return t.permute(0, 3, 1, 2) if self.channels_last and t.ndim == 4 else t
 
     def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (B, d) and the last stage's feature map (B, C, h, w) they pool."""
+        """Features (B, d) and the last stage's feature map (B, C, h, w) they pool (of a
+        concatenation: its first member's)."""
+        feats, maps = self.forward_with_maps(x)
+        return feats, maps[0]
+
+    def forward_with_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features (B, d) and the last stage's feature map of this backbone, or of every
+        member of a concatenation, in member order (Grad-CAM of the whole feature vector)."""
         self._captured = []
         feats, fmap = self._pool(self.trunk(x))
-        if fmap.ndim == 2 and getattr(self.trunk, "last_map", None) is not None:
-            fmap = self.trunk.last_map  # a concatenation: its first member's last stage
-        return feats, fmap
+        members_maps = getattr(self.trunk, "last_maps", None)
+        return feats, list(members_maps) if members_maps else [fmap]
 
     def _pool(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self._nchw(raw)
@@ -110,16 +117,14 @@ class Backbone(nn.Module):
             params.extend(block.parameters())
         return params
 
-    def identity(self) -> dict:
-        """Everything about this backbone that changes the features it computes."""
-        out = {"name": self.config.name, "weights_sha256": weights_sha256(self.weights_path),
-               "pooling": self.pooling, "feature_dim": self.feature_dim,
-               "preprocessing": self.preprocessing.as_dict()}
-        if self.finetuned_sha256:
-            out["finetuned_sha256"] = self.finetuned_sha256
-        if self.config.members:
-            out["members"] = [m.identity() for m in self.trunk.members]
-        return out
+    def identity(self) -> BackboneIdentity:
+        """Everything about this backbone that changes the features it computes (every
+        member's too, for a concatenation)."""
+        return BackboneIdentity(
+            name=self.config.name, weights_sha256=weights_sha256(self.weights_path),
+            pooling=self.pooling, feature_dim=self.feature_dim,
+            preprocessing=self.preprocessing.as_dict(), finetuned_sha256=self.finetuned_sha256,
+            members=tuple(m.identity() for m in self.trunk.members) if self.config.members else ())
 
 
 def _looks_channels_last(shape: tuple[int, ...], width: int | None) -> bool:

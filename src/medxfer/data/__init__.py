@@ -18,11 +18,12 @@ from .contract import CHESTXRAY14_FINDINGS, NO_FINDING, Dataset, Problem
 from .detect import read_dataset
 from .folders import index_images, read_class_folder, read_dicom_folder, read_image_paths
 from .parsing import drop_duplicate_rows, parse_age, parse_finding_labels, parse_label_cell
+from .sample import bundled_sample
 from .tables import PATH_COLUMNS, PATIENT_COLUMNS, read_csv_dataset
 
 __all__ = [
     "CHESTXRAY14_FINDINGS", "CHESTXRAY14_TABLE_NAMES", "NO_FINDING", "PATH_COLUMNS",
-    "PATIENT_COLUMNS", "Dataset", "Problem", "drop_duplicate_rows", "find_chestxray14_table",
+    "PATIENT_COLUMNS", "Dataset", "Problem", "bundled_sample", "drop_duplicate_rows", "find_chestxray14_table",
     "index_images", "parse_age", "parse_finding_labels", "parse_label_cell", "read_chestxray14",
     "read_chestxray14_boxes", "read_chestxray14_table", "read_class_folder", "read_csv_dataset",
     "read_dataset", "read_dicom_folder", "read_image_paths",

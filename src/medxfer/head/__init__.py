@@ -11,7 +11,8 @@
 from .estimator import BottleneckClassifier, task_macro_auc
 from .grid import fit_grid
 from .losses import IMBALANCE, HeadLoss
-from .net import BottleneckNet, predict_proba_nets, resolve_device
+from ..engine import resolve_device
+from .net import BottleneckNet, predict_proba_nets
 from .selection import DEFAULT_CV_GRID, BottleneckCV
 from .training import early_stopping_loop
 

@@ -28,7 +28,8 @@ from ..errors import ModelError, NotFittedError
 from ..metrics import macro_auc
 from ..settings import HeadSettings, defaults, validate
 from .losses import HeadLoss
-from .net import BottleneckNet, predict_proba_nets, resolve_device
+from ..engine import resolve_device
+from .net import BottleneckNet, predict_proba_nets
 from .training import early_stopping_loop
 
 _D = defaults(HeadSettings)
@@ -47,6 +48,18 @@ def clear_fitted(est) -> None:
     """Remove every fitted attribute (name ending in "_") so that ``fit`` starts clean."""
     for name in [k for k in vars(est) if k.endswith("_") and not k.startswith("__")]:
         delattr(est, name)
+
+
+def ravel_label_column(y: np.ndarray) -> np.ndarray:
+    """y as given, or raveled (with scikit-learn's DataConversionWarning) when it is a
+    column of class labels rather than one finding's 0/1/NaN."""
+    if y.ndim == 2 and y.shape[1] == 1 and not _is_binary_column(y):
+        from sklearn.exceptions import DataConversionWarning
+
+        warnings.warn("A column-vector y was passed when a 1d array was expected; it holds "
+                      "class labels, so it is raveled", DataConversionWarning, stacklevel=4)
+        return y.ravel()
+    return y
 
 
 def _is_binary_column(y: np.ndarray) -> bool:
@@ -146,13 +159,8 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         y = np.asarray(y)
         task = self.task
-        if task == "auto" and y.ndim == 2 and y.shape[1] == 1 and not _is_binary_column(y):
-            # A column of class labels (not one finding's 0/1/NaN): scikit-learn's convention.
-            from sklearn.exceptions import DataConversionWarning
-
-            warnings.warn("A column-vector y was passed when a 1d array was expected; it holds "
-                          "class labels, so it is raveled", DataConversionWarning, stacklevel=3)
-            y = y.ravel()
+        if task == "auto":
+            y = ravel_label_column(y)  # scikit-learn's convention for a column of labels
         if task == "auto":
             task = "multilabel" if y.ndim == 2 else "multiclass"
         if task == "multilabel":

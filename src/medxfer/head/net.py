@@ -59,14 +59,3 @@ def predict_proba_nets(nets: list[nn.Module], X, task: str, *, batch_size: int =
                 parts.append(probabilities(net(x)[0], task).cpu())
             out.append(torch.cat(parts))
     return torch.stack(out).mean(0).numpy()
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> the GPU when torch sees one, else the CPU; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or another torch device "
-                         f"name; got {device!r}") from exc

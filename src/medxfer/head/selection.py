@@ -18,21 +18,19 @@ import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
-from ..settings import HeadSettings, defaults
+from ..settings import (DEFAULT_CV_GRID, HeadSettings, SelectionSettings, check_of, check_value,
+                        defaults)
 from ..splits import patient_kfold
-from .estimator import BottleneckClassifier, clear_fitted, task_macro_auc
+from .estimator import BottleneckClassifier, clear_fitted, ravel_label_column, task_macro_auc
 
 log = logging.getLogger(__name__)
 
-#: The settings `medxfer train` chooses among by default: the paper's bottleneck at two
-#: widths (below and above the 14 findings) and its linear-head limit, each with the weight
-#: penalty alpha on a log grid (alpha on W and V acts as a nuclear-norm penalty on the
-#: product V^T W^T, which is what shares strength across findings).
-DEFAULT_CV_GRID = ([dict(bottleneck_dim=k, alpha=a) for k in (8, 32) for a in (0.03, 0.1)]
-                   + [dict(bottleneck_dim=None, alpha=a) for a in (1.0, 3.0, 10.0, 30.0, 100.0)])
-
+#: BottleneckCV's own parameters, checked against the `medxfer train` options they mirror.
+CONSTRAINTS = {"n_splits": ("inner_folds", SelectionSettings),
+               "n_repeats": ("inner_repeats", SelectionSettings)}
 
 def _auc(Y, P) -> float:
     return task_macro_auc(Y, P, "multilabel")
@@ -78,17 +76,25 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, Y, *, groups=None, progress=None):
         clear_fitted(self)  # e.g. no blend_score_ left from an earlier fit
+        if Y is None:
+            raise ValueError("BottleneckCV requires y to be passed, but the target y is None")
         X = validate_data(self, X, dtype=np.float32, ensure_min_samples=2)
+        Y = ravel_label_column(np.asarray(Y))
+        if Y.ndim == 1:
+            # Single-label y (binary or multiclass): selected one-vs-rest on its one-hot
+            # columns, probabilities renormalized over the classes (scikit-learn's contract).
+            check_classification_targets(Y)
+            self.classes_, codes = np.unique(Y, return_inverse=True)
+            if len(self.classes_) < 2:
+                raise ValueError(f"BottleneckCV needs at least 2 classes in y; got 1 class "
+                                 f"({self.classes_[0]!r})")
+            Y = np.eye(len(self.classes_), dtype=np.float32)[codes]
         Y = np.asarray(Y, dtype=np.float32)
         if Y.ndim != 2 or len(Y) != len(X):
             raise ValueError(f"BottleneckCV needs multilabel Y of shape (n_samples, n_labels) "
-                             f"with n_samples={len(X)}; got {Y.shape}")
-        if not isinstance(self.n_splits, int) or self.n_splits < 2:
-            raise ValueError(f"The 'n_splits' parameter of BottleneckCV must be an int in the "
-                             f"range [2, inf). Got {self.n_splits!r} instead.")
-        if not isinstance(self.n_repeats, int) or self.n_repeats < 1:
-            raise ValueError(f"The 'n_repeats' parameter of BottleneckCV must be an int in the "
-                             f"range [1, inf). Got {self.n_repeats!r} instead.")
+                             f"or a 1-D y of n_samples={len(X)} classes; got {Y.shape}")
+        for name, (field_name, table) in CONSTRAINTS.items():
+            check_value(name, getattr(self, name), check_of(table, field_name), "BottleneckCV")
         groups = np.arange(len(X)) if groups is None else np.asarray(groups)
         grid = list(self.grid or DEFAULT_CV_GRID)
         base = self._base()
@@ -156,10 +162,20 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "best_estimator_"):
             raise NotFittedError("This BottleneckCV instance is not fitted yet. Call 'fit' with "
                                  "appropriate arguments before using this estimator.")
-        return self.best_estimator_.predict_proba(X)
+        P = self.best_estimator_.predict_proba(X)
+        if hasattr(self, "classes_"):  # single-label y: one-vs-rest scores renormalized
+            P = P / np.clip(P.sum(1, keepdims=True), 1e-12, None)
+        return P
 
     def predict(self, X, threshold=0.5) -> np.ndarray:
-        return (self.predict_proba(X) >= np.asarray(threshold)).astype(np.int64)
+        """Multilabel: 0/1 per label at ``threshold``; single-label: the likeliest class."""
+        P = self.predict_proba(X)
+        if hasattr(self, "classes_"):
+            return self.classes_[P.argmax(1)]
+        return (P >= np.asarray(threshold)).astype(np.int64)
 
     def score(self, X, y, sample_weight=None) -> float:
+        """Multilabel: macro AUC; single-label: accuracy (scikit-learn's default)."""
+        if hasattr(self, "classes_"):
+            return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
         return _auc(np.asarray(y, dtype=np.float32), self.predict_proba(X))

@@ -24,29 +24,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..baselines import TunedLogisticRegression
-from ..experiments import CalibratedBottleneckCV, fold_predictions
-from ..head import DEFAULT_CV_GRID, BottleneckCV
+from ..experiments import fold_predictions, lineup
 from ..metrics import paired_bootstrap_auc
+from ..settings import BOTTLENECK_GRID, LINEAR_GRID, PAPER_GRID
 from ..splits import patient_kfold
 from .common import Ledger, Progress, StudyContext, finish, headline_ci, line_figure, write_table
 
-BOTTLENECK_GRID = [g for g in DEFAULT_CV_GRID if g["bottleneck_dim"] is not None]
-LINEAR_GRID = [g for g in DEFAULT_CV_GRID if g["bottleneck_dim"] is None]
-PAPER_GRID = [g | {"l1": lam, "l2": lam} for g in BOTTLENECK_GRID for lam in (1e-4, 1e-3)]
 BASELINES = ("logistic_regression", "linear_head", "bottleneck_no_code_penalty")
 
 
 def compare_models() -> dict:
-    """name -> factory(seed), baselines first."""
-    return {
-        "logistic_regression": lambda seed: TunedLogisticRegression(random_state=seed),
-        "linear_head": lambda seed: BottleneckCV(LINEAR_GRID, random_state=seed),
-        "bottleneck_no_code_penalty": lambda seed: BottleneckCV(BOTTLENECK_GRID, blend=False,
-                                                                random_state=seed),
-        "paper_method": lambda seed: BottleneckCV(PAPER_GRID, blend=False, random_state=seed),
-        "medxfer_train": lambda seed: CalibratedBottleneckCV(random_state=seed),
-    }
+    """name -> factory(seed), baselines first (medxfer.experiments.LINEUPS["compare"])."""
+    return lineup("compare")
 
 
 def run_compare(ctx: StudyContext, models: dict | None = None) -> dict:

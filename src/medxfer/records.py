@@ -1,0 +1,89 @@
+"""The one prediction record: what medxfer says about one image, built once.
+
+`medxfer predict` prints it as text or JSON, the service returns it, and `medxfer
+evaluate` writes it (one row per image) into predictions.csv. A record holds the
+per-finding probabilities (calibrated, as the model deploys them), the thresholds, the
+findings whose probability is at or above their threshold, and the out-of-distribution
+flag with its reason. The flag has one meaning everywhere: the image's features are far
+from the training images' (medxfer.ood.FeatureDistance) or its DICOM header says it is not
+a chest radiograph (medxfer.ood.dicom_header_flags).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .model_io import TrainedModel
+from .ood import ood_reasons
+
+#: Decimals kept of probabilities, thresholds and OOD scores in every output.
+DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class OutOfDistribution:
+    flag: bool
+    reason: str | None  # "; "-joined reasons, None when not flagged
+    score: float | None  # the feature distance; None when the model has no OOD score
+    threshold: float | None
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    image: str  # the file's path (or the upload's name)
+    image_id: str
+    probabilities: dict[str, float]
+    thresholds: dict[str, float]
+    findings: list[str] = field(default_factory=list)  # at or above threshold, model order
+    out_of_distribution: OutOfDistribution = None
+
+    def to_dict(self) -> dict:
+        """The JSON form (CLI --json, the service)."""
+        return asdict(self)
+
+    def to_row(self) -> dict:
+        """The flat form of predictions.csv: prob_/pred_ per finding, findings joined by
+        '|' (empty when none), ood, ood_reason, ood_score, ood_threshold."""
+        row = {"image_id": self.image_id, "path": self.image}
+        for name, p in self.probabilities.items():
+            row[f"prob_{name}"] = p
+            row[f"pred_{name}"] = int(name in self.findings)
+        o = self.out_of_distribution
+        return row | {"findings": "|".join(self.findings), "ood": o.flag,
+                      "ood_reason": o.reason or "", "ood_score": o.score,
+                      "ood_threshold": o.threshold}
+
+
+def predict_records(model: TrainedModel, X: np.ndarray, paths, image_ids=None) -> list[PredictionRecord]:
+    """One record per row of features X (n, d) of the images ``paths``."""
+    X = np.asarray(X, dtype=np.float32)
+    P = model.predict_proba(X)
+    names = list(model.label_names)
+    thr = [round(float(t), DECIMALS) for t in model.thresholds]
+    scores = model.ood.score(X) if model.ood is not None else [None] * len(X)
+    ood_thr = None if model.ood is None else round(float(model.ood.threshold), DECIMALS)
+    ids = image_ids if image_ids is not None else [str(p).rsplit("/", 1)[-1] for p in paths]
+    out = []
+    for i, path in enumerate(paths):
+        score = None if scores[i] is None else float(scores[i])
+        why = ood_reasons(str(path), score, model.ood)
+        probs = {n: round(float(P[i, j]), DECIMALS) for j, n in enumerate(names)}
+        out.append(PredictionRecord(
+            image=str(path), image_id=str(ids[i]), probabilities=probs,
+            thresholds=dict(zip(names, thr)),
+            findings=[n for j, n in enumerate(names) if P[i, j] >= model.thresholds[j]],
+            out_of_distribution=OutOfDistribution(
+                bool(why), "; ".join(why) or None,
+                None if score is None else round(score, DECIMALS), ood_thr)))
+    return out
+
+
+def records_frame(records: list[PredictionRecord]) -> pd.DataFrame:
+    """The records as a table, one row each (PredictionRecord.to_row)."""
+    return pd.DataFrame([r.to_row() for r in records])
+
+
+__all__ = ["DECIMALS", "OutOfDistribution", "PredictionRecord", "predict_records", "records_frame"]
