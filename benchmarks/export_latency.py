@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medxfer.export import WholeModel, export_onnx, onnx_session, sample_inputs
+from medxfer.engine import onnx_session
+from medxfer.export import WholeModel, export_onnx, sample_inputs
 from medxfer.model_io import TrainedModel
-from medxfer.pipeline import bundled_sample
+from medxfer.data import bundled_sample
 
 
 def _time(fn, repeats):

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     engines = {}
     for eng in a.engines:
         if eng == "onnxruntime":
-            from medxfer.export import backbone_onnx
+            from medxfer.engine import backbone_onnx
 
             backbone_onnx(bb)  # the one-time export is not part of the throughput
         for w in a.workers:

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     gpu = timed("gpu_torch", engine="torch", device=gpu_name)
     timed("gpu_torch_cached", engine="torch", device=gpu_name, image_cache=work / "imgcache")
     timed("gpu_torch_cache_warm", engine="torch", device=gpu_name, image_cache=work / "imgcache")
-    from medxfer.export import backbone_onnx
+    from medxfer.engine import backbone_onnx
 
     backbone_onnx(bb)  # the one-time export is not part of the throughput
     timed("cpu_onnxruntime", engine="onnxruntime", device="cpu")

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import uvicorn
 
-from medxfer.pipeline import bundled_sample
+from medxfer.data import bundled_sample
 from medxfer.serve import create_app
 
 

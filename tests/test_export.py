@@ -68,37 +68,38 @@ def test_onnxruntime_engine_gives_torchs_features(make_cxr14, sample_table, tmp_
 
 
 def test_engine_auto_picks_onnxruntime_on_the_cpu_and_torch_without_it(monkeypatch):
-    from medxfer import features
+    from medxfer import engine
+    from medxfer.engine import onnxruntime_engine
     from medxfer.errors import FeatureCacheError
 
-    assert features.choose_engine("auto", "cpu") == ("onnxruntime", torch.device("cpu"))
-    assert features.choose_engine("torch", "cpu") == ("torch", torch.device("cpu"))
-    monkeypatch.setattr(features, "_onnxruntime_installed", lambda: False)
-    assert features.choose_engine("auto", "cpu")[0] == "torch"
-    with pytest.raises(FeatureCacheError, match="engine must be one of"):
-        features.choose_engine("tensorrt", "cpu")
+    assert engine.choose_engine("auto", "cpu") == ("onnxruntime", torch.device("cpu"))
+    assert engine.choose_engine("torch", "cpu") == ("torch", torch.device("cpu"))
+    monkeypatch.setattr(onnxruntime_engine, "onnxruntime_installed", lambda: False)
+    assert engine.choose_engine("auto", "cpu")[0] == "torch"
+    with pytest.raises(FeatureCacheError, match="engine must be one of auto, torch, onnxruntime"):
+        engine.choose_engine("tensorrt", "cpu")
     with pytest.raises(FeatureCacheError, match="device must be"):
-        features.choose_engine("auto", "gpu0")
+        engine.choose_engine("auto", "gpu0")
     if not torch.cuda.is_available():  # a GPU asked for where there is none: named, not a crash
         with pytest.raises(FeatureCacheError, match="sees 0 GPU"):
-            features.choose_engine("torch", "cuda")
+            engine.choose_engine("torch", "cuda")
 
 
 def test_engine_auto_falls_back_to_torch_when_the_backbone_does_not_export(
         make_cxr14, sample_table, tmp_path, monkeypatch, capsys):
     """A backbone the exporter cannot handle still extracts under the default engine (with a
     warning, and the manifest says torch); asked for explicitly, onnxruntime fails clearly."""
-    import medxfer.export
+    from medxfer.engine import onnxruntime_engine
     from medxfer.features import FeatureSet
 
     def broken(backbone, cache_dir=None):
         raise RuntimeError("unsupported operator")
 
-    monkeypatch.setattr(medxfer.export, "backbone_onnx", broken)
+    monkeypatch.setattr(onnxruntime_engine, "backbone_onnx", broken)
     root = make_cxr14(sample_table["image_id"][:8].tolist())
     assert main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "a")]) == 0
     assert FeatureSet.load(tmp_path / "a").manifest["engine"] == "torch"
-    assert "did not export to ONNX" in capsys.readouterr().err
+    assert "did not run in the onnxruntime engine" in capsys.readouterr().err
     assert main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--engine",
                  "onnxruntime", "--out", str(tmp_path / "b")]) == 2
     assert "use --engine torch" in capsys.readouterr().err

@@ -182,7 +182,7 @@ def test_batches_never_span_shards_and_the_manifest_names_every_engine(small, tm
 def test_each_launcher_process_gets_its_own_gpu(monkeypatch):
     import torch
 
-    from medxfer.features import decode_workers, process_gpu
+    from medxfer.engine import decode_workers, process_gpu
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("LOCAL_RANK", "3")

@@ -107,9 +107,8 @@ def test_serve_cli_refuses_bad_options(tmp_path, capsys):
     assert "--port must be" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
     assert "--max-batch must be" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["serve", str(tmp_path), "--engine", "tensorrt"])
-    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--engine", "tensorrt"]) == 2
+    assert "--engine must be one of auto, torch, onnxruntime; got 'tensorrt'" in capsys.readouterr().err
 
 
 def test_concurrent_requests_share_forward_passes_with_the_same_answers(tiny_trained):

@@ -178,6 +178,13 @@ def resolve_settings(args) -> dict:
 
     out = {cls: settings_from_args(args, cls, only=only)
            for cls, only in COMMAND_SETTINGS.get(args.command, [])}
+    x = out.get(ExtractSettings)
+    if x is not None and x.engine != "auto":  # engines are a registry (medxfer.engine)
+        from .engine import engine_names
+
+        if x.engine not in engine_names():
+            raise UsageError(f"--engine must be one of auto, {', '.join(engine_names())}; "
+                             f"got {x.engine!r}")
     if RunSettings in out:
         seed = out[RunSettings].seed
         for cls, name in SEEDED.items():

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .backbones import Backbone, BackboneIdentity
 from .data import Dataset, Problem
-from .engine import backbone_forward, choose_engine, decode_workers, node_cores, prepare
+from .engine import choose_engine, decode_workers, get_engine, node_cores, prepare
 from .errors import FeatureCacheError, MedxferError
 from .hashing import sha256_file
 from .images import load_image
@@ -327,7 +327,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         header, before decoding.
     log_skipped : warn about unreadable images, naming the folder that lists them (off when
         the caller reports them itself and ``out`` is temporary, as in predict).
-    engine : "torch", "onnxruntime" (medxfer.engine.backbone_onnx, CPU provider) or "auto"
+    engine : a registered engine ("torch", "onnxruntime": medxfer.engine) or "auto"
         (see :func:`choose_engine`). The engine used is recorded in the manifest, not part of
         its identity: both give the same features up to float rounding (a test bounds the
         difference), so a cache made by one is reused by the other.
@@ -364,7 +364,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     n = len(dataset)
     mine = [i for i in range(_n_shards(n, shard_size)) if i % world_size == rank]
     todo = [i for i in mine if _valid_shard(out, i) is None]
-    onnx_file = prepare(backbone, engine, dev, asked=asked)[1] if todo else None
+    # the engine is prepared (e.g. the ONNX export) before any image is decoded
+    used, make_forward = prepare(backbone, engine, dev, asked=asked) if todo else (engine, None)
     # Which engine and device computed the features is recorded per shard (a resumed run
     # or another rank may use others) and collected into the manifest at the end.
     manifest = want | {"medxfer_version": __version__, "torch_version": torch.__version__,
@@ -384,7 +385,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         _run_shards(dataset, backbone, out, todo, shard_size=shard_size, batch_size=batch_size,
                     num_workers=num_workers, dtype=STORAGE_TYPES[dtype], progress=progress,
                     image_cache=image_cache, corruption=corruption, max_pixels=max_pixels,
-                    onnx_file=onnx_file, device=dev)
+                    engine=used, make_forward=make_forward, device=dev)
     infos = []
     for i in range(_n_shards(n, shard_size)):
         infos.append(_valid_shard(out, i))
@@ -436,14 +437,14 @@ def _made_by(infos: list[dict]) -> dict:
 def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int], *,
                 shard_size: int, batch_size: int, num_workers: int | None, dtype, progress: bool,
                 image_cache=None, corruption=None, max_pixels=_X.max_pixels,
-                onnx_file: Path | None = None, device=torch.device("cpu")):
+                engine: str = "torch", make_forward=None, device=torch.device("cpu")):
     n = len(dataset)
     rows = [r for i in todo for r in range(i * shard_size, min(n, (i + 1) * shard_size))]
     paths = dataset.table["path"].astype(str).tolist()
     images = ImageRows(paths, backbone.preprocessing, image_cache, corruption, max_pixels)
     cores = node_cores()
     if num_workers is None:
-        num_workers = decode_workers(device, onnxruntime=onnx_file is not None)
+        num_workers = decode_workers(device, decode_bound=get_engine(engine).decode_bound)
     # Batches never span shards, so every shard is computed in the same batches whichever
     # process (rank) and run computes it: the cache is bit for bit the same.
     batches = [list(range(b, min(b + batch_size, stop)))
@@ -451,16 +452,15 @@ def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int]
                for b in range(start, stop, batch_size)]
     loader = DataLoader(images, batch_sampler=batches, collate_fn=_collate, num_workers=num_workers,
                         persistent_workers=False, pin_memory=device.type == "cuda")
-    made = {"engine": "onnxruntime" if onnx_file else "torch",
-            "device": "cpu" if onnx_file else str(device)}
+    made = {"engine": engine, "device": "cpu" if get_engine(engine).cpu_only else str(device)}
     home = next(backbone.parameters(), torch.empty(0)).device
-    forward = backbone_forward(backbone, onnx_file, device, threads=max(1, cores - num_workers))
+    forward = make_forward(max(1, cores - num_workers))
     try:
         _write_rows(loader, forward, out, paths, n, shard_size, dtype,
                     tqdm(total=len(rows), unit="img", desc=f"extract {backbone.config.name}",
                          disable=not progress, dynamic_ncols=True), made)
     finally:
-        if not onnx_file and device != home:
+        if not get_engine(engine).cpu_only and device != home:
             backbone.to(home)  # the caller's backbone stays where it was
 
 

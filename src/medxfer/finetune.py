@@ -30,7 +30,7 @@ from .data import Dataset
 from .errors import DataError
 from .head import (BottleneckClassifier, BottleneckNet, HeadLoss, early_stopping_loop,
                    predict_proba_nets, task_macro_auc)
-from .engine import backbone_forward, decode_workers, process_gpu, resolve_device
+from .engine import decode_workers, process_gpu, resolve_device, torch_forward
 from .features import ImageRows
 from .model_io import TrainedModel, package
 from .settings import FinetuneSettings, HeadSettings, PackageSettings, head_params
@@ -151,7 +151,7 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
         # extraction's forward pass (TF32 off on GPUs, channels-last): calibration and
         # thresholds are fitted on features computed as `predict` will compute them
         bb.eval()
-        forward = backbone_forward(bb, None, dev)
+        forward = torch_forward(bb, dev)
         return np.concatenate([forward(x) for x, _ in loader(idx, False, False)])
 
     with torch.random.fork_rng(devices=[]):

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 
 from . import __version__
 from .backbones import rebuild_backbone
-from .engine import backbone_forward, choose_engine, prepare
+from .engine import choose_engine, prepare
 from .errors import MedxferError
 from .images import load_image
 from .model_io import TrainedModel
@@ -73,8 +73,8 @@ class Predictor:
         self.max_pixels = max_pixels
         self.max_batch, self.wait, self.timeout = max_batch, batch_wait_ms / 1000, timeout_s
         chosen, self.device = choose_engine(engine, device)
-        self.engine, onnx_file = prepare(self.backbone, chosen, self.device, asked=engine)
-        self._forward = backbone_forward(self.backbone, onnx_file, self.device)
+        self.engine, make_forward = prepare(self.backbone, chosen, self.device, asked=engine)
+        self._forward = make_forward(None)
         self.batch_sizes: dict[int, int] = {}
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, daemon=True, name="medxfer-batcher")

@@ -140,8 +140,6 @@ POS_FLOAT = Interval("float", 0.0, closed="neither")
 DEFAULT_SEED = 0
 NONNEG_FLOAT = Interval("float", 0.0)
 POS_INT = Interval("int", 1)
-#: Forward-pass engines of feature extraction (medxfer.engine.choose_engine).
-ENGINES = ("auto", "torch", "onnxruntime")
 NONNEG_INT = Interval("int", 0)
 
 IMBALANCE_OPTIONS = ("none", "pos_weight", "class_balanced", "focal", "balanced_sampler")
@@ -263,8 +261,9 @@ class ExtractSettings:
                               "before decoding (decompression bombs)", POS_INT)
     engine: str = setting("auto", "forward-pass engine: onnxruntime (the backbone exported to "
                           "ONNX once, cached by its weights' hash; features equal to torch's "
-                          "within float rounding), torch, or auto: onnxruntime on the CPU where "
-                          "it is installed and the backbone exports, else torch", Choice(ENGINES))
+                          "within float rounding), torch, any other engine registered in "
+                          "medxfer.engine, or auto: onnxruntime on the CPU where it is installed "
+                          "and the backbone exports, else torch", Kind(str))
     device: str = setting("auto", "device of the torch engine: auto (the GPU when torch sees "
                           "one, cuda:LOCAL_RANK under torchrun), cpu, cuda or cuda:N", Kind(str))
 
