@@ -280,9 +280,6 @@ class EvalSettings:
     folds: int = setting(5, "patient-wise folds of `medxfer cv`", Interval("int", 2))
 
 
-STUDY_NAMES = ("compare", "imbalance", "sensitivity", "disturbance", "shift", "efficiency")
-
-
 @dataclass(frozen=True)
 class StudySettings:
     """The paper's studies (`medxfer study`): folds, resampling, what each study varies."""

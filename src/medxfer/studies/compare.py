@@ -30,6 +30,7 @@ from ..head import DEFAULT_CV_GRID, BottleneckCV
 from ..metrics import paired_bootstrap_auc
 from ..splits import patient_kfold
 from .common import Ledger, Progress, StudyContext, finish, headline_ci, line_figure, write_table
+from .registry import register_study
 
 BOTTLENECK_GRID = [g for g in DEFAULT_CV_GRID if g["bottleneck_dim"] is not None]
 LINEAR_GRID = [g for g in DEFAULT_CV_GRID if g["bottleneck_dim"] is None]
@@ -49,6 +50,7 @@ def compare_models() -> dict:
     }
 
 
+@register_study("compare", title="1. Method against baselines (Table 1)", order=1)
 def run_compare(ctx: StudyContext, models: dict | None = None) -> dict:
     """Run the comparison on ``ctx.features`` and every ``ctx.extra_features`` backbone;
     writes compare/compare.csv|md, compare/paired.csv|md and compare/compare.png|csv."""
