@@ -6,8 +6,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from medxfer.cli import main
-from medxfer.data import (parse_label_cell, read_chestxray14, read_csv_dataset,
-                          read_dataset, read_dicom_folder)
+from medxfer.data import (detect_format, get_reader, parse_label_cell, read_chestxray14,
+                          read_csv_dataset, read_dataset, read_dicom_folder, readers,
+                          register_reader)
 from medxfer.errors import DataError
 from medxfer.splits import official_split, split_from_file
 
@@ -154,10 +155,74 @@ def test_inspect_reports_cooccurrence_and_age(sample_root, capsys):
     assert s["boxes"] == 10
 
 
-def test_unrecognised_input(tmp_path):
+def test_unrecognised_input_lists_every_format(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(DataError, match="a CSV of paths and labels, a folder with one subfolder"):
+    with pytest.raises(DataError, match="is not a dataset medxfer recognises") as err:
         read_dataset(tmp_path)
+    for r in readers():
+        assert f"{r.name}: {r.description}" in str(err.value)
+    assert "a CSV of paths and labels" in str(err.value)
+    assert "a folder with one subfolder of images per class" in str(err.value)
+
+
+def _layouts(root, sample_root):
+    """format -> a tiny folder or file in that format."""
+    img = sample_root / "images" / "00000075_000.png"
+    (root / "cxr").mkdir()
+    (root / "cxr" / "Data_Entry_2017.csv").write_text("Image Index\n")
+    for c in ("a", "b"):
+        _png(root / "cls" / c / "x.png")
+    (root / "dcm" / "study1").mkdir(parents=True)
+    _write_dicom(root / "dcm" / "study1" / "s.dcm", np.zeros((4, 4), np.uint16), "MONOCHROME2")
+    (root / "t.csv.gz").write_bytes(b"")
+    return {"chestxray14": root / "cxr", "class_folder": root / "cls",
+            "dicom_folder": root / "dcm", "csv": root / "t.csv.gz", None: img}
+
+
+def test_each_reader_detects_only_its_own_layout(tmp_path, sample_root):
+    layouts = _layouts(tmp_path, sample_root)
+    assert {r.name for r in readers()} == {n for n in layouts if n}
+    for name, path in layouts.items():
+        said = {r.name: r.detect(path) for r in readers()}
+        assert [n for n, why in said.items() if why] == ([name] if name else []), path
+        if name:
+            assert detect_format(path) == (name, said[name])
+    assert "Data_Entry_2017.csv" in get_reader("chestxray14").detect(layouts["chestxray14"])
+    assert get_reader("dicom_folder").detect(layouts["dicom_folder"]).endswith("study1/s.dcm")
+    assert get_reader("csv").detect(tmp_path / "x.gz") is None  # only .csv and .csv.gz
+    with pytest.raises(DataError, match="'csv' is registered twice"):
+        register_reader("csv", description="x", read=read_csv_dataset, priority=0)(lambda p: None)
+
+
+def test_a_chestxray14_folder_with_dicom_files_is_chestxray14(make_cxr14, sample_table):
+    root = make_cxr14(sample_table["image_id"][:3].tolist())
+    _write_dicom(root / "extra.dcm", np.zeros((4, 4), np.uint16), "MONOCHROME2")
+    assert get_reader("dicom_folder").detect(root) is not None
+    assert detect_format(root)[0] == "chestxray14"
+    ds = read_dataset(root)
+    assert len(ds) == 3 and ds.format == "chestxray14" and "metadata table" in ds.format_reason
+    assert ds.subset([0]).format == "chestxray14"
+
+
+def test_an_option_the_format_does_not_take_is_refused_by_name(make_cxr14, sample_table, tmp_path, capsys):
+    root = make_cxr14(sample_table["image_id"][:2].tolist())
+    with pytest.raises(DataError, match="option 'path_column' does not apply to the chestxray14 format"):
+        read_dataset(root, path_column="file")
+    assert main(["inspect", str(root), "--patient-column", "p"]) == 2
+    assert "'patient_column' does not apply to the chestxray14 format" in capsys.readouterr().err
+    assert len(read_dataset(root, table=root / "Data_Entry_2017_v2020.csv.gz")) == 2
+
+
+def test_inspect_prints_the_format_and_why(tmp_path, capsys):
+    import json
+    (tmp_path / "dcm").mkdir()
+    _write_dicom(tmp_path / "dcm" / "s.dcm", np.zeros((4, 4), np.uint16), "MONOCHROME2")
+    assert main(["inspect", str(tmp_path / "dcm")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "format: dicom_folder (holds DICOM files, e.g. s.dcm)"
+    assert main(["inspect", str(tmp_path / "dcm"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["format"], s["format_reason"]) == ("dicom_folder", "holds DICOM files, e.g. s.dcm")
 
 
 def test_cli_inspect_csv_with_named_columns(tmp_path, capsys):

@@ -18,6 +18,9 @@ from medxfer.features import FeatureSet, extract_features
 from medxfer.settings import StudySettings
 from medxfer.splits import patient_kfold
 from medxfer.studies import StudyContext, run_study
+from medxfer.studies.common import finish
+from medxfer.studies.registry import (all_studies, get_study, register_study, study_names,
+                                     unregister_study)
 from medxfer.studies.compare import BASELINES, compare_models
 from medxfer.studies.efficiency import parse_fractions, run_efficiency, subsample_patients
 from medxfer.studies.imbalance import LEVELS, subsample_to_ratio
@@ -218,6 +221,37 @@ def test_learning_curve_full_point_equals_a_plain_run(tiny, tmp_path):
     assert set(tiny.dataset.patient_ids[sub]) < set(tiny.dataset.patient_ids)
     with pytest.raises(MedxferError, match="in \\(0, 1\\]"):
         parse_fractions("0,0.5")
+
+
+# ---------------------------------------------------------------------------- registry
+
+def test_study_names_read_without_importing_agree_with_the_registry():
+    assert study_names() == [s.name for s in all_studies()]
+    assert study_names()[:2] == ["compare", "imbalance"]  # the paper's order, not the files'
+    from medxfer.cli import build_parser
+
+    study = build_parser().commands["study"]
+    (name,) = [a for a in study._actions if a.dest == "name"]
+    assert name.choices == study_names() + ["all"]
+    with pytest.raises(MedxferError, match="Unknown study 'compar'. Did you mean 'compare'"):
+        get_study("compar")
+
+
+def test_a_registered_study_runs_and_is_listed_on_the_page(tiny, tmp_path):
+    @register_study("tiny_check", title="7. A study registered by a test", order=7)
+    def run_tiny_check(ctx):
+        return finish(ctx, "tiny_check", {"tables": [], "images": len(ctx.features)}, 0.0)
+
+    try:
+        with pytest.raises(MedxferError, match="registered twice"):
+            register_study("tiny_check", title="again", order=8)(lambda ctx: {})
+        r = run_study("tiny_check", _ctx(tiny, tmp_path))
+        assert r["tiny_check"]["images"] == len(tiny)
+        assert "7. A study registered by a test" in (tmp_path / "index.html").read_text()
+        assert all_studies()[-1].name == "tiny_check"
+    finally:
+        unregister_study("tiny_check")
+    assert "tiny_check" not in [s.name for s in all_studies()]
 
 
 # ---------------------------------------------------------------------------- command line

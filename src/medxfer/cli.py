@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MedxferError
-from .settings import (DEFAULT_BACKBONE, STUDY_NAMES, Choice, EvalSettings, ExtractSettings,
+from .settings import (DEFAULT_BACKBONE, Choice, EvalSettings, ExtractSettings,
                        FinetuneSettings, HeadSettings, Interval, Kind, PackageSettings, RunSettings,
                        SelectionSettings, ServeSettings, StudySettings, TuneSettings)
 
@@ -286,7 +286,9 @@ def build_parser() -> _Parser:
                 "tables with patient-bootstrap 95% CIs, figures with the CSV they plot, and "
                 "index.html linking everything. Features are extracted once and cached in OUT; "
                 "an interrupted run resumes.", [seed, data])
-    p.add_argument("name", choices=list(STUDY_NAMES) + ["all"], help="which study")
+    from .studies.registry import ALL, study_names  # light: reads the study files, imports none
+
+    p.add_argument("name", choices=[*study_names(), ALL], help="which study")
     p.add_argument("data", help="features folder from `medxfer extract`, or a dataset (ChestX-ray14 "
                                 "folder, CSV...) to extract into OUT/features")
     p.add_argument("--out", required=True, help="run folder (reused: finished work is kept)")
@@ -410,12 +412,11 @@ class _Steps:
 def _read(a, path):
     from .data import read_dataset
 
-    kw = {}
-    if str(path).lower().endswith((".csv", ".csv.gz")):
-        kw = {k: v for k, v in dict(path_column=a.path_column, patient_column=a.patient_column,
-                                     labels_column=a.labels_column).items() if v is not None}
-        if a.labels_column:
-            kw["separator"] = a.separator
+    # the CSV options as given: the registry refuses them for a format that does not take them
+    kw = {k: v for k, v in dict(path_column=a.path_column, patient_column=a.patient_column,
+                                 labels_column=a.labels_column).items() if v is not None}
+    if a.labels_column:
+        kw["separator"] = a.separator
     ds = read_dataset(path, **kw)
     if a.limit is not None:
         if a.limit < 1:
@@ -466,6 +467,7 @@ def _cmd_inspect(a) -> int:
         print(json.dumps(s, indent=2))
         return status
     print(f"{s['name']}: {s['images']} images, {s['patients']} patients")
+    print(f"format: {s['format']} ({s['format_reason']})")
     width = max(len(n) for n in s["findings"]) if s["findings"] else 10
     for name, n in s["findings"].items():
         print(f"  {name:<{width}}  {n:6d}  ({100 * n / max(1, s['images']):.1f}%)")

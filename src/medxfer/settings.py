@@ -309,9 +309,6 @@ class EvalSettings:
     folds: int = setting(5, "patient-wise folds of `medxfer cv`", Interval("int", 2))
 
 
-STUDY_NAMES = ("compare", "imbalance", "sensitivity", "disturbance", "shift", "efficiency")
-
-
 @dataclass(frozen=True)
 class RunSettings:
     """The one seed of every command that draws random numbers."""

@@ -11,6 +11,7 @@ from ..errors import DataError
 from .contract import CHESTXRAY14_FINDINGS, Dataset, Problem
 from .folders import index_images
 from .parsing import drop_duplicate_rows, parse_age, parse_finding_labels
+from .registry import register_reader
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,16 @@ def read_chestxray14(root: str | Path, *, table: str | Path | None = None,
         boxes = boxes[boxes["image_id"].isin(set(out["image_id"]))].reset_index(drop=True)
     return Dataset(out, labels, tuple(findings), name=f"ChestX-ray14 at {root}",
                    problems=tuple(problems), boxes=boxes)
+
+
+# Asked before the folder formats: the release's folders may also hold DICOM files or
+# class-like subfolders (images_001/, images_002/).
+@register_reader("chestxray14", description=f"a ChestX-ray14 folder (one of "
+                 f"{', '.join(CHESTXRAY14_TABLE_NAMES)} beside the images)",
+                 read=read_chestxray14, priority=30)
+def _chestxray14_folder(path: Path) -> str | None:
+    table = find_chestxray14_table(path) if path.is_dir() else None
+    return None if table is None else f"holds the metadata table {table.name}"
 
 
 def read_chestxray14_boxes(root: str | Path) -> pd.DataFrame | None:

@@ -45,6 +45,8 @@ class Dataset:
     problems : what was skipped or looked odd while reading, in reading order.
     task : "multilabel" (independent findings) or "multiclass" (one class per image).
     boxes : expert bounding boxes (image_id, finding, x, y, w, h) for rows that have them.
+    format, format_reason : the reader :func:`read_dataset` chose and why (None when a
+        reader was called directly).
     """
 
     table: pd.DataFrame
@@ -54,6 +56,8 @@ class Dataset:
     problems: tuple[Problem, ...] = field(default=())
     task: str = "multilabel"  # or "multiclass": exactly one 1 per row (class folders)
     boxes: pd.DataFrame | None = field(default=None, repr=False)
+    format: str | None = None
+    format_reason: str | None = None
 
     def __post_init__(self):
         if self.labels.shape != (len(self.table), len(self.label_names)):
@@ -124,6 +128,8 @@ class Dataset:
         known = ~np.isnan(self.labels)
         out = {
             "name": self.name,
+            "format": self.format,
+            "format_reason": self.format_reason,
             "images": len(self),
             "patients": int(self.table["patient_id"].nunique()),
             "findings": {n: int(np.nansum(self.labels[:, j]) if known[:, j].any() else 0)

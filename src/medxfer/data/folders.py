@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..images import IMAGE_SUFFIXES
+from ..images import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from .contract import Dataset, Problem
+from .registry import register_reader
 
 
 def index_images(root: Path) -> dict[str, Path]:
@@ -49,10 +50,14 @@ def read_image_paths(paths: list[str | Path]) -> tuple[Dataset, list[Problem]]:
                    problems=tuple(problems)), problems
 
 
+def _class_names(root: Path) -> list[str]:
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 def read_class_folder(root: str | Path) -> Dataset:
     """Single-label data: one subfolder per class, images inside (any depth)."""
     root = Path(root)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = _class_names(root)
     if len(classes) < 2:
         raise DataError(f"class folder '{root}' needs at least two subfolders (one per class), "
                         f"found {classes}")
@@ -74,10 +79,10 @@ def read_class_folder(root: str | Path) -> Dataset:
 def read_dicom_folder(root: str | Path) -> Dataset:
     """Unlabelled DICOM files (for prediction, inspection or pairing with a CSV), patient ID
     taken from each header."""
-    from ..images import DICOM_SUFFIXES, dicom_patient_id
+    from ..images import dicom_patient_id
 
     root = Path(root)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in DICOM_SUFFIXES)
+    files = sorted(_dicom_files(root))
     if not files:
         raise DataError(f"no .dcm files under '{root}'")
     problems, rows = [], []
@@ -93,3 +98,25 @@ def read_dicom_folder(root: str | Path) -> Dataset:
     table = pd.DataFrame(rows, columns=["image_id", "path", "patient_id", "file_size"])
     return Dataset(table, np.zeros((len(table), 0), np.float32), (), name=f"DICOM folder {root}",
                    problems=tuple(problems))
+
+
+def _dicom_files(root: Path):
+    return (p for p in root.rglob("*") if p.suffix.lower() in DICOM_SUFFIXES)
+
+
+# Asked before class folders: DICOM exports often hold one subfolder per patient or study,
+# which would otherwise read as one class per patient.
+@register_reader("dicom_folder", description="a folder of DICOM files (unlabelled)",
+                 read=read_dicom_folder, priority=20)
+def _dicom_folder(path: Path) -> str | None:
+    first = next(_dicom_files(path), None) if path.is_dir() else None
+    return None if first is None else f"holds DICOM files, e.g. {first.relative_to(path)}"
+
+
+@register_reader("class_folder", description="a folder with one subfolder of images per class",
+                 read=read_class_folder, priority=10)
+def _class_folder(path: Path) -> str | None:
+    classes = _class_names(path) if path.is_dir() else []
+    if len(classes) < 2 or not all(index_images(path / c) for c in classes):
+        return None
+    return f"{len(classes)} subfolders of images: " + ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")

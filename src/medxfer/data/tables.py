@@ -10,6 +10,7 @@ import pandas as pd
 from ..errors import DataError
 from .contract import NO_FINDING, Dataset, Problem
 from .parsing import drop_duplicate_rows, parse_age, parse_finding_labels, parse_label_cell
+from .registry import register_reader
 
 #: Column names tried, in order, for the image path and the patient id.
 PATH_COLUMNS = ("path", "image", "filename", "Path", "Image Index")
@@ -105,3 +106,10 @@ def read_csv_dataset(csv_path: str | Path, *, root: str | Path | None = None,
     table["file_size"] = [p.stat().st_size if p.is_file() else 0 for p in paths]
     ds = Dataset(table, labels, tuple(names), name=f"CSV {csv_path}", problems=tuple(problems))
     return ds.subset(exists)
+
+
+@register_reader("csv", description="a CSV of paths and labels (.csv or .csv.gz)",
+                 read=read_csv_dataset, priority=0)
+def _csv_file(path: Path) -> str | None:
+    suffix = next((s for s in (".csv", ".csv.gz") if path.name.lower().endswith(s)), None)
+    return f"a {suffix} file" if suffix and path.is_file() else None

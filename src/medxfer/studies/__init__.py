@@ -12,23 +12,37 @@ Every number has a patient-bootstrap 95% CI, every figure is written with the CS
 it plots, units of work are kept in a ledger so an interrupted run resumes, and
 ``index.html`` in the run folder links everything with the settings and the data
 fingerprint.
+
+Each study module registers its run function (:mod:`.registry`); a new module in this
+package is found by pkgutil, so adding a study is one file.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING
 
-from .common import Ledger, StudyContext
-from .compare import run_compare
-from .disturbance import run_disturbance
-from .efficiency import run_efficiency
-from .imbalance import run_imbalance
-from .page import write_index
-from .sensitivity import run_sensitivity
-from .shift import run_shift
+from .registry import ALL, Study, all_studies, get_study, register_study, study_names, unregister_study
 
-STUDIES = {"compare": run_compare, "imbalance": run_imbalance, "sensitivity": run_sensitivity,
-           "disturbance": run_disturbance, "shift": run_shift, "efficiency": run_efficiency}
+if TYPE_CHECKING:
+    from .common import StudyContext
+
+#: Served on first use (PEP 562), with the study modules, so that importing the registry
+#: for the command line's choices does not import torch.
+_LAZY = {"Ledger": "common", "StudyContext": "common", "write_index": "page"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    if name == "STUDIES":  # {name: run function}, in order
+        return {s.name: s.run for s in all_studies()}
+    if name.startswith("run_"):  # run_compare, run_shift, ...: each study's run function
+        for s in all_studies():
+            if s.run.__name__ == name:
+                return s.run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def features_label(extract) -> str:
@@ -71,25 +85,24 @@ def open_study(data, out, *, extract=None, settings=None, head=None, progress: b
 
 
 def run_study(name: str, ctx: StudyContext) -> dict:
-    """Run one study (or "all", in the order above) and rewrite the run's index.html."""
-    from ..errors import MedxferError, unknown_name_message
+    """Run one study (or "all", in the registry's order) and rewrite the run's index.html."""
+    from .page import write_index
 
-    names = list(STUDIES) if name == "all" else [name]
-    for n in names:
-        if n not in STUDIES:
-            raise MedxferError(unknown_name_message("study", n, list(STUDIES) + ["all"]))
+    studies = all_studies() if name == ALL else [get_study(name)]
     out = {}
     inner = logging.getLogger("medxfer.head")  # one line per inner-CV setting is noise here
     level = inner.level
     inner.setLevel(max(level, logging.WARNING))
     try:
-        for n in names:
-            out[n] = STUDIES[n](ctx)
+        for study in studies:
+            out[study.name] = study.run(ctx)
             write_index(ctx)
     finally:
         inner.setLevel(level)
     return out
 
 
-__all__ = ["STUDIES", "Ledger", "StudyContext", "features_label", "open_study", "run_compare", "run_disturbance", "run_efficiency",
-           "run_imbalance", "run_sensitivity", "run_shift", "run_study", "write_index"]
+# Each study's run_<name> function is served by __getattr__ too, so a new study adds nothing here.
+__all__ = ["ALL", "STUDIES", "Ledger", "Study", "StudyContext", "all_studies", "features_label",
+           "get_study", "open_study", "register_study", "run_study", "study_names",
+           "unregister_study", "write_index"]

@@ -29,6 +29,7 @@ from ..metrics import paired_bootstrap_auc
 from ..settings import BOTTLENECK_GRID, LINEAR_GRID, PAPER_GRID
 from ..splits import patient_kfold
 from .common import Ledger, Progress, StudyContext, finish, headline_ci, line_figure, write_table
+from .registry import register_study
 
 BASELINES = ("logistic_regression", "linear_head", "bottleneck_no_code_penalty")
 
@@ -38,6 +39,7 @@ def compare_models() -> dict:
     return lineup("compare")
 
 
+@register_study("compare", title="1. Method against baselines (Table 1)", order=1)
 def run_compare(ctx: StudyContext, models: dict | None = None) -> dict:
     """Run the comparison on ``ctx.features`` and every ``ctx.extra_features`` backbone;
     writes compare/compare.csv|md, compare/paired.csv|md and compare/compare.png|csv."""

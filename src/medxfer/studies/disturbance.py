@@ -28,6 +28,7 @@ from ..features import extract_features
 from ..metrics import macro_auc, macro_f1, paired_bootstrap_auc
 from ..splits import patient_holdout
 from .common import Ledger, Progress, StudyContext, finish, line_figure, with_ci, write_table
+from .registry import register_study
 
 log = logging.getLogger("medxfer.studies")
 
@@ -66,6 +67,7 @@ def test_rows(ctx: StudyContext) -> tuple[np.ndarray, np.ndarray]:
     return tr, te
 
 
+@register_study("disturbance", title="4. Image disturbances", order=4)
 def run_disturbance(ctx: StudyContext, *, batch_size: int = 32, num_workers: int | None = None) -> dict:
     s = ctx.settings
     names = parse_corruptions(s.corruptions)

@@ -20,6 +20,7 @@ from ..metrics import bootstrap_metrics, macro_auc
 from ..splits import patient_kfold
 from .common import Ledger, Progress, StudyContext, finish, line_figure, write_table
 from .compare import compare_models
+from .registry import register_study
 
 MODELS = ("logistic_regression", "linear_head", "medxfer_train")
 
@@ -46,6 +47,7 @@ def subsample_patients(tr: np.ndarray, groups: np.ndarray, fraction: float, rng)
     return tr[np.isin(groups[tr], keep)]
 
 
+@register_study("efficiency", title="6. Data efficiency (learning curves)", order=6)
 def run_efficiency(ctx: StudyContext, models: dict | None = None) -> dict:
     s = ctx.settings
     fractions = parse_fractions(s.fractions)

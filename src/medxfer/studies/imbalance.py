@@ -29,6 +29,7 @@ from ..head import BottleneckClassifier
 from ..metrics import macro_auc, macro_f1, macro_recall
 from ..splits import patient_kfold
 from .common import Ledger, Progress, StudyContext, finish, line_figure, with_ci, write_table
+from .registry import register_study
 
 #: name -> negatives per positive
 LEVELS = {"Balanced": 1, "Mild": 5, "Moderate": 20, "Severe": 100}
@@ -62,6 +63,7 @@ def subsample_to_ratio(Y: np.ndarray, ratio: float, rng: np.random.Generator):
     return out, record
 
 
+@register_study("imbalance", title="2. Class imbalance, Balanced to Severe (Figure 2)", order=2)
 def run_imbalance(ctx: StudyContext) -> dict:
     s = ctx.settings
     X, Y, groups, names = ctx.X, ctx.Y, ctx.groups, ctx.names

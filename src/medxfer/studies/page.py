@@ -1,5 +1,6 @@
 """One offline HTML page per study run: what was run on what data, every table and figure,
-links to the CSVs. No script, no external resource."""
+links to the CSVs, a section per registered study in its order. No script, no external
+resource."""
 
 from __future__ import annotations
 
@@ -9,15 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
+from ..backbones import BackboneIdentity
 from .common import StudyContext
-
-ORDER = ("compare", "imbalance", "sensitivity", "disturbance", "shift", "efficiency")
-TITLES = {"compare": "1. Method against baselines (Table 1)",
-          "imbalance": "2. Class imbalance, Balanced to Severe (Figure 2)",
-          "sensitivity": "3. Hyper-parameter sensitivity",
-          "disturbance": "4. Image disturbances",
-          "shift": "5. Distribution shift",
-          "efficiency": "6. Data efficiency (learning curves)"}
+from .registry import all_studies
 
 
 def _md_table(text: str) -> str:
@@ -38,7 +33,8 @@ def write_index(ctx: StudyContext) -> Path:
              f"<p>{len(ds)} images of {len(set(ds.patient_ids))} patients; data fingerprint "
              f"<code>{html.escape(str(m.get('dataset_fingerprint')))}</code>; features "
              f"<code>{html.escape(ctx.backbone_label)}</code> (weights sha256 "
-             f"<code>{html.escape(str((m.get('backbone') or {}).get('weights_sha256'))[:16])}</code>)"
+             + ", ".join(f"{html.escape(n)} <code>{html.escape(str(h)[:16])}</code>" for n, h in
+                         BackboneIdentity.from_dict(m.get("backbone")).weights_hashes.items()) + ")"
              + (f" from <code>{html.escape(str(ctx.features_folder))}</code>" if ctx.features_folder else "")
              + f"; medxfer {__version__}.</p>",
              "<p>Every interval is a 95% percentile interval over patient bootstrap resamples. "
@@ -46,12 +42,13 @@ def write_index(ctx: StudyContext) -> Path:
              "<details><summary>settings</summary><pre>"
              + html.escape(json.dumps({"study": asdict(ctx.settings), "head": asdict(ctx.head)}, indent=1))
              + "</pre></details>"]
-    for name in ORDER:
+    for study in all_studies():
+        name = study.name
         res_path = out / name / "result.json"
         if not res_path.is_file():
             continue
         res = json.loads(res_path.read_text())
-        parts.append(f"<h2>{TITLES[name]}</h2><p>{res.get('seconds')} s; "
+        parts.append(f"<h2>{html.escape(study.title)}</h2><p>{res.get('seconds')} s; "
                      + ", ".join(f'<a href="{name}/{t}">{t}</a>' for t in res.get("tables", []))
                      + "</p>")
         for t in res.get("tables", []):

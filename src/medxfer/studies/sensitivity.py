@@ -22,6 +22,7 @@ from ..metrics import macro_auc
 from ..splits import patient_kfold
 from .common import (Ledger, Progress, StudyContext, finish, heatmap_figure, line_figure, with_ci,
                      write_table)
+from .registry import register_study
 
 #: parameter -> values swept one at a time (the others at the chosen point)
 SWEEPS = {
@@ -51,6 +52,7 @@ def sensitivity_grid(center: dict) -> list[dict]:
     return unique
 
 
+@register_study("sensitivity", title="3. Hyper-parameter sensitivity", order=3)
 def run_sensitivity(ctx: StudyContext) -> dict:
     s = ctx.settings
     X, Y, groups = ctx.X, ctx.Y, ctx.groups

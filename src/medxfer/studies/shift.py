@@ -26,6 +26,7 @@ from ..experiments import CalibratedBottleneckCV, rows_key
 from ..metrics import bootstrap_metrics, macro_auc
 from ..splits import check_no_patient_overlap, patient_holdout
 from .common import Ledger, Progress, StudyContext, finish, line_figure, write_table
+from .registry import register_study
 
 
 def parse_shifts(spec: str) -> list[tuple[str, str, str]]:
@@ -92,6 +93,7 @@ def _defined_both(Y1, Y2) -> np.ndarray:
     return np.flatnonzero(ok(Y1) & ok(Y2))
 
 
+@register_study("shift", title="5. Distribution shift", order=5)
 def run_shift(ctx: StudyContext) -> dict:
     s = ctx.settings
     pairs = parse_shifts(s.shifts)
