@@ -63,6 +63,7 @@ def open_study(data, out, *, extract=None, settings=None, head=None, progress: b
     from ..data import Dataset
     from ..features import FeatureSet, extract_with_settings
     from ..settings import ExtractSettings, HeadSettings, StudySettings
+    from .common import StudyContext
 
     extract = extract or ExtractSettings()
     settings = settings or StudySettings()
