@@ -77,7 +77,7 @@ def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_tabl
     capsys.readouterr()
     assert main(["-q", "evaluate", str(tmp_path / "m"), str(lite), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
-    assert "made with backbone 'efficientnet_lite0 (avg, 224 px)'" in err and "differ in name" in err
+    assert "made with backbone 'efficientnet_lite0 (multistage, 224 px)'" in err and "differ in name" in err
 
 
 def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, tmp_path, capsys):
