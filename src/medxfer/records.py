@@ -11,7 +11,8 @@ a chest radiograph (medxfer.ood.dicom_header_flags).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,8 +38,8 @@ class PredictionRecord:
     image_id: str
     probabilities: dict[str, float]
     thresholds: dict[str, float]
-    findings: list[str] = field(default_factory=list)  # at or above threshold, model order
-    out_of_distribution: OutOfDistribution = None
+    findings: list[str]  # at or above threshold, in the model's order
+    out_of_distribution: OutOfDistribution
 
     def to_dict(self) -> dict:
         """The JSON form (CLI --json, the service)."""
@@ -65,7 +66,7 @@ def predict_records(model: TrainedModel, X: np.ndarray, paths, image_ids=None) -
     thr = [round(float(t), DECIMALS) for t in model.thresholds]
     scores = model.ood.score(X) if model.ood is not None else [None] * len(X)
     ood_thr = None if model.ood is None else round(float(model.ood.threshold), DECIMALS)
-    ids = image_ids if image_ids is not None else [str(p).rsplit("/", 1)[-1] for p in paths]
+    ids = image_ids if image_ids is not None else [Path(p).name for p in paths]
     out = []
     for i, path in enumerate(paths):
         score = None if scores[i] is None else float(scores[i])
@@ -74,7 +75,8 @@ def predict_records(model: TrainedModel, X: np.ndarray, paths, image_ids=None) -
         out.append(PredictionRecord(
             image=str(path), image_id=str(ids[i]), probabilities=probs,
             thresholds=dict(zip(names, thr)),
-            findings=[n for j, n in enumerate(names) if P[i, j] >= model.thresholds[j]],
+            # from the rounded numbers, so that a record agrees with itself
+            findings=[n for j, n in enumerate(names) if probs[n] >= thr[j]],
             out_of_distribution=OutOfDistribution(
                 bool(why), "; ".join(why) or None,
                 None if score is None else round(score, DECIMALS), ood_thr)))
