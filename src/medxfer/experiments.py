@@ -107,6 +107,7 @@ LINEUPS = {
                 "bottleneck_cv_code_penalty", "bottleneck_adamw_es", "bottleneck_cv_wide"),
     "compare": ("logistic_regression", "linear_head", "bottleneck_no_code_penalty",
                 "paper_method", "medxfer_train"),
+    "efficiency": ("logistic_regression", "linear_head", "medxfer_train"),
 }
 
 

@@ -382,6 +382,16 @@ WIDE_CV_GRID = ([dict(bottleneck_dim=k, alpha=a) for k in (4, 8, 16, 32, 64)
 TUNE_GRID = [dict(bottleneck_dim=k, l1=lam, l2=lam, alpha=alpha, imbalance=imb)
              for k in (64, 256) for lam in (0.0, 1e-4, 1e-3, 1e-2) for alpha in (0.0, 1e-2)
              for imb in ("pos_weight", "focal")]
+#: The sensitivity study: parameter -> values swept one at a time (the others at the chosen
+#: point), and the lambda1 x lambda2 grid of its heat map.
+SENSITIVITY_SWEEPS = {
+    "l1": (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+    "l2": (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+    "bottleneck_dim": (2, 4, 8, 16, 32, 64, 128, 256),
+    "alpha": (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
+    "lr": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+}
+SENSITIVITY_CODE_GRID = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 #: The previous default of `medxfer train` (before inner-CV selection), kept as a cv row.
 PREVIOUS_DEFAULT = dict(bottleneck_dim=256, l1=1e-4, l2=1e-4, alpha=1e-2, solver="adamw")
 #: The tuned logistic regression's C grid (medxfer.baselines.TunedLogisticRegression).

@@ -15,14 +15,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedxferError
-from ..experiments import fold_predictions
+from ..experiments import LINEUPS, fold_predictions, lineup
 from ..metrics import bootstrap_metrics, macro_auc
 from ..splits import patient_kfold
 from .common import Ledger, Progress, StudyContext, finish, line_figure, write_table
-from .compare import compare_models
 from .registry import register_study
 
-MODELS = ("logistic_regression", "linear_head", "medxfer_train")
+MODELS = LINEUPS["efficiency"]
 
 
 def parse_fractions(spec: str) -> tuple[float, ...]:
@@ -51,8 +50,7 @@ def subsample_patients(tr: np.ndarray, groups: np.ndarray, fraction: float, rng)
 def run_efficiency(ctx: StudyContext, models: dict | None = None) -> dict:
     s = ctx.settings
     fractions = parse_fractions(s.fractions)
-    every = compare_models()
-    models = dict(models or {m: every[m] for m in MODELS})
+    models = dict(models or lineup("efficiency"))
     X, Y, groups = ctx.X, ctx.Y, ctx.groups
     folder = ctx.folder("efficiency")
     folds = patient_kfold(groups, s.folds, Y=Y, seed=s.seed)

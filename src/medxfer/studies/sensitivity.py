@@ -22,18 +22,10 @@ from ..metrics import macro_auc
 from ..splits import patient_kfold
 from .common import (Ledger, Progress, StudyContext, finish, heatmap_figure, line_figure, with_ci,
                      write_table)
+from ..settings import SENSITIVITY_CODE_GRID, SENSITIVITY_SWEEPS
 from .registry import register_study
 
-#: parameter -> values swept one at a time (the others at the chosen point)
-SWEEPS = {
-    "l1": (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0),
-    "l2": (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0),
-    "bottleneck_dim": (2, 4, 8, 16, 32, 64, 128, 256),
-    "alpha": (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
-    "lr": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
-}
-#: the lambda1 x lambda2 grid of the heat map
-CODE_GRID = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+SWEEPS, CODE_GRID = SENSITIVITY_SWEEPS, SENSITIVITY_CODE_GRID  # the study's grids (settings)
 PARAMS = ("bottleneck_dim", "l1", "l2", "alpha", "lr")
 
 
