@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from medxfer.cli import main
+from medxfer.cli import build_parser, main, train_settings
+from medxfer.settings import HeadSettings
 
 
 def test_demo_end_to_end_on_a_few_real_images(tmp_path, capsys):
@@ -144,3 +145,34 @@ def test_toml_config_sets_defaults_and_the_command_line_wins(make_cxr14, sample_
     capsys.readouterr()
     assert main(["--config", str(cfg), "train", str(tmp_path / "f"), "--out", str(tmp_path / "m2")]) == 2
     assert "[train] has no option 'lambda1'" in capsys.readouterr().err
+
+
+def test_config_file_both_spellings_unknown_keys_and_bad_values(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nl1 = -0.5\n")
+    for argv in (["--config", str(cfg)], [f"--config={cfg}"]):
+        assert main(argv + ["train", "F", "--out", "M"]) == 2
+        err = capsys.readouterr().err
+        assert "[train] l1 must be a float in the range [0.0, inf); got -0.5" in err
+    cfg.write_text("[train]\nlambda1 = 0.1\n")
+    assert main([f"--config={cfg}", "train", "F", "--out", "M"]) == 2
+    assert "[train] has no option 'lambda1'" in capsys.readouterr().err
+    cfg.write_text("[trian]\nl1 = 0.1\n")
+    assert main(["--config", str(cfg), "train", "F", "--out", "M"]) == 2
+    assert "unknown section [trian]" in capsys.readouterr().err
+    cfg.write_text("[train]\nepochs = 7\nmax_epochs = 7\n")  # option name or field name
+    parser = build_parser()
+    from medxfer.cli import apply_config
+    apply_config(parser, str(cfg))
+    assert train_settings(parser.parse_args(["train", "F", "--out", "M"]))[0].max_epochs == 7
+
+
+def test_config_checks_follow_the_command_and_map_zero_to_none(tmp_path):
+    from medxfer.cli import apply_config, resolve_settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nbottleneck-dim = 0\nvalidation_fraction = 0.0\n")
+    parser = build_parser()
+    apply_config(parser, str(cfg))
+    head = resolve_settings(parser.parse_args(["train", "F", "--out", "M"]))[HeadSettings]
+    assert head.bottleneck_dim is None and head.validation_fraction == 0.0
