@@ -6,6 +6,7 @@ from medxfer.cli import build_parser, main, train_settings
 from medxfer.settings import HeadSettings
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_on_a_few_real_images(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--out", str(out), "--limit", "80", "--n-boot", "50"]) == 0
@@ -23,6 +24,7 @@ def test_demo_end_to_end_on_a_few_real_images(tmp_path, capsys):
     assert (out / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_train_on_one_folder_evaluate_on_another(make_cxr14, sample_table, tmp_path, capsys):
     ids = sample_table["image_id"].tolist()
     a = make_cxr14(ids[:120], name="site_a", layout="release")
@@ -40,6 +42,7 @@ def test_train_on_one_folder_evaluate_on_another(make_cxr14, sample_table, tmp_p
     assert (tmp_path / "eval" / "features" / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_training_patients_unless_told(make_cxr14, sample_table, tmp_path, capsys):
     """Evaluating on the training patients is the inflated-AUC mistake: refused by default,
     with the counts and the option; allowed on request, and the report's first line says so."""
@@ -69,6 +72,7 @@ def test_evaluate_refuses_training_patients_unless_told(make_cxr14, sample_table
     assert f"{n} of 40 evaluation images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_table, tmp_path, capsys):
     root = make_cxr14(sample_table["image_id"][:40].tolist())
     tiny, lite = tmp_path / "tiny", tmp_path / "lite"
@@ -81,6 +85,7 @@ def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_tabl
     assert "made with backbone 'efficientnet_lite0'" in err and "differ in name" in err
 
 
+@pytest.mark.slow
 def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, tmp_path, capsys):
     root = make_cxr14(sample_table["image_id"][:40].tolist())
     main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
@@ -123,13 +128,22 @@ def test_errors_exit_2_with_a_clear_message(tmp_path, capsys):
     assert "is not a medxfer model folder" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", ["demo", "inspect", "extract", "train", "evaluate", "predict", "backbones", "cv", "finetune", "tune"])
+COMMANDS = sorted(build_parser().commands)  # from the parser itself: a new command is covered
+
+
+def test_the_command_list_is_the_parsers():
+    assert len(COMMANDS) >= 13 and {"train", "serve", "study", "export"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
 def test_every_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
-    assert e.value.code == 0 and "usage: medxfer" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith(f"usage: medxfer {cmd} ")
 
 
+@pytest.mark.slow
 def test_toml_config_sets_defaults_and_the_command_line_wins(make_cxr14, sample_table, tmp_path, capsys):
     from medxfer.model_io import TrainedModel
 

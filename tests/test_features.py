@@ -75,6 +75,7 @@ def test_unreadable_image_is_skipped_and_recorded(small, tmp_path):
     assert not np.isnan(fs.features.astype(float)).any()
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_to_identical_result(make_cxr14, sample_table, tmp_path):
     root = make_cxr14(sample_table["image_id"][:160].tolist(), name="k")
     cmd = [sys.executable, "-m", "medxfer", "-q", "extract", str(root), "--backbone",
@@ -114,6 +115,7 @@ def test_image_cache_gives_identical_features_and_skips_decoding(small, tmp_path
     np.testing.assert_array_equal(again.features, plain.features)
 
 
+@pytest.mark.slow
 def test_float16_storage_keeps_features_equivalent(small, tmp_path):
     bb = create_backbone("efficientnet_lite0")
     f16 = extract_features(small, bb, tmp_path / "h", num_workers=0, progress=False)
@@ -133,6 +135,7 @@ def test_ranks_write_disjoint_shards_into_one_folder(small, tmp_path):
     np.testing.assert_array_equal(fs.features, ref.features)
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_ranks_writes_the_same_cache_as_one_process(make_cxr14, sample_table, tmp_path):
     """`torchrun --nproc-per-node=2 -m medxfer extract ...`: two CPU processes write the
     shards of one folder; the result is byte for byte the single-process cache."""

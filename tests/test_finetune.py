@@ -1,5 +1,6 @@
 import json
 import numpy as np
+import pytest
 import torch
 
 from medxfer.cli import main
@@ -9,6 +10,8 @@ from medxfer.head import BottleneckNet
 from medxfer.model_io import TrainedModel
 from medxfer.pipeline import features_for_model
 from medxfer.settings import FinetuneSettings
+
+pytestmark = pytest.mark.slow  # fine-tuning (and a DDP step on two processes)
 
 
 def test_one_finetuning_step_changes_only_the_opened_blocks(make_cxr14, sample_table, tmp_path):

@@ -21,6 +21,7 @@ GRID = [dict(bottleneck_dim=8, lr=1e-2, l1=0.0, l2=0.0, imbalance="none"),
         dict(bottleneck_dim=4, lr=1e-2, imbalance="class_balanced")]
 
 
+@pytest.mark.slow
 def test_grid_trains_every_setting_independently_in_one_pass():
     X, Y = _data()
     ests = fit_grid(X, Y, GRID, batch_size=64, max_epochs=40, patience=5)
@@ -48,6 +49,7 @@ def test_grid_rejects_what_it_cannot_share():
         fit_grid(X, Y, GRID[:1], validation_fraction=0.0)
 
 
+@pytest.mark.slow
 def test_tune_cli_picks_the_best_setting_and_saves_a_usable_model(make_cxr14, sample_table, tmp_path, capsys):
     import json
 
@@ -69,6 +71,7 @@ def test_tune_cli_picks_the_best_setting_and_saves_a_usable_model(make_cxr14, sa
                  "--n-boot", "20", "--allow-training-patients"]) == 0
 
 
+@pytest.mark.slow
 def test_grid_setting_equals_the_same_setting_trained_alone():
     X, Y = multilabel_data(n=200)
     groups = np.arange(200) // 2

@@ -50,6 +50,7 @@ def _near_zero_fraction(m, X):
     return float((np.abs(h) < 1e-2 * np.abs(h).max()).mean())
 
 
+@pytest.mark.slow
 def test_larger_l1_gives_sparser_codes():
     X, Y = _separable(d=30)
     kw = dict(bottleneck_dim=32, l2=0.0, alpha=0.0, lr=1e-2, max_epochs=150, validation_fraction=0.0)
@@ -184,6 +185,7 @@ def test_device_handling_is_one_code_path(monkeypatch):
     assert seen and all(a == b for a, b in seen)
 
 
+@pytest.mark.slow
 def test_bottleneck_classifier_passes_sklearn_check_estimator():
     from sklearn.utils.estimator_checks import check_estimator
 
