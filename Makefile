@@ -10,7 +10,7 @@ STAMP   = $(VENV)/.medxfer-installed
 # Twice quiet: errors only (one -q still prints a warning per local package index entry).
 PIP_QUIET ?= --quiet --quiet
 
-.PHONY: demo test test-all install clean bench
+.PHONY: demo test test-all test-fast install clean bench
 
 install: $(STAMP)
 
@@ -26,12 +26,17 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/medxfer demo --out medxfer-demo
 
+# Every test, the slow ones included (the ones on ../shared data are skipped politely when
+# it is absent).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
-
-# Also the slow tests and the ones on ../shared data (skipped politely when absent).
-test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+test-all: test
+
+# Leaves out the tests marked slow (torchrun/DDP, fine-tuning, ONNX round trips, nested CV,
+# the studies, a real browser, schemathesis, scikit-learn's estimator checks): a few minutes.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) medxfer-demo .pytest_cache

@@ -2,12 +2,21 @@ import gzip
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from medxfer.data import bundled_sample, read_chestxray14_table
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih14-sample"
+
+
+def multilabel_data(n=160, d=12, L=3, seed=0):
+    """Features X (n, d) and multilabel Y (n, L): finding j is a noisy sign of feature j."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    Y = (X[:, :L] + 0.3 * rng.normal(size=(n, L)) > 0).astype(np.float32)
+    return X, Y
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from medxfer.errors import NotFittedError
 FAST = TunedLogisticRegression(Cs=(0.01, 1.0), n_splits=3)
 
 
+@pytest.mark.slow
 @parametrize_with_checks([FAST], expected_failed_checks=lambda est: {})
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)

@@ -17,6 +17,7 @@ def _blob_image(rng, with_blob, at=None, size=64):
     return np.clip(img, 0, 1).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_grad_cam_peaks_where_the_signal_is():
     rng = np.random.default_rng(0)
     bb = create_backbone("tiny_random_test")
@@ -37,6 +38,7 @@ def test_grad_cam_peaks_where_the_signal_is():
     assert hits >= 4
 
 
+@pytest.mark.slow
 def test_predict_writes_cam_overlays(make_cxr14, sample_table, tmp_path, capsys):
     root = make_cxr14(sample_table["image_id"][:30].tolist())
     main(["-q", "extract", str(root), "--backbone", "efficientnet_lite0", "--out", str(tmp_path / "f")])

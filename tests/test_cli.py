@@ -2,9 +2,11 @@ import json
 
 import pytest
 
-from medxfer.cli import main
+from medxfer.cli import build_parser, main, train_settings
+from medxfer.settings import HeadSettings
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_on_a_few_real_images(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--out", str(out), "--limit", "80", "--n-boot", "50"]) == 0
@@ -22,6 +24,7 @@ def test_demo_end_to_end_on_a_few_real_images(tmp_path, capsys):
     assert (out / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_train_on_one_folder_evaluate_on_another(make_cxr14, sample_table, tmp_path, capsys):
     ids = sample_table["image_id"].tolist()
     a = make_cxr14(ids[:120], name="site_a", layout="release")
@@ -39,6 +42,7 @@ def test_train_on_one_folder_evaluate_on_another(make_cxr14, sample_table, tmp_p
     assert (tmp_path / "eval" / "features" / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_training_patients_unless_told(make_cxr14, sample_table, tmp_path, capsys):
     """Evaluating on the training patients is the inflated-AUC mistake: refused by default,
     with the counts and the option; allowed on request, and the report's first line says so."""
@@ -68,6 +72,7 @@ def test_evaluate_refuses_training_patients_unless_told(make_cxr14, sample_table
     assert f"{n} of 40 evaluation images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_table, tmp_path, capsys):
     root = make_cxr14(sample_table["image_id"][:40].tolist())
     tiny, lite = tmp_path / "tiny", tmp_path / "lite"
@@ -80,6 +85,7 @@ def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_tabl
     assert "made with backbone 'efficientnet_lite0 (multistage, 224 px)'" in err and "differ in name" in err
 
 
+@pytest.mark.slow
 def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, tmp_path, capsys):
     root = make_cxr14(sample_table["image_id"][:40].tolist())
     main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
@@ -122,13 +128,22 @@ def test_errors_exit_2_with_a_clear_message(tmp_path, capsys):
     assert "is not a medxfer model folder" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", ["demo", "inspect", "extract", "train", "evaluate", "predict", "backbones", "cv", "finetune", "tune"])
+COMMANDS = sorted(build_parser().commands)  # from the parser itself: a new command is covered
+
+
+def test_the_command_list_is_the_parsers():
+    assert len(COMMANDS) >= 13 and {"train", "serve", "study", "export"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
 def test_every_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
-    assert e.value.code == 0 and "usage: medxfer" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith(f"usage: medxfer {cmd} ")
 
 
+@pytest.mark.slow
 def test_toml_config_sets_defaults_and_the_command_line_wins(make_cxr14, sample_table, tmp_path, capsys):
     from medxfer.model_io import TrainedModel
 
@@ -144,3 +159,34 @@ def test_toml_config_sets_defaults_and_the_command_line_wins(make_cxr14, sample_
     capsys.readouterr()
     assert main(["--config", str(cfg), "train", str(tmp_path / "f"), "--out", str(tmp_path / "m2")]) == 2
     assert "[train] has no option 'lambda1'" in capsys.readouterr().err
+
+
+def test_config_file_both_spellings_unknown_keys_and_bad_values(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nl1 = -0.5\n")
+    for argv in (["--config", str(cfg)], [f"--config={cfg}"]):
+        assert main(argv + ["train", "F", "--out", "M"]) == 2
+        err = capsys.readouterr().err
+        assert "[train] l1 must be a float in the range [0.0, inf); got -0.5" in err
+    cfg.write_text("[train]\nlambda1 = 0.1\n")
+    assert main([f"--config={cfg}", "train", "F", "--out", "M"]) == 2
+    assert "[train] has no option 'lambda1'" in capsys.readouterr().err
+    cfg.write_text("[trian]\nl1 = 0.1\n")
+    assert main(["--config", str(cfg), "train", "F", "--out", "M"]) == 2
+    assert "unknown section [trian]" in capsys.readouterr().err
+    cfg.write_text("[train]\nepochs = 7\nmax_epochs = 7\n")  # option name or field name
+    parser = build_parser()
+    from medxfer.cli import apply_config
+    apply_config(parser, str(cfg))
+    assert train_settings(parser.parse_args(["train", "F", "--out", "M"]))[0].max_epochs == 7
+
+
+def test_config_checks_follow_the_command_and_map_zero_to_none(tmp_path):
+    from medxfer.cli import apply_config, resolve_settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nbottleneck-dim = 0\nvalidation_fraction = 0.0\n")
+    parser = build_parser()
+    apply_config(parser, str(cfg))
+    head = resolve_settings(parser.parse_args(["train", "F", "--out", "M"]))[HeadSettings]
+    assert head.bottleneck_dim is None and head.validation_fraction == 0.0

@@ -57,6 +57,7 @@ def test_thousands_are_grouped_in_the_partial_copy_line(make_cxr14, sample_table
     assert " holds 2 of the 1,202 images in " in record.getMessage()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/nih14-sample not present")
 def test_shared_sample_agrees_with_its_sources():
     s = read_dataset(SHARED).summary()

@@ -1,12 +1,15 @@
 import json
 
 import numpy as np
+import pytest
 
 from medxfer.backbones import create_backbone
 from medxfer.cli import main
 from medxfer.data import read_chestxray14
 from medxfer.experiments import cross_validate, cv_table
 from medxfer.features import extract_features
+
+pytestmark = pytest.mark.slow  # nested cross-validation of every model
 
 
 def test_cv_runs_every_model_on_the_same_patient_wise_folds(make_cxr14, sample_table, tmp_path):

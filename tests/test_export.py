@@ -12,6 +12,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
+@pytest.mark.slow
 def test_export_runs_in_onnxruntime_and_matches_pytorch(make_cxr14, sample_table, tmp_path, capsys):
     from medxfer.backbones import rebuild_backbone
     from medxfer.export import WholeModel, sample_inputs
@@ -48,6 +49,7 @@ def test_export_runs_in_onnxruntime_and_matches_pytorch(make_cxr14, sample_table
         np.testing.assert_allclose(WholeModel(model)(torch.from_numpy(gray)).numpy(), ref, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnxruntime_engine_gives_torchs_features(make_cxr14, sample_table, tmp_path, monkeypatch, capsys):
     """`--engine onnxruntime`: the backbone exported once (cached by its identity) and run in
     onnxruntime gives the same features as torch on real images, up to float16 rounding."""
@@ -105,6 +107,7 @@ def test_engine_auto_falls_back_to_torch_when_the_backbone_does_not_export(
     assert "use --engine torch" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_gives_the_same_probabilities_with_either_engine(tiny_trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEDXFER_CACHE", str(tmp_path / "cache"))
     files = [str(p) for p in sorted((tiny_trained / "cxr" / "images").glob("*.png"))[:6]]

@@ -8,10 +8,14 @@ import time
 import numpy as np
 import pytest
 
+import medxfer.features as features_mod
 from medxfer.backbones import create_backbone
+from medxfer.cli import main
 from medxfer.data import read_chestxray14
 from medxfer.errors import FeatureCacheError
 from medxfer.features import FeatureSet, extract_features, read_manifest
+
+from .test_images import _png_header_only
 
 
 @pytest.fixture
@@ -71,6 +75,7 @@ def test_unreadable_image_is_skipped_and_recorded(small, tmp_path):
     assert not np.isnan(fs.features.astype(float)).any()
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_to_identical_result(make_cxr14, sample_table, tmp_path):
     root = make_cxr14(sample_table["image_id"][:160].tolist(), name="k")
     cmd = [sys.executable, "-m", "medxfer", "-q", "extract", str(root), "--backbone",
@@ -110,6 +115,7 @@ def test_image_cache_gives_identical_features_and_skips_decoding(small, tmp_path
     np.testing.assert_array_equal(again.features, plain.features)
 
 
+@pytest.mark.slow
 def test_float16_storage_keeps_features_equivalent(small, tmp_path):
     bb = create_backbone("efficientnet_lite0")
     f16 = extract_features(small, bb, tmp_path / "h", num_workers=0, progress=False)
@@ -129,6 +135,7 @@ def test_ranks_write_disjoint_shards_into_one_folder(small, tmp_path):
     np.testing.assert_array_equal(fs.features, ref.features)
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_ranks_writes_the_same_cache_as_one_process(make_cxr14, sample_table, tmp_path):
     """`torchrun --nproc-per-node=2 -m medxfer extract ...`: two CPU processes write the
     shards of one folder; the result is byte for byte the single-process cache."""
@@ -195,3 +202,68 @@ def test_each_launcher_process_gets_its_own_gpu(monkeypatch):
     assert decode_workers(torch.device("cuda")) == 15
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert decode_workers(torch.device("cuda")) == 3
+
+
+def test_a_bomb_in_a_dataset_is_skipped_and_recorded(make_cxr14, sample_table, tmp_path):
+    root = make_cxr14(sample_table["image_id"][:6].tolist())
+    victim = sorted((root / "images").glob("*.png"))[2]
+    _png_header_only(victim, 20000, 20000)
+    fs = extract_features(read_chestxray14(root), create_backbone("tiny_random_test"), tmp_path / "f",
+                          num_workers=1, progress=False)
+    assert len(fs) == 5 and len(fs.skipped) == 1
+    assert victim.name in fs.skipped[0].item and "above the limit" in fs.skipped[0].detail
+
+
+def test_an_interrupted_extraction_never_looks_like_a_cache_and_resumes(make_cxr14, sample_table,
+                                                                         tmp_path, monkeypatch):
+    ds = read_chestxray14(make_cxr14(sample_table["image_id"][:12].tolist()))
+    bb, out = create_backbone("tiny_random_test"), tmp_path / "f"
+    real = features_mod._write_shard
+    calls = []
+
+    def dies_after_one(*a, **k):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(features_mod, "_write_shard", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(ds, bb, out, shard_size=4, num_workers=0, progress=False)
+    assert not (out / "manifest.json").exists() and (out / "manifest.partial.json").is_file()
+    with pytest.raises(FeatureCacheError, match="did not finish; run the same `medxfer extract`"):
+        FeatureSet.load(out)
+    assert main(["-q", "train", str(out), "--out", str(tmp_path / "m")]) == 2
+    monkeypatch.setattr(features_mod, "_write_shard", real)
+    fs = extract_features(ds, bb, out, shard_size=4, num_workers=0, progress=False)
+    assert len(fs) == 12 and (out / "manifest.json").is_file() and not (out / "manifest.partial.json").exists()
+    # a damaged shard is named, with what to do, and no "will be recomputed" promise
+    shard = out / "shards" / "00001.npy"
+    shard.write_bytes(shard.read_bytes()[:40])
+    with pytest.raises(FeatureCacheError, match="00001.npy.*Run `medxfer extract` again"):
+        FeatureSet.load(out)
+
+
+def test_damaged_features_files_are_named(make_cxr14, sample_table, tmp_path):
+    ds = read_chestxray14(make_cxr14(sample_table["image_id"][:8].tolist()))
+    out = tmp_path / "f"
+    extract_features(ds, create_backbone("tiny_random_test"), out, num_workers=0, progress=False)
+    (out / "labels.npy").write_bytes(b"junk")
+    with pytest.raises(FeatureCacheError, match="labels.npy cannot be read"):
+        FeatureSet.load(out)
+    (out / "manifest.json").write_text("{broken")
+    with pytest.raises(FeatureCacheError, match="manifest.json' is not readable JSON"):
+        FeatureSet.load(out)
+    np.save(out / "labels.npy", ds.labels)
+    (out / "manifest.json").write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(FeatureCacheError, match="lacks or garbles"):
+        FeatureSet.load(out)
+
+
+def test_default_shards_are_small_enough_for_a_resume_to_keep_work(make_cxr14, sample_table, tmp_path):
+    from medxfer.features import auto_shard_size
+
+    assert auto_shard_size(421) == 32 and auto_shard_size(112120) == 1024 and auto_shard_size(5) == 32
+    ds = read_chestxray14(make_cxr14(sample_table["image_id"][:40].tolist()))
+    extract_features(ds, create_backbone("tiny_random_test"), tmp_path / "f", num_workers=0, progress=False)
+    assert len(list((tmp_path / "f" / "shards").glob("*.npy"))) == 2

@@ -1,13 +1,17 @@
 import json
 import numpy as np
+import pytest
 import torch
 
 from medxfer.cli import main
 from medxfer.data import read_chestxray14
 from medxfer.finetune import finetune
+from medxfer.head import BottleneckNet
 from medxfer.model_io import TrainedModel
 from medxfer.pipeline import features_for_model
 from medxfer.settings import FinetuneSettings
+
+pytestmark = pytest.mark.slow  # fine-tuning (and a DDP step on two processes)
 
 
 def test_one_finetuning_step_changes_only_the_opened_blocks(make_cxr14, sample_table, tmp_path):
@@ -90,3 +94,23 @@ def test_finetuning_through_the_image_cache_trains_the_same_weights(make_cxr14, 
     for k, v in plain.backbone_state.items():
         assert torch.equal(v, cached.backbone_state[k]), k
     assert plain.metrics["train_images_per_s"] > 0
+
+
+def test_finetune_validates_on_the_network_device(monkeypatch, make_cxr14, sample_table):
+    """Validation batches are scored by the network where it lives (fake CUDA check: the
+    device the code resolves is recorded and must be the one every forward pass ran on)."""
+    from medxfer.data import read_chestxray14
+    from medxfer.finetune import finetune
+
+    ds = read_chestxray14(make_cxr14(sample_table["image_id"][:30].tolist()))
+    seen = []
+    original = BottleneckNet.forward
+
+    def spy(self, x):
+        seen.append((x.device, self.head.weight.device))
+        return original(self, x)
+    monkeypatch.setattr(BottleneckNet, "forward", spy)
+    model = finetune(ds, settings=FinetuneSettings(backbone="tiny_random_test", max_steps=2,
+                                                   batch_size=8, device="auto"), progress=False)
+    assert seen and all(a == b for a, b in seen)
+    assert model.config["finetune"]["device"] == "cpu"

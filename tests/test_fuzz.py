@@ -75,9 +75,14 @@ def test_mutated_csv_tables_read_or_raise_a_medxfer_error(sample_root, tmp_path)
         path = tmp_path / f"t{i}.csv"
         path.write_bytes(blob)
         try:
-            read_dataset(path)
-        except MedxferError:
-            pass
+            ds = read_dataset(path)
+        except MedxferError as exc:
+            assert path.name in str(exc)
+            continue
+        # a table that reads is a whole dataset: rows of a.png, each label 1, 0 or unknown
+        assert 1 <= len(ds) <= 2 and ds.labels.shape == (len(ds), len(ds.label_names))
+        assert set(np.unique(ds.labels[~np.isnan(ds.labels)])) <= {0.0, 1.0}
+        assert {Path(p).name for p in ds.table["path"]} == {"a.png"}
 
 
 def mutated_copies(src, name, tmp_path, seed):
@@ -91,11 +96,20 @@ def mutated_copies(src, name, tmp_path, seed):
 
 @pytest.mark.parametrize("name", ["model.json", "model.safetensors", "ood.safetensors"])
 def test_mutated_model_files_load_or_raise_a_model_error(tiny_trained, tmp_path, name):
+    X = FeatureSet.load(tiny_trained / "f").X
     for folder in mutated_copies(tiny_trained / "m", name, tmp_path, seed=len(name)):
         try:
-            TrainedModel.load(folder)
+            model = TrainedModel.load(folder)
         except MedxferError as exc:
             assert str(folder) in str(exc) or name in str(exc)
+            continue
+        # a model that loads is usable: one probability per image and label, one threshold
+        # per label, one distance per image (damaged numbers may overflow: no warnings)
+        with np.errstate(all="ignore"):
+            P = model.predict_proba(X)
+            assert P.shape == (len(X), len(model.label_names)) == (len(X), len(model.thresholds))
+            if model.ood is not None:
+                assert model.ood.score(X).shape == (len(X),)
 
 
 @pytest.mark.parametrize("name", ["manifest.json", "rows.csv", "labels.npy", "shards/00000.npy",
@@ -104,7 +118,8 @@ def test_mutated_features_files_load_or_raise_a_cache_error(tiny_trained, tmp_pa
     for folder in mutated_copies(tiny_trained / "f", name, tmp_path, seed=len(name)):
         try:
             fs = FeatureSet.load(folder)
-        except MedxferError:
+        except MedxferError as exc:
+            assert str(folder) in str(exc) or name.rsplit("/", 1)[-1] in str(exc)
             continue
         # a load that succeeds must be whole: every row's features present and finite
         assert len(fs.features) == len(fs.dataset) and np.isfinite(fs.X).all()

@@ -1,3 +1,6 @@
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -111,3 +114,68 @@ def test_dicom_window_and_rle_compressed(tmp_path):
     out = load_image(tmp_path / "w_rle.dcm")
     assert out[0, 0] == 0.0 and out[1, 1] == 1.0  # below / above the window
     assert 0.0 <= out[0, 1] < 0.05 and 0.95 < out[1, 0] <= 1.0  # window edges
+
+
+def _png_header_only(path, w, h):
+    """A PNG whose header claims w x h pixels (a decompression bomb's header) and no pixels."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_oversized_images_are_refused_before_decoding(tmp_path):
+    bomb = _png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(ImageReadError, match="20000 x 20000 = 400,000,000 pixels, above the limit"):
+        load_image(bomb)
+    big = _png_header_only(tmp_path / "big.png", 5000, 5000)
+    with pytest.raises(ImageReadError, match="--max-pixels"):
+        load_image(big, max_pixels=1000 * 1000)
+    with pytest.raises(ImageReadError, match="400,000,000 pixels, above the limit of 178,956,970"):
+        load_image(bomb, max_pixels=None)  # Pillow's own guard, named and explained the same way
+
+
+def _pydicom_files():
+    import pydicom
+    from pathlib import Path
+
+    return sorted((Path(pydicom.__file__).parent / "data").rglob("*.dcm"))
+
+
+def test_every_dicom_file_shipped_with_pydicom_decodes_or_is_refused_clearly():
+    """pydicom's own test corpus (104 files: compressed transfer syntaxes, colour, multi-frame,
+    files without pixels, broken headers): each gives a 2-D image in [0, 1] or an
+    ImageReadError naming the file, never another exception."""
+    from medxfer.errors import MedxferError
+
+    files = _pydicom_files()
+    assert len(files) >= 100
+    decoded = 0
+    for f in files:
+        try:
+            arr = load_image(f)
+        except MedxferError as exc:
+            assert f.name in str(exc)
+            continue
+        assert arr.ndim == 2 and arr.dtype == np.float32 and np.isfinite(arr).all(), f.name
+        assert 0 <= arr.min() and arr.max() <= 1, f.name
+        decoded += 1
+    assert decoded >= 65  # JPEG lossless, JPEG-LS, JPEG 2000 and colour decode (GDCM)
+
+
+def test_compressed_and_colour_dicom_decode_to_the_same_pixels():
+    import pydicom
+    from pathlib import Path
+
+    d = Path(pydicom.__file__).parent / "data" / "test_files"
+    plain = load_image(d / "MR_small.dcm")
+    for name in ("MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"):
+        np.testing.assert_allclose(load_image(d / name), plain, atol=1e-6, err_msg=name)
+    rgb = load_image(d / "SC_rgb_rle.dcm")  # colour -> luminance, as for a colour PNG
+    assert rgb.shape == (100, 100)
+    for name in ("SC_rgb_rle_16bit.dcm", "SC_ybr_full_422_uncompressed.dcm", "SC_rgb_jpeg_dcmtk.dcm"):
+        np.testing.assert_allclose(load_image(d / name), rgb, atol=0.01, err_msg=name)
+    assert load_image(d / "SC_rgb_rle_2frame.dcm").shape == (100, 100)  # the first frame
+    with pytest.raises(ImageReadError, match="holds no image"):
+        load_image(d / "rtplan.dcm")

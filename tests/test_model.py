@@ -1,12 +1,17 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 
-from medxfer.errors import ModelError, NotFittedError
-from medxfer.head import BottleneckClassifier, HeadLoss
+from medxfer.errors import NotFittedError
+from medxfer.head import BottleneckClassifier, BottleneckNet, HeadLoss, resolve_device
+from medxfer.head.net import predict_proba_nets
 from medxfer.model_io import TrainedModel
+
+from .conftest import multilabel_data as _data
 
 
 def _separable(n=200, d=20, L=3, seed=0):
@@ -45,6 +50,7 @@ def _near_zero_fraction(m, X):
     return float((np.abs(h) < 1e-2 * np.abs(h).max()).mean())
 
 
+@pytest.mark.slow
 def test_larger_l1_gives_sparser_codes():
     X, Y = _separable(d=30)
     kw = dict(bottleneck_dim=32, l2=0.0, alpha=0.0, lr=1e-2, max_epochs=150, validation_fraction=0.0)
@@ -115,24 +121,6 @@ def test_not_fitted_message():
         BottleneckClassifier().predict_proba(np.zeros((1, 3)))
 
 
-def test_save_load_round_trip_identical(tmp_path):
-    X, Y = _separable()
-    m = BottleneckClassifier(8, max_epochs=20).fit(X, Y)
-    backbone = {"name": "tiny_random_test", "weights_sha256": None, "pooling": "avg",
-                "feature_dim": 20, "preprocessing": {"size": 64}}
-    tm = TrainedModel(m, ["A", "B", "C"], np.array([0.3, 0.5, 0.7]), backbone)
-    tm.save(tmp_path / "model")
-    assert not list((tmp_path / "model").glob("*.pt*")) and not list((tmp_path / "model").glob("*.pkl"))
-    back = TrainedModel.load(tmp_path / "model")
-    np.testing.assert_array_equal(back.predict_proba(X), m.predict_proba(X))
-    np.testing.assert_array_equal(back.thresholds, [0.3, 0.5, 0.7])
-    assert back.label_names == ["A", "B", "C"]
-    with pytest.raises(ModelError, match="they differ in name, feature_dim"):
-        back.check_features({"backbone": backbone | {"name": "efficientnet_lite0", "feature_dim": 1280}})
-    with pytest.raises(ModelError, match="is not a medxfer model folder"):
-        TrainedModel.load(tmp_path)
-
-
 def test_ensemble_averages_members_with_out_of_bag_validation(tmp_path):
     X, Y = _separable(n=240)
     groups = np.repeat(np.arange(120), 2)
@@ -149,3 +137,79 @@ def test_ensemble_averages_members_with_out_of_bag_validation(tmp_path):
     tm = TrainedModel(m, ["A", "B", "C"], np.full(3, 0.5), {"name": "x"})
     tm.save(tmp_path / "m")
     np.testing.assert_array_equal(TrainedModel.load(tmp_path / "m").predict_proba(X), m.predict_proba(X))
+
+
+def test_refit_starts_from_a_clean_state():
+    X, Y = _data()
+    groups = np.arange(len(X)) // 2
+    m = BottleneckClassifier(8, max_epochs=5, n_ensemble=3).fit(X, Y, groups=groups)
+    assert len(m.members_) == 3
+    m.set_params(n_ensemble=1).fit(X, Y, groups=groups)
+    assert len(m.members_) == 1 and not hasattr(m, "member_best_epochs_")
+    lone = BottleneckClassifier(8, max_epochs=5).fit(X, Y, groups=groups)
+    np.testing.assert_array_equal(m.predict_proba(X), lone.predict_proba(X))
+
+
+def test_fit_without_groups_warns_about_image_wise_validation():
+    X, Y = _data(n=40)
+    with pytest.warns(UserWarning, match="got no groups"):
+        BottleneckClassifier(4, max_epochs=2).fit(X, Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BottleneckClassifier(4, max_epochs=2).fit(X, Y, groups=np.arange(40) // 2)
+        BottleneckClassifier(4, max_epochs=2, validation_fraction=0.0).fit(X, Y)
+
+
+def test_every_imbalance_strategy_gives_finite_weights_at_its_limits():
+    Y = np.array([[1, 0], [0, 0], [0, np.nan], [0, 0]], dtype=np.float32)
+    for beta in (0.0, 0.5, 0.9999):
+        loss = HeadLoss(BottleneckClassifier(imbalance="class_balanced", cb_beta=beta), "multilabel", Y, 2)
+        assert all(torch.isfinite(w).all() for w in loss.weights.values())
+
+
+def test_device_handling_is_one_code_path(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    # predictions go to each network's own device, whatever the estimator's device says
+    seen = []
+    net = BottleneckNet(5, 3, 2)
+    original = BottleneckNet.forward
+
+    def spy(self, x):
+        seen.append((x.device, self.head.weight.device))
+        return original(self, x)
+    monkeypatch.setattr(BottleneckNet, "forward", spy)
+    predict_proba_nets([net], np.zeros((4, 5), np.float32), "multilabel")
+    assert seen and all(a == b for a, b in seen)
+
+
+@pytest.mark.slow
+def test_bottleneck_classifier_passes_sklearn_check_estimator():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(BottleneckClassifier(8, max_epochs=30, patience=5, lr=1e-2),
+                                  on_fail=None)
+    failed = [(r["check_name"], repr(r["exception"])[:200]) for r in results if r["status"] == "failed"]
+    assert len(results) > 50 and failed == []
+
+
+def test_lbfgs_solver_trains_full_batch_and_reports_loss_terms():
+    X, Y = _data(n=200)
+    m = BottleneckClassifier(8, solver="lbfgs", alpha=0.01, l1=1e-3, l2=1e-3,
+                             validation_fraction=0.0).fit(X, Y)
+    assert m.score(X, Y) > 0.85
+    assert set(m.loss_terms_) >= {"ce", "code_l1", "code_l2", "weight_penalty"}
+    assert m.loss_terms_["code_l1"] > 0 and m.loss_terms_["weight_penalty"] > 0
+    with pytest.raises(ValueError, match="balanced_sampler"):
+        BottleneckClassifier(4, solver="lbfgs", imbalance="balanced_sampler").fit(X, Y, groups=np.arange(200))
+
+
+def test_bad_device_is_one_line(capsys):
+    from medxfer.head import resolve_device
+
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda"):
+        resolve_device("gpu")

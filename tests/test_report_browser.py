@@ -38,6 +38,7 @@ def test_report_page_is_self_contained(report):
     assert html.count("data:image/png;base64,") == 3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(report, tmp_path):
     page, m = report

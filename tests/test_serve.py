@@ -72,7 +72,7 @@ def test_bad_uploads_get_4xx_with_a_reason(service, tmp_path):
 
     url, root = service
     png = sorted((root / "images").glob("*.png"))[0].read_bytes()
-    from .test_hardening import _png_header_only
+    from .test_images import _png_header_only
 
     bomb = _png_header_only(tmp_path / "b.png", 20000, 20000).read_bytes()
     cases = [

@@ -4,6 +4,8 @@ conform to the schema."""
 
 import pytest
 
+pytestmark = pytest.mark.slow  # schemathesis
+
 schemathesis = pytest.importorskip("schemathesis")
 pytest.importorskip("fastapi")
 from hypothesis import HealthCheck, given, settings  # noqa: E402

@@ -76,6 +76,7 @@ def test_corruptions_are_identity_at_0_deterministic_and_grow_with_severity():
 
 # ---------------------------------------------------------------------------- compare
 
+@pytest.mark.slow
 def test_compare_table_paired_to_best_baseline_and_resume(tiny, tmp_path):
     ctx = _ctx(tiny, tmp_path)
     r = run_study("compare", ctx)["compare"]
@@ -96,6 +97,7 @@ def test_compare_table_paired_to_best_baseline_and_resume(tiny, tmp_path):
     assert len(list((tmp_path / "compare" / "parts").glob("*/*.npz"))) == 3 * len(compare_models())
 
 
+@pytest.mark.slow
 def test_a_cached_unit_is_reused_only_for_the_same_rows_and_patients(tiny, tmp_path):
     """A fold whose rows changed (or a table whose patients changed) never gets the
     predictions of another fold's model back."""
@@ -138,6 +140,7 @@ def test_subsample_to_ratio_reaches_the_ratio_or_says_capped():
     assert rec[1]["positives_kept"] == 1 and rec[1]["capped"]
 
 
+@pytest.mark.slow
 def test_imbalance_study_balanced_level_has_equal_positives_and_negatives(tiny, tmp_path):
     run_study("imbalance", _ctx(tiny, tmp_path))
     levels = pd.read_csv(tmp_path / "imbalance" / "levels.csv")
@@ -152,6 +155,7 @@ def test_imbalance_study_balanced_level_has_equal_positives_and_negatives(tiny, 
 
 # ---------------------------------------------------------------------------- sensitivity
 
+@pytest.mark.slow
 def test_sensitivity_grid_and_study(tiny, tmp_path):
     center = {"bottleneck_dim": 8, "l1": 0.0, "l2": 0.0, "alpha": 0.03, "lr": 1e-3}
     grid = sensitivity_grid(center)
@@ -168,6 +172,7 @@ def test_sensitivity_grid_and_study(tiny, tmp_path):
 
 # ---------------------------------------------------------------------------- disturbance
 
+@pytest.mark.slow
 def test_disturbance_severity_0_equals_the_clean_result(tiny, tmp_path):
     r = run_study("disturbance", _ctx(tiny, tmp_path, corruptions="blur,jpeg"))["disturbance"]
     assert r["severity0"]["macro_auc"] == pytest.approx(r["clean"]["macro_auc"], abs=1e-3)
@@ -183,6 +188,7 @@ def test_disturbance_severity_0_equals_the_clean_result(tiny, tmp_path):
 
 # ---------------------------------------------------------------------------- shift
 
+@pytest.mark.slow
 def test_shift_never_trains_on_the_test_group_or_its_patients(tiny, tmp_path):
     table, groups, Y = tiny.dataset.table, tiny.dataset.patient_ids, tiny.Y
     for column, a, b in parse_shifts("view:PA:AP,sex:M:F,age:older:younger"):
@@ -203,6 +209,7 @@ def test_shift_never_trains_on_the_test_group_or_its_patients(tiny, tmp_path):
 
 # ---------------------------------------------------------------------------- efficiency
 
+@pytest.mark.slow
 def test_learning_curve_full_point_equals_a_plain_run(tiny, tmp_path):
     ctx = _ctx(tiny, tmp_path, fractions="0.5,1.0", draws=2, folds=2)
     models = {m: compare_models()[m] for m in ("logistic_regression", "linear_head")}
@@ -256,6 +263,7 @@ def test_a_registered_study_runs_and_is_listed_on_the_page(tiny, tmp_path):
 
 # ---------------------------------------------------------------------------- command line
 
+@pytest.mark.slow
 def test_study_cli_runs_writes_the_page_and_refuses_bad_options(tiny, tiny_dir, tmp_path, capsys):
     folder = tiny_dir
     assert main(["-q", "study", "shift", str(folder), "--out", str(tmp_path / "s"), "--n-boot", "10",
