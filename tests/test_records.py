@@ -46,6 +46,7 @@ def _serve_once(model_dir, path):
         th.join(timeout=10)
 
 
+@pytest.mark.slow
 def test_cli_service_and_evaluate_give_one_record(tiny_trained, tmp_path, capsys):
     base = tiny_trained
     images = sorted((base / "cxr" / "images").glob("*.png"))

@@ -1,8 +1,11 @@
 """BottleneckCV: penalties chosen by inner patient-wise CV, fold models averaged."""
 
+import warnings
+
 import numpy as np
 import pytest
 
+from medxfer.head import BottleneckCV
 from medxfer.head.net import predict_proba_nets
 
 from .conftest import multilabel_data as _data
@@ -74,3 +77,16 @@ def test_bottleneck_cv_refit_starts_clean():
     assert hasattr(cv, "blend_score_")
     cv.set_params(grid=[dict(bottleneck_dim=None, alpha=1.0)]).fit(X, Y, groups=groups)
     assert not hasattr(cv, "blend_score_")  # no bottleneck setting to blend with this time
+
+
+@pytest.mark.slow
+def test_bottleneck_cv_passes_sklearn_check_estimator():
+    """Multilabel Y is its home; a 1-D y (binary or multiclass) is selected one-vs-rest."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(BottleneckCV([dict(bottleneck_dim=None, alpha=1.0)], n_splits=2),
+                                  on_fail=None)
+    failed = [(r["check_name"], repr(r["exception"])[:200]) for r in results if r["status"] == "failed"]
+    assert len(results) > 50 and failed == []
