@@ -41,7 +41,7 @@ def test_stale_features_are_never_reused(small, tmp_path):
     extract_features(small, create_backbone("tiny_random_test"), tmp_path / "f", num_workers=0,
                      progress=False)
     other = create_backbone("tiny_random_test", input_size=96)
-    with pytest.raises(FeatureCacheError, match=r"was made differently \(backbone differ\).*--overwrite"):
+    with pytest.raises(FeatureCacheError, match=r"was made differently \(backbone preprocessing differ\).*--overwrite"):
         extract_features(small, other, tmp_path / "f", num_workers=0, progress=False)
     with pytest.raises(FeatureCacheError, match="dataset_fingerprint"):
         extract_features(small.subset(range(10)), create_backbone("tiny_random_test"), tmp_path / "f",

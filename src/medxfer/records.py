@@ -58,29 +58,40 @@ class PredictionRecord:
                       "ood_threshold": o.threshold}
 
 
-def predict_records(model: TrainedModel, X: np.ndarray, paths, image_ids=None) -> list[PredictionRecord]:
-    """One record per row of features X (n, d) of the images ``paths``."""
-    X = np.asarray(X, dtype=np.float32)
-    P = model.predict_proba(X)
-    names = list(model.label_names)
-    thr = [round(float(t), DECIMALS) for t in model.thresholds]
-    scores = model.ood.score(X) if model.ood is not None else [None] * len(X)
-    ood_thr = None if model.ood is None else round(float(model.ood.threshold), DECIMALS)
+def make_records(P: np.ndarray, label_names, thresholds, paths, image_ids=None, *,
+                 ood: list[OutOfDistribution] | None = None) -> list[PredictionRecord]:
+    """Records of probabilities P (n, L) at ``thresholds`` (L,); ``ood`` per row (default:
+    not flagged, no score: what a caller without a model's OOD score knows)."""
+    names = list(label_names)
+    thr = [round(float(t), DECIMALS) for t in thresholds]
     ids = image_ids if image_ids is not None else [Path(p).name for p in paths]
     out = []
     for i, path in enumerate(paths):
-        score = None if scores[i] is None else float(scores[i])
-        why = ood_reasons(str(path), score, model.ood)
         probs = {n: round(float(P[i, j]), DECIMALS) for j, n in enumerate(names)}
         out.append(PredictionRecord(
             image=str(path), image_id=str(ids[i]), probabilities=probs,
             thresholds=dict(zip(names, thr)),
             # from the rounded numbers, so that a record agrees with itself
             findings=[n for j, n in enumerate(names) if probs[n] >= thr[j]],
-            out_of_distribution=OutOfDistribution(
-                bool(why), "; ".join(why) or None,
-                None if score is None else round(score, DECIMALS), ood_thr)))
+            out_of_distribution=ood[i] if ood is not None else OutOfDistribution(False, None, None, None)))
     return out
+
+
+def predict_records(model: TrainedModel, X: np.ndarray, paths, image_ids=None) -> list[PredictionRecord]:
+    """One record per row of features X (n, d) of the images ``paths``: the model's
+    calibrated probabilities and thresholds, and the OOD flag (feature distance or DICOM
+    header) with its reason."""
+    X = np.asarray(X, dtype=np.float32)
+    scores = model.ood.score(X) if model.ood is not None else [None] * len(X)
+    ood_thr = None if model.ood is None else round(float(model.ood.threshold), DECIMALS)
+    flags = []
+    for path, score in zip(paths, scores):
+        score = None if score is None else float(score)
+        why = ood_reasons(str(path), score, model.ood)
+        flags.append(OutOfDistribution(bool(why), "; ".join(why) or None,
+                                       None if score is None else round(score, DECIMALS), ood_thr))
+    return make_records(model.predict_proba(X), model.label_names, model.thresholds, paths,
+                        image_ids, ood=flags)
 
 
 def records_frame(records: list[PredictionRecord]) -> pd.DataFrame:
@@ -88,4 +99,5 @@ def records_frame(records: list[PredictionRecord]) -> pd.DataFrame:
     return pd.DataFrame([r.to_row() for r in records])
 
 
-__all__ = ["DECIMALS", "OutOfDistribution", "PredictionRecord", "predict_records", "records_frame"]
+__all__ = ["DECIMALS", "OutOfDistribution", "PredictionRecord", "make_records", "predict_records",
+           "records_frame"]

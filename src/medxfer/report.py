@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 from .metrics import calibration_bins
+from .records import make_records
 
 
 def _figure(**kw) -> Figure:
@@ -122,10 +123,12 @@ def summary_markdown(metrics: dict, label_names, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, records, label_names,
-                 thresholds, config: dict, problems=(), title: str = "medxfer evaluation",
+def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, label_names,
+                 thresholds, config: dict, records=None, problems=(), title: str = "medxfer evaluation",
                  sections: list[tuple[str, str]] = ()) -> Path:
-    """Write the report folder; returns the path of report.html.
+    """Write the report folder; returns the path of report.html. ``records``: the prediction
+    records of the rows (medxfer.records.predict_records); without them they are made from
+    P and ``thresholds``, with no out-of-distribution check.
 
     ``sections`` are extra (heading, markdown-ish preformatted text) blocks, e.g. a
     baseline comparison, shown on the page after the main table.
@@ -138,6 +141,10 @@ def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, r
     doc = {"title": title, "metrics": metrics, "config": config,
            "problems": {"count": len(problems), "file": "problems.csv" if problems else None}}
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
+    if records is None:  # probabilities without a model: records with no OOD check
+        ids = table["image_id"].astype(str).tolist()
+        records = make_records(P, label_names, thresholds,
+                               table["path"].astype(str).tolist() if "path" in table else ids, ids)
     predictions_table(table, Y, records, label_names).to_csv(out / "predictions.csv", index=False)
     if problems:
         pd.DataFrame([p.as_dict() for p in problems]).to_csv(out / "problems.csv", index=False)
