@@ -282,6 +282,7 @@ def test_rebuild_backbone_loads_and_checks_a_finetuned_state():
         rebuild_backbone(create_backbone("tiny_random_test").identity(), state)
 
 
+@pytest.mark.slow
 def test_a_concatenation_of_backbones_is_one_backbone(make_cxr14, sample_table, tmp_path, capsys):
     """`--backbone a+b`: each member sees the image at its own size and normalization, the
     features are the members' side by side; the model folder names every member's weights,

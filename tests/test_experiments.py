@@ -17,7 +17,7 @@ def test_cv_runs_every_model_on_the_same_patient_wise_folds(make_cxr14, sample_t
     fs = extract_features(ds, create_backbone("tiny_random_test"), tmp_path / "f", num_workers=0,
                           progress=False)
     res = cross_validate(fs, n_splits=3, n_boot=30, progress=lambda k, n, line: None)
-    names = {"logistic_regression", "linear_head_cv", "bottleneck_cv", "medxfer_train", "bottleneck_cv_code_penalty",
+    names = {"logistic_regression", "linear_head", "bottleneck_cv", "medxfer_train", "bottleneck_cv_code_penalty",
              "bottleneck_adamw_es"}
     assert set(res["models"]) == names
     for name, m in res["models"].items():
