@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .model_io import TrainedModel
 from .ood import ood_reasons
@@ -94,10 +93,4 @@ def predict_records(model: TrainedModel, X: np.ndarray, paths, image_ids=None) -
                         image_ids, ood=flags)
 
 
-def records_frame(records: list[PredictionRecord]) -> pd.DataFrame:
-    """The records as a table, one row each (PredictionRecord.to_row)."""
-    return pd.DataFrame([r.to_row() for r in records])
-
-
-__all__ = ["DECIMALS", "OutOfDistribution", "PredictionRecord", "make_records", "predict_records",
-           "records_frame"]
+__all__ = ["DECIMALS", "OutOfDistribution", "PredictionRecord", "make_records", "predict_records"]
