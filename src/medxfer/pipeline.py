@@ -216,15 +216,16 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
     if what:
         title = f"NOT A HELD-OUT EVALUATION: {what}. {title}"
     Y = align_labels(fs.dataset, model.label_names)
-    P = model.predict_proba(fs.X)
+    X = fs.X  # one float32 copy for the probabilities and the records
+    P = model.predict_proba(X)
     groups = fs.dataset.patient_ids
     metrics = evaluate_predictions(Y, P, model.label_names, model.thresholds, groups=groups,
                                    n_boot=n_boot, seed=seed)
     metrics["skipped_images"] = len(fs.skipped)
     metrics["training_patient_overlap"] = overlap
     t = fs.dataset.table
-    records = predict_records(model, fs.X, t["path"].astype(str).tolist(),
-                              t["image_id"].astype(str).tolist())
+    records = predict_records(model, X, t["path"].astype(str).tolist(),
+                              t["image_id"].astype(str).tolist(), P=P)
     flagged = sum(r.out_of_distribution.flag for r in records)
     metrics["out_of_distribution"] = {
         "flagged": int(flagged), "of": len(records),

@@ -76,10 +76,12 @@ def make_records(P: np.ndarray, label_names, thresholds, paths, image_ids=None, 
     return out
 
 
-def predict_records(model: TrainedModel, X: np.ndarray, paths, image_ids=None) -> list[PredictionRecord]:
+def predict_records(model: TrainedModel, X: np.ndarray, paths, image_ids=None, *,
+                    P: np.ndarray | None = None) -> list[PredictionRecord]:
     """One record per row of features X (n, d) of the images ``paths``: the model's
     calibrated probabilities and thresholds, and the OOD flag (feature distance or DICOM
-    header) with its reason."""
+    header) with its reason. ``P``: the model's probabilities of X when the caller has
+    them already (evaluate), so they are not computed twice."""
     X = np.asarray(X, dtype=np.float32)
     scores = model.ood.score(X) if model.ood is not None else [None] * len(X)
     ood_thr = None if model.ood is None else round(float(model.ood.threshold), DECIMALS)
@@ -89,7 +91,7 @@ def predict_records(model: TrainedModel, X: np.ndarray, paths, image_ids=None) -
         why = ood_reasons(str(path), score, model.ood)
         flags.append(OutOfDistribution(bool(why), "; ".join(why) or None,
                                        None if score is None else round(score, DECIMALS), ood_thr))
-    return make_records(model.predict_proba(X), model.label_names, model.thresholds, paths,
+    return make_records(model.predict_proba(X) if P is None else P, model.label_names, model.thresholds, paths,
                         image_ids, ood=flags)
 
 
