@@ -85,7 +85,7 @@ def tiny_trained(tmp_path_factory, sample_root):
     base = tmp_path_factory.mktemp("tiny_trained")
     root = write_cxr14_folder(base / "cxr", sorted(t["Image Index"])[:30], sample_root)
     assert main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(base / "f")]) == 0
-    assert main(["-q", "train", str(base / "f"), "--out", str(base / "m"), "--no-select", "--epochs", "3"]) == 0
+    assert main(["-q", "train", str(base / "f"), "--out", str(base / "m"), "--no-select", "--max-iter", "50"]) == 0
     return base
 
 

@@ -316,7 +316,7 @@ def test_a_concatenation_of_backbones_is_one_backbone(make_cxr14, sample_table, 
     ft, fo = FeatureSet.load(tmp_path / "torch"), FeatureSet.load(tmp_path / "onnxruntime")
     assert ft.X.shape == (30, bb.feature_dim) and fo.manifest["engine"] == "onnxruntime"
     assert np.abs(ft.X - fo.X).max() <= 0.01 * np.abs(ft.X).max()
-    assert main(["-q", "train", str(tmp_path / "torch"), "--out", str(tmp_path / "m"), "--no-select", "--epochs", "3"]) == 0
+    assert main(["-q", "train", str(tmp_path / "torch"), "--out", str(tmp_path / "m"), "--no-select", "--max-iter", "50"]) == 0
     img = sorted((root / "images").glob("*.png"))[0]
     capsys.readouterr()
     assert main(["-q", "predict", str(tmp_path / "m"), str(img), "--cam", str(tmp_path / "cam"), "--json"]) == 0

@@ -44,7 +44,7 @@ def test_grad_cam_peaks_where_the_signal_is():
 def test_predict_writes_cam_overlays(make_cxr14, sample_table, tmp_path, capsys):
     root = make_cxr14(sample_table["image_id"][:30].tolist())
     main(["-q", "extract", str(root), "--backbone", "efficientnet_lite0", "--out", str(tmp_path / "f")])
-    main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--no-select", "--epochs", "5"])
+    main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--no-select", "--max-iter", "50"])
     img = root / "images" / sample_table["image_id"][0]
     capsys.readouterr()
     assert main(["-q", "predict", str(tmp_path / "m"), str(img), "--json", "--cam", str(tmp_path / "cam")]) == 0

@@ -50,7 +50,7 @@ def test_evaluate_refuses_training_patients_unless_told(make_cxr14, sample_table
     root = make_cxr14(ids[:40])
     feats, model = tmp_path / "f", tmp_path / "m"
     main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(feats)])
-    main(["-q", "train", str(feats), "--out", str(model), "--no-select", "--epochs", "5"])
+    main(["-q", "train", str(feats), "--out", str(model), "--no-select", "--max-iter", "50"])
     record = json.loads((model / "model.json").read_text())["features"]["training_patients"]
     assert len(record["sha256_16"]) == sample_table["patient_id"][:40].nunique()
     assert not set(sample_table["patient_id"][:40].astype(str)) & set(record["sha256_16"])  # hashed
@@ -78,7 +78,7 @@ def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_tabl
     tiny, lite = tmp_path / "tiny", tmp_path / "lite"
     main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tiny)])
     main(["-q", "extract", str(root), "--backbone", "efficientnet_lite0", "--out", str(lite)])
-    main(["-q", "train", str(tiny), "--out", str(tmp_path / "m"), "--no-select", "--epochs", "5"])
+    main(["-q", "train", str(tiny), "--out", str(tmp_path / "m"), "--no-select", "--max-iter", "50"])
     capsys.readouterr()
     assert main(["-q", "evaluate", str(tmp_path / "m"), str(lite), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
@@ -89,7 +89,7 @@ def test_evaluate_refuses_features_from_another_backbone(make_cxr14, sample_tabl
 def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, tmp_path, capsys):
     root = make_cxr14(sample_table["image_id"][:40].tolist())
     main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
-    main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--no-select", "--epochs", "5"])
+    main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--no-select", "--max-iter", "50"])
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     good = root / "images" / sample_table["image_id"][0]
@@ -167,7 +167,7 @@ def test_config_file_both_spellings_unknown_keys_and_bad_values(tmp_path, capsys
     for argv in (["--config", str(cfg)], [f"--config={cfg}"]):
         assert main(argv + ["train", "F", "--out", "M"]) == 2
         err = capsys.readouterr().err
-        assert "[train] l1 must be a float in the range [0.0, inf); got -0.5" in err
+        assert "[train] l1 must be a float in the range [0.0, 10000.0]; got -0.5" in err
     cfg.write_text("[train]\nlambda1 = 0.1\n")
     assert main([f"--config={cfg}", "train", "F", "--out", "M"]) == 2
     assert "[train] has no option 'lambda1'" in capsys.readouterr().err

@@ -198,7 +198,7 @@ def test_each_launcher_process_gets_its_own_gpu(monkeypatch):
     monkeypatch.setenv("RANK", "2")  # a launcher that sets only RANK and WORLD_SIZE
     assert process_gpu() == torch.device("cuda:0")
     # the decoding workers of one node are shared by its processes
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("medxfer.engine.usable_cores", lambda: 16)
     assert decode_workers(torch.device("cuda")) == 15
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert decode_workers(torch.device("cuda")) == 3

@@ -86,7 +86,7 @@ def test_class_folder_is_single_label_and_trains_softmax(tmp_path):
     assert (ds.labels.sum(1) == 1).all()
     feats, model = tmp_path / "f", tmp_path / "m"
     assert main(["-q", "extract", str(tmp_path / "cls"), "--backbone", "tiny_random_test", "--out", str(feats)]) == 0
-    assert main(["-q", "train", str(feats), "--out", str(model), "--epochs", "30"]) == 0
+    assert main(["-q", "train", str(feats), "--out", str(model), "--max-iter", "50"]) == 0
     assert main(["-q", "evaluate", str(model), str(feats), "--out", str(tmp_path / "e"), "--n-boot", "20", "--allow-training-patients"]) == 0
     preds = pd.read_csv(tmp_path / "e" / "predictions.csv")
     np.testing.assert_allclose(preds["prob_normal"] + preds["prob_pneumonia"], 1.0, atol=1e-4)

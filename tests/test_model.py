@@ -102,9 +102,9 @@ def test_deterministic_given_seed():
 
 
 @pytest.mark.parametrize("param,value,msg", [
-    ("l1", -0.1, "The 'l1' parameter of BottleneckClassifier must be a float in the range [0.0, inf). Got -0.1 instead."),
+    ("l1", -0.1, "The 'l1' parameter of BottleneckClassifier must be a float in the range [0.0, 10000.0]. Got -0.1 instead."),
     ("bottleneck_dim", 0, "The 'bottleneck_dim' parameter of BottleneckClassifier must be an int or None in the range [1, inf). Got 0 instead."),
-    ("lr", 0.0, "The 'lr' parameter of BottleneckClassifier must be a float in the range (0.0, inf). Got 0.0 instead."),
+    ("lr", 0.0, "The 'lr' parameter of BottleneckClassifier must be a float in the range (0.0, 10.0]. Got 0.0 instead."),
     ("imbalance", "smote", "The 'imbalance' parameter of BottleneckClassifier must be a str among {'none', 'pos_weight', 'class_balanced', 'focal', 'balanced_sampler'}. Got 'smote' instead."),
     ("cb_beta", 1.5, "The 'cb_beta' parameter of BottleneckClassifier must be a float in the range [0.0, 1.0). Got 1.5 instead."),
     ("cb_beta", 1.0, "The 'cb_beta' parameter of BottleneckClassifier must be a float in the range [0.0, 1.0). Got 1.0 instead."),

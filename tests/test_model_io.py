@@ -53,7 +53,7 @@ def model_dir(make_cxr14, sample_table, tmp_path):
     root = make_cxr14(sample_table["image_id"][:30].tolist())
     main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
     assert main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--no-select",
-                 "--epochs", "3"]) == 0
+                 "--max-iter", "50"]) == 0
     return tmp_path / "m"
 
 

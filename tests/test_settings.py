@@ -39,7 +39,7 @@ def test_help_shows_every_option_with_its_default(command, cls, capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["train", "F", "--out", "M", "--l1", "-1"], "--l1 must be a float in the range [0.0, inf); got -1.0"),
+    (["train", "F", "--out", "M", "--l1", "-1"], "--l1 must be a float in the range [0.0, 10000.0]; got -1.0"),
     (["train", "F", "--out", "M", "--cb-beta", "1.0"], "--cb-beta must be a float in the range [0.0, 1.0); got 1.0"),
     (["train", "F", "--out", "M", "--epochs", "0"], "--epochs must be an int in the range [1, inf); got 0"),
     (["train", "F", "--out", "M", "--validation-fraction", "1.5"], "--validation-fraction"),

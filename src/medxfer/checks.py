@@ -43,7 +43,8 @@ def check_one(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     try:
         gray = load_image(path, max_pixels)
     except MedxferError as exc:
-        kind = "oversized" if "above the limit" in str(exc) else "unreadable"
+        kind = ("oversized" if "above the limit" in str(exc) else
+                "too_small" if "smaller than the" in str(exc) else "unreadable")
         return {"path": path, "problems": [(kind, str(exc))], "sha1": None}
     if mode is not None and mode not in GRAY_MODES:
         problems.append(("unusual_mode", f"'{path}' is mode {mode} (converted to luminance)"))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 import tempfile
 from dataclasses import fields
@@ -27,6 +29,10 @@ log = logging.getLogger("medxfer")
 
 class UsageError(MedxferError):
     """A bad option value: exit 2 with one line."""
+
+
+class NothingDone(MedxferError):
+    """A command that ran but had nothing to work on: exit 1 with one line."""
 
 
 # ---------------------------------------------------------------------------- settings <-> options
@@ -87,6 +93,9 @@ class _Parser(argparse.ArgumentParser):
         self.dests: dict[str, str] = {k: v for p in parents for k, v in getattr(p, "dests", {}).items()}
         self.commands: dict[str, _Parser] = {}
         super().__init__(*args, parents=list(parents), **kw)
+        # "-inf", "-1e-5" are values, not options: the range check then names them
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
 
     def _record(self, action):
         self.dests[action.dest] = action.dest
@@ -193,6 +202,21 @@ def resolve_settings(args) -> dict:
     return out
 
 
+_DEBUG_HELP = "on an error, print the Python traceback too (default: one line)"
+_THREADS_HELP = ("threads of torch, OpenMP and BLAS (default: the cores this process may use: "
+                 "CPU affinity and cgroup quota)")
+
+
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an int in the range [1, inf); got {text!r}")
+    return n
+
+
 def build_parser() -> _Parser:
     ap = _Parser(prog="medxfer", description=(
         "Transfer learning for chest radiographs: frozen ImageNet features, a regularized "
@@ -203,13 +227,19 @@ def build_parser() -> _Parser:
                          "given on the command line still win (default: none)")
     ap.add_argument("-q", "--quiet", action="store_true",
                     help="no progress bars or info lines (default: shown on a terminal)")
+    ap.add_argument("--threads", type=_threads, default=None, metavar="N", help=_THREADS_HELP)
+    ap.add_argument("--debug", action="store_true", default=False, help=_DEBUG_HELP)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     data, js, seed, boot = _data_options(), _json_option(), _seed_option(), _boot_option()
 
     def command(name, help_, description=None, parents=()):
-        ap.commands[name] = sub.add_parser(name, help=help_, description=description or help_,
-                                           parents=list(parents))
-        return ap.commands[name]
+        ap.commands[name] = p = sub.add_parser(name, help=help_, description=description or help_,
+                                               parents=list(parents))
+        # also after the command name; SUPPRESS keeps a value given before it
+        p.add_argument("--threads", type=_threads, default=argparse.SUPPRESS, metavar="N",
+                       help=_THREADS_HELP)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+        return p
 
     p = command("demo", "run the main job on the bundled real ChestX-ray14 sample",
                 "Extract features with a pretrained frozen backbone, train the bottleneck model on "
@@ -242,8 +272,22 @@ def build_parser() -> _Parser:
     p = command("train", "train the bottleneck model on a features folder", parents=[seed, js])
     p.add_argument("features", help="features folder from `medxfer extract`")
     p.add_argument("--out", required=True, help="model folder to write")
-    add_settings(p, HeadSettings, skip=("task",), title="the bottleneck model")
-    add_settings(p, SelectionSettings, title="choice of width and penalties (inner patient-wise CV)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model already in --out (default: refuse)")
+    modes = {}
+    for name, _, mode in TRAIN_MODES:
+        modes.setdefault(mode, []).append(name)
+    add_settings(p, HeadSettings, skip=("task", *(n for names in modes.values() for n in names)),
+                 title="the bottleneck model (under the default --select, --bottleneck-dim and "
+                       "--alpha restrict the grid to the values given; their defaults apply with --no-select)")
+    add_settings(p, SelectionSettings, only=("select", *modes["--select"]),
+                 title="--select (the default): width and alpha chosen by inner patient-wise CV")
+    add_settings(p, HeadSettings, only=modes["--no-select"],
+                 title="--no-select only: the head settings as given, calibrated on a "
+                       "validation part")
+    add_settings(p, HeadSettings, only=modes["--solver lbfgs"],
+                 title="--solver lbfgs only (the default solver)")
+    add_settings(p, HeadSettings, only=modes["--solver adamw"], title="--solver adamw only")
     add_settings(p, PackageSettings, title="calibration and thresholds (validation patients)")
 
     p = command("tune", "train a grid of settings in one pass, keep the best",
@@ -252,6 +296,8 @@ def build_parser() -> _Parser:
                 "calibrated, thresholded and saved.", [seed, js])
     p.add_argument("features", help="features folder")
     p.add_argument("--out", required=True, help="model folder to write (with tune.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model already in --out (default: refuse)")
     p.add_argument("--grid", default=None,
                    help="JSON file with a list of parameter dicts (default: the built-in grid)")
     add_settings(p, TuneSettings, title="grid training")
@@ -264,6 +310,8 @@ def build_parser() -> _Parser:
                 "is present.", [seed, data])
     p.add_argument("data", help="dataset (ChestX-ray14 folder or CSV)")
     p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model already in --out (default: refuse)")
     add_settings(p, FinetuneSettings, title="fine-tuning")
     add_settings(p, HeadSettings, only=FINETUNE_HEAD, title="the bottleneck head")
     add_settings(p, PackageSettings, title="calibration and thresholds (validation patients)")
@@ -333,8 +381,26 @@ def build_parser() -> _Parser:
     p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files, or folders of them")
     p.add_argument("--cam", default=None, metavar="DIR",
                    help="also save Grad-CAM overlays of the predicted findings into DIR (default: none)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="exit 0 when some inputs were predicted though others failed (default: "
+                        "exit 1 when any input failed)")
     add_settings(p, ExtractSettings, only=("engine", "device"), title="extraction")
     return ap
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Dests of the options written in ``argv`` (``--opt v``, ``--opt=v``, an abbreviation
+    argparse accepts, ``--no-opt``), so a value equal to its default still counts as given."""
+    strings = {s: act.dest for act in parser._actions for s in act.option_strings if s.startswith("--")}
+    out = set()
+    for tok in argv:
+        if not tok.startswith("--") or tok == "--":
+            continue
+        name = tok.split("=", 1)[0]
+        hits = [name] if name in strings else [s for s in strings if s.startswith(name)]
+        if len(hits) == 1:
+            out.add(strings[hits[0]])
+    return out
 
 
 # ---------------------------------------------------------------------------- config file
@@ -348,9 +414,10 @@ def _config_check(command: str, dest: str):
     return None
 
 
-def apply_config(parser: _Parser, path: str) -> None:
+def apply_config(parser: _Parser, path: str) -> dict[str, set[str]]:
     """Set each command's defaults from the TOML file's section of the same name; unknown
-    sections, unknown keys and values outside their range are errors naming them."""
+    sections, unknown keys and values outside their range are errors naming them. Returns
+    the dests each section set (they count as given, like options on the command line)."""
     import tomllib
 
     try:
@@ -360,6 +427,7 @@ def apply_config(parser: _Parser, path: str) -> None:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"config file '{path}' is not valid TOML: {exc}") from exc
     subs = parser.commands
+    given: dict[str, set[str]] = {}
     for section, values in doc.items():
         if section not in subs or not isinstance(values, dict):
             raise UsageError(f"config file '{path}': unknown section [{section}]; sections are "
@@ -378,6 +446,8 @@ def apply_config(parser: _Parser, path: str) -> None:
                                  f"{check.describe()}; got {value!r}")
             resolved[dest] = value
         subs[section].set_defaults(**resolved)
+        given[section] = set(resolved)
+    return given
 
 
 # ---------------------------------------------------------------------------- commands
@@ -427,6 +497,47 @@ def _read(a, path):
     return ds
 
 
+#: What each command writes into --out, and the files that show a folder is one of its own
+#: (a rerun may reuse it); a folder of other files is refused, before any work.
+OUT_KINDS = {
+    "extract": ("features folder", ("manifest.json", "shards")),
+    "train": ("model folder", ("model.json",)),
+    "tune": ("model folder", ("model.json",)),
+    "finetune": ("model folder", ("model.json",)),
+    "evaluate": ("report folder", ("metrics.json", "report.html", "features")),
+    "cv": ("CV folder", ("cv.json", "oof_predictions.npz")),
+    "study": ("study folder", ("index.html", "features")),
+    "demo": ("demo folder", ("report", "model", "features")),
+}
+#: Commands whose existing output is replaced, and so needs --overwrite.
+REPLACES = ("train", "tune", "finetune")
+
+
+def check_out(command: str, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse an --out that cannot work, before any work: a file, a folder under a file, a
+    folder that is not writable, a folder of other files, or (for a model) an existing
+    model without ``overwrite``. UsageError names the path and the fix."""
+    out = Path(out)
+    what, marks = OUT_KINDS[command]
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out '{out}' is a file; --out names the {what} to write")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out '{out}' is under '{parent}', which is a file; name a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out '{out}': cannot write in '{parent}' (permission denied)")
+    if out.is_dir() and any(out.iterdir()):
+        if not any((out / m).exists() for m in marks):
+            raise UsageError(f"--out '{out}' is a folder of other files, not a medxfer {what}; "
+                             "name a new folder (nothing in it was changed)")
+        if command in REPLACES and not overwrite:
+            raise UsageError(f"--out '{out}' already holds a model; pass --overwrite to replace "
+                             "it, or name a new folder")
+    return out
+
+
 def _saved_line(what: str, out, metrics: dict) -> str:
     auc = metrics["validation_macro_auc"]
     return (f"{what} saved to {out}: best epoch {metrics['best_epoch']}, validation macro AUC "
@@ -462,7 +573,7 @@ def _cmd_inspect(a) -> int:
                              progress=_progress(a))
         s["image_checks"] = {"images": len(ds), "problems": found}
     # exit status 1 when an image cannot be used at all (the other kinds are warnings)
-    status = 1 if any(p["kind"] in ("unreadable", "oversized") for p in found) else 0
+    status = 1 if any(p["kind"] in ("unreadable", "oversized", "too_small") for p in found) else 0
     if a.json:
         print(json.dumps(s, indent=2))
         return status
@@ -515,8 +626,6 @@ def _cmd_backbones(a) -> int:
 def _cmd_extract(a) -> int:
     from .features import extract_with_settings
 
-    import os
-
     s = a.settings[ExtractSettings]
     # Under torchrun (or any launcher that sets RANK and WORLD_SIZE) each process writes the
     # shards i % WORLD_SIZE == RANK of one cache; the last to finish writes its manifest.
@@ -540,18 +649,54 @@ def train_settings(a) -> tuple[HeadSettings, PackageSettings]:
     return s[HeadSettings], s[PackageSettings]
 
 
+#: Options of `medxfer train` that only one mode reads: (field, applies when, the mode named).
+TRAIN_MODES = (
+    [(f, lambda h, s: h.solver == "adamw", "--solver adamw")
+     for f in ("lr", "weight_decay", "batch_size", "max_epochs", "patience")]
+    + [("max_iter", lambda h, s: h.solver == "lbfgs", "--solver lbfgs")]
+    + [(f, lambda h, s: not s.select, "--no-select") for f in ("validation_fraction", "n_ensemble")]
+    + [(f, lambda h, s: s.select, "--select") for f in ("inner_folds", "inner_repeats", "grid")])
+
+
+def train_plan(a) -> list[dict] | None:
+    """Refuse train options the chosen mode would ignore (naming the mode that reads them),
+    and the selection grid as --bottleneck-dim/--alpha restrict it (None: the grid as is)."""
+    from .pipeline import read_grid, restrict_grid
+
+    h, sel = a.settings[HeadSettings], a.settings[SelectionSettings]
+    parser = build_parser().commands["train"]
+    names = {act.dest: act.option_strings[0] for act in parser._actions if act.option_strings}
+    for name, applies, mode in TRAIN_MODES:
+        if name in a.given and not applies(h, sel):
+            raise UsageError(f"{names[name]} applies only with {mode}; it would be ignored here "
+                             "(see `medxfer train --help`, options grouped by mode)")
+    chosen = {k: getattr(h, k) for k in ("bottleneck_dim", "alpha") if k in a.given}
+    if not sel.select or not chosen:
+        return None
+    grid = restrict_grid(read_grid(sel.grid), **chosen)
+    log.info("under --select, %s restrict(s) the grid to %d setting(s): %s",
+             " and ".join(f"{names[k]} {v if v is not None else 0}" for k, v in chosen.items()),
+             len(grid), grid)
+    return grid
+
+
+def _fmt_auc(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
 def _cmd_train(a) -> int:
     from .features import FeatureSet
     from .head import DEFAULT_CV_GRID
     from .pipeline import read_grid, train_from_features
 
+    grid = train_plan(a)
     fs = FeatureSet.load(a.features)
     sel = a.settings[SelectionSettings]
-    steps = _Steps(a, len(read_grid(sel.grid) or DEFAULT_CV_GRID) if sel.select else 1,
+    steps = _Steps(a, len(grid or read_grid(sel.grid) or DEFAULT_CV_GRID) if sel.select else 1,
                    "train: settings", every=1 << 30)  # BottleneckCV logs each setting itself
-    model = train_from_features(fs, head=a.settings[HeadSettings], selection=sel,
+    model = train_from_features(fs, head=a.settings[HeadSettings], selection=sel, grid=grid,
                                 packaging=a.settings[PackageSettings],
-                                progress=lambda i, n, g, score: steps(note=f"{g} AUC {score:.3f}"))
+                                progress=lambda i, n, g, score: steps(note=f"{g} AUC {_fmt_auc(score)}"))
     steps.close()
     model.save(a.out)
     out = {"model": str(a.out), "train_images": model.features.get("n_rows")} | model.metrics
@@ -563,7 +708,7 @@ def _cmd_train(a) -> int:
         auc = out["validation_macro_auc"]
         print(f"model saved to {a.out}: chose {chosen} among {out['selected_from']} settings by "
               f"{a.settings[SelectionSettings].inner_folds}-fold patient-wise CV; out-of-fold "
-              f"macro AUC {'n/a' if auc is None else f'{auc:.3f}'} on {out['validation_images']} "
+              f"macro AUC {_fmt_auc(auc)} on {out['validation_images']} "
               f"images (optimistic: it won the selection); {out['members']} fold models averaged")
     else:
         print(_saved_line("model", a.out, out))
@@ -602,7 +747,6 @@ def _cmd_finetune(a) -> int:
     from .finetune import finetune
 
     head = {k: getattr(a.settings[HeadSettings], k) for k in FINETUNE_HEAD}
-    import os
 
     rank = int(os.environ.get("RANK", 0))  # under torchrun every process trains, rank 0 saves
     model = finetune(_read(a, a.data), settings=a.settings[FinetuneSettings], head=head,
@@ -637,14 +781,14 @@ def _cmd_cv(a) -> int:
 
 
 def _cmd_study(a) -> int:
-    from .features import read_manifest
+    from .features import is_features_folder, read_manifest
     from .studies import open_study, run_study
 
     data = a.data
-    if not Path(data).joinpath("manifest.json").is_file():
+    if not is_features_folder(data):
         data = _read(a, a.data)
     else:
-        read_manifest(data)
+        read_manifest(data)  # an unfinished one is named as such
     ctx = open_study(data, a.out, extract=a.settings[ExtractSettings],
                      settings=a.settings[StudySettings], head=a.settings[HeadSettings],
                      progress=_progress(a))
@@ -732,16 +876,27 @@ def _cmd_predict(a) -> int:
     else:
         for r in records:
             above = ", ".join(f"{n} {r.probabilities[n]:.3f} (threshold {r.thresholds[n]:.3f})"
-                              for n in r.findings) or "none"
-            print(f"{r.image_id}: above threshold: {above}")
-            if r.out_of_distribution.flag:
-                print(f"warning: {r.image_id} may not be a chest radiograph like the training "
-                      f"images: {r.out_of_distribution.reason}", file=sys.stderr)
+                              for n in r.above_threshold) or "none"
+            if r.findings_withheld:
+                print(f"{r.image_id}: findings withheld ({r.findings_withheld}); above threshold "
+                      f"would be: {above}")
+            else:
+                print(f"{r.image_id}: above threshold: {above}")
         for p in problems:
             print(f"could not read {p.item}: {p.detail}", file=sys.stderr)
         if overlays:
             print(f"{len(overlays)} Grad-CAM overlay(s) in {a.cam}")
-    return 0 if records or not problems else 1
+        if records:
+            print(f"thresholds: {records[0].threshold_rule}. {records[0].notice}")
+    if not records:
+        raise NothingDone(f"no image was predicted: {len(problems)} input(s) failed" if problems else
+                          f"no image found in {', '.join(a.images)}: folders are searched for "
+                          "PNG, JPEG and DICOM files")
+    if problems and not a.keep_going:
+        print(f"medxfer predict: {len(problems)} of {len(problems) + len(records)} inputs failed "
+              "(exit status 1; --keep-going exits 0 when some were predicted)", file=sys.stderr)
+        return 1
+    return 0
 
 
 _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,
@@ -756,24 +911,50 @@ def main(argv: list[str] | None = None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     config = pre.parse_known_args(argv)[0].config  # both --config FILE and --config=FILE
+    configured: dict[str, set[str]] = {}
     try:
         if config:
-            apply_config(parser, config)
+            configured = apply_config(parser, config)
     except UsageError as exc:
         print(f"medxfer: error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    args.given = given_options(parser.commands[args.command], argv) | configured.get(args.command, set())
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="medxfer: %(message)s", stream=sys.stderr, force=True)
+    from .cores import use_threads
+
+    use_threads(args.threads)  # before any command loads torch: pools sized to our cores
     try:
         args.settings = resolve_settings(args)
+        if args.command in OUT_KINDS:  # before any work: hours of training must not end there
+            check_out(args.command, args.out, overwrite=getattr(args, "overwrite", False))
         return _COMMANDS[args.command](args)
-    except (MedxferError, ValueError) as exc:
-        print(f"medxfer {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("medxfer: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"medxfer {args.command}: interrupted; {_RESUME.get(args.command, _NO_RESUME)}",
+              file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `medxfer inspect DATA | head`: the reader left
+        sys.stdout = open(os.devnull, "w")
+        return 141
+    except Exception as exc:
+        if args.debug:
+            raise
+        known = isinstance(exc, (MedxferError, ValueError))
+        what = str(exc) if known else f"{type(exc).__name__}: {exc}"
+        print(f"medxfer {args.command}: error: {what}"
+              + ("" if known else " (run again with --debug for the traceback)"), file=sys.stderr)
+        return 1 if isinstance(exc, NothingDone) or not known else 2
+
+
+#: What an interrupted command leaves: only those that keep finished work can resume.
+_RESUME = {
+    "extract": "the shards written are kept: run the same command again to resume",
+    "study": "finished studies and extracted shards are kept: run the same command again to resume",
+    "demo": "extracted shards are kept: run the same command again to resume",
+    "evaluate": "extracted shards are kept: run the same command again to resume",
+}
+_NO_RESUME = "nothing was saved; run the command again to start over"
 
 
 if __name__ == "__main__":

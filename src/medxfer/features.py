@@ -8,7 +8,8 @@ A features folder holds::
     labels.npy         (n, n_labels) float32 labels, NaN = unknown
     shards/NNNNN.npy   (rows_in_shard, d) features; NNNNN.json beside it records the row
                        range, the sha256 of the .npy and the images that failed to decode
-    problems.csv.gz    what reading the dataset reported (missing images, bad ages...)
+    problems.csv.gz    what reading the dataset reported (missing images, bad ages...) and,
+                       once every shard is in, the images that could not be decoded
 
 Shards are written atomically (temporary file, then rename) and a shard counts only when
 its .json exists and the sha256 matches, so a run killed at any moment resumes from the
@@ -176,7 +177,7 @@ class FeatureSet:
                     f"({_shard_path(folder, i).name}) is missing or corrupt (checksum mismatch). "
                     "Run `medxfer extract` again with the same arguments: it recomputes that shard.")
             chunks.append(np.load(_shard_path(folder, i), allow_pickle=False))
-            skipped.extend((e["row"], Problem("unreadable_image", e["path"], e["reason"]))
+            skipped.extend((e["row"], Problem(UNREADABLE, e["path"], e["reason"]))
                            for e in info["errors"])
         feats = np.concatenate(chunks) if chunks else np.zeros((0, manifest["backbone"]["feature_dim"]))
         bad_rows = np.array([r for r, _ in skipped], dtype=int)
@@ -226,6 +227,8 @@ def _atomic_write(path: Path, write) -> None:
 
 
 PARTIAL = "manifest.partial.json"
+#: The problem kind of an image that could not be decoded at extraction.
+UNREADABLE = "unreadable_image"
 
 
 def _read_json(path: Path) -> dict:
@@ -238,6 +241,13 @@ def _read_json(path: Path) -> dict:
         raise FeatureCacheError(f"'{path}' does not hold a JSON object; delete the features "
                                 "folder and run `medxfer extract` again")
     return doc
+
+
+def is_features_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a features folder, finished or not (an unfinished one is then
+    named as such by :func:`read_manifest`, not taken for a dataset)."""
+    path = Path(path)
+    return path.is_dir() and any((path / n).exists() for n in ("manifest.json", PARTIAL, "shards"))
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -257,7 +267,10 @@ def _read_problems(folder: Path) -> list[Problem]:
     if not path.is_file():
         return []
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return [Problem(k, i, d) for k, i, d in zip(df["kind"], df["item"], df["detail"])]
+    # images that failed to decode are listed in the file for people, but the shards are
+    # their record (FeatureSet.skipped): not read twice
+    return [Problem(k, i, d) for k, i, d in zip(df["kind"], df["item"], df["detail"])
+            if k != UNREADABLE]
 
 
 def write_problems(path: Path, problems) -> None:
@@ -364,6 +377,9 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
     n = len(dataset)
     mine = [i for i in range(_n_shards(n, shard_size)) if i % world_size == rank]
     todo = [i for i in mine if _valid_shard(out, i) is None]
+    if todo and len(todo) < len(mine):
+        log.info("resuming in %s: %d of %d shards are already computed and kept; computing the "
+                 "other %d", out, len(mine) - len(todo), len(mine), len(todo))
     # the engine is prepared (e.g. the ONNX export) before any image is decoded
     used, make_forward = prepare(backbone, engine, dev, asked=asked) if todo else (engine, None)
     # Which engine and device computed the features is recorded per shard (a resumed run
@@ -398,6 +414,10 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         _atomic_write(out / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
         partial.unlink(missing_ok=True)
     fs = FeatureSet.load(out)
+    if fs.skipped:  # the reading problems and the undecodable images in one file to open
+        tmp = out / f"problems.{os.getpid()}.csv.gz"
+        write_problems(tmp, _read_problems(out) + list(fs.skipped))
+        os.replace(tmp, out / "problems.csv.gz")
     if fs.skipped and log_skipped:
         log.warning("%d image(s) could not be read and were left out (listed in %s): %s",
                     len(fs.skipped), out / "shards", "; ".join(p.detail for p in fs.skipped[:3]))

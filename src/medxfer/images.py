@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError
-from .settings import MAX_PIXELS
+from .settings import MAX_PIXELS, MIN_IMAGE_SIDE
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -45,11 +45,22 @@ def _oversized(path: Path, w: int, h: int, max_pixels: int) -> ImageReadError:
                           "if it really is a radiograph this large.")
 
 
-def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def _too_small(path: Path, w: int, h: int, min_side: int) -> ImageReadError | None:
+    if min(w, h) >= min_side:
+        return None
+    return ImageReadError(path, f"the image is {w} x {h} pixels, smaller than the "
+                          f"{min_side} x {min_side} medxfer reads",
+                          "A chest radiograph is hundreds of pixels wide: use the full image.")
+
+
+def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
+               min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     """Read one image file.
 
     ``max_pixels``: larger images are refused from their header, before decoding (None:
-    no limit beyond Pillow's own decompression-bomb guard).
+    no limit beyond Pillow's own decompression-bomb guard). ``min_side``: images narrower
+    or lower are refused (medxfer.settings.MIN_IMAGE_SIDE; tests of the pixel arithmetic
+    use 1).
 
     Returns
     -------
@@ -67,7 +78,7 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         raise ImageReadError(path, "the file is empty (0 bytes)",
                              "Copy the file again from its source.")
     if path.suffix.lower() in DICOM_SUFFIXES:
-        return _load_dicom(path, max_pixels)
+        return _load_dicom(path, max_pixels, min_side)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides
@@ -76,6 +87,8 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise _oversized(path, w, h, max_pixels)
+            if (small := _too_small(path, w, h, min_side)) is not None:
+                raise small
             im.load()
             im = ImageOps.exif_transpose(im)
             return pil_to_gray(im)
@@ -130,7 +143,8 @@ def pil_to_gray(im: Image.Image) -> np.ndarray:
     return (rgb @ _LUMA) / 255.0
 
 
-def _load_dicom(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def _load_dicom(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     try:
         import pydicom
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -151,6 +165,8 @@ def _load_dicom(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.n
                              "e.g. a report, plan or waveform)", "Give medxfer image files only.")
     if max_pixels is not None and w * h > max_pixels:
         raise _oversized(path, w, h, max_pixels)
+    if (small := _too_small(path, w, h, min_side)) is not None:
+        raise small
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad files

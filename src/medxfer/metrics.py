@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
-from .settings import CALIBRATION_METHODS, THRESHOLD_METHODS
+from .settings import CALIBRATION_METHODS, MIN_CI_POSITIVES, THRESHOLD_METHODS
 
 
 
@@ -134,7 +134,12 @@ def evaluate_predictions(Y: np.ndarray, P: np.ndarray, label_names, thresholds=N
     ci = bootstrap_auc_ci(Y, P, groups=groups, n_boot=n_boot, seed=seed)
     cal = calibration_per_finding(Y, P, groups=groups, n_boot=n_boot, seed=seed)
     for j, name in enumerate(label_names):
-        per[name]["auc_ci95"] = ci["per_finding"][j]
+        pos, neg = per[name]["positives"], per[name]["n"] - per[name]["positives"]
+        few = (f"too few positives ({pos}; an interval needs {MIN_CI_POSITIVES})" if pos < MIN_CI_POSITIVES
+               else f"too few negatives ({neg}; an interval needs {MIN_CI_POSITIVES})"
+               if neg < MIN_CI_POSITIVES else None)
+        per[name]["auc_ci95"] = None if few else ci["per_finding"][j]
+        per[name]["auc_ci95_withheld"] = few
         per[name] |= cal["per_finding"][j]
     macro["brier"] = _mean_defined(m["brier"] for m in per.values())
     macro["ece"] = _mean_defined(m["ece"] for m in per.values())

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -97,8 +99,28 @@ class TrainedModel:
                 "itself).")
 
     def save(self, folder: str | Path) -> Path:
+        """Write the model folder. It is written beside ``folder`` and then swapped in, so
+        an existing model there is replaced whole (no file of the older model is left) and
+        a failure midway leaves the older model as it was."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f".{folder.name}.writing-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            self._write(tmp)
+            if folder.exists():
+                old = folder.with_name(f".{folder.name}.replaced-{os.getpid()}")
+                os.replace(folder, old)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+
+    def _write(self, folder: Path) -> None:
         tensors, est_meta = self.estimator.to_state()
         save_file(tensors, str(folder / "model.safetensors"))
         if self.backbone_state is not None:
@@ -126,7 +148,6 @@ class TrainedModel:
         for name in ("model.safetensors", "backbone.safetensors", "ood.safetensors"):
             if (folder / name).is_file():
                 (folder / name).chmod(mode)
-        return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> "TrainedModel":
@@ -216,10 +237,15 @@ def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np
     thresholds = choose_thresholds(Yv, Pv, method=settings.threshold_method,
                                    target_sensitivity=settings.target_sensitivity)
     val = evaluate_predictions(Yv, Pv, list(label_names), thresholds, n_boot=0)
+    # A threshold that calls every training image positive (specificity 0) or none
+    # (sensitivity 0) decides nothing; the report names it.
+    degenerate = {n: {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
+                  for n, m in val["per_finding"].items()
+                  if m["sensitivity"] == 0 or m["specificity"] == 0}
     return TrainedModel(
         estimator, list(label_names), thresholds, backbone, features=features,
         metrics={"validation_macro_auc": val["macro_auc"], "best_epoch": estimator.best_epoch_,
-                 "validation_images": int(len(Yv)),
+                 "validation_images": int(len(Yv)), "degenerate_thresholds": degenerate,
                  "loss_terms": getattr(estimator, "loss_terms_", {})} | (metrics or {}),
         config=(config or {}) | asdict(settings), calibration=cal, backbone_state=backbone_state,
         ood=FeatureDistance.fit(train_features, groups=training_patients)

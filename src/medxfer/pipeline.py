@@ -15,7 +15,8 @@ from .backbones import rebuild_backbone
 from .baselines import TunedLogisticRegression
 from .data import Dataset, bundled_sample, read_dataset, read_image_paths
 from .errors import DataError
-from .features import FeatureSet, extract_features, extract_with_settings, read_manifest
+from .features import (FeatureSet, extract_features, extract_with_settings, is_features_folder,
+                       read_manifest)
 from .head import BottleneckClassifier, BottleneckCV, fit_grid
 from .metrics import evaluate_predictions, paired_bootstrap_auc
 from .model_io import TrainedModel, package
@@ -33,6 +34,36 @@ def _features_info(fs: FeatureSet) -> dict:
     m = fs.manifest
     return {k: m.get(k) for k in ("dataset_name", "dataset_fingerprint", "n_rows", "dtype",
                                   "medxfer_version")}
+
+
+def check_trainable(fs: FeatureSet, *, widths, folds: int, multiclass: bool = False) -> None:
+    """Refuse, before any training, data that training cannot use: a width k wider than the
+    features, fewer patients than folds, no finding with 2 positive and 2 negative images
+    (an AUC needs both). Findings with fewer positives than folds are named in a warning:
+    their AUC is undefined in some folds and the choice rests on the others."""
+    n, d = fs.features.shape
+    wide = sorted({k for k in widths if k is not None and k > d})
+    if wide:
+        raise DataError(f"bottleneck width k={wide[0]} is wider than the {d}-d features: k must "
+                        f"be at most {d} (0 on the command line for a linear head)")
+    patients = len(np.unique(fs.dataset.patient_ids))
+    if patients < folds:
+        raise DataError(f"training needs at least {folds} patients for its {folds}-fold patient-"
+                        f"wise split; these features hold {n} images of {patients} patient(s)")
+    if multiclass:
+        return
+    Y = fs.Y
+    pos, neg = (Y == 1).sum(0), (Y == 0).sum(0)
+    names = fs.dataset.label_names
+    if not ((pos >= 2) & (neg >= 2)).any():
+        raise DataError(
+            f"no finding has 2 positive and 2 negative images, which an AUC needs, among these "
+            f"{n} images (positive/negative: " + ", ".join(
+                f"{nm} {p}/{q}" for nm, p, q in zip(names, pos, neg)) + "); train on more images")
+    few = [f"{nm} {p}" for nm, p in zip(names, pos) if p < folds]
+    if few:
+        log.warning("%d finding(s) have fewer positive images than the %d folds (%s): their AUC "
+                    "is undefined in some folds", len(few), folds, ", ".join(few))
 
 
 def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = None,
@@ -66,6 +97,11 @@ def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = No
     metrics: dict = {}
     if selection.select and not multiclass:
         grid = grid if grid is not None else read_grid(selection.grid)
+        check_trainable(fs, widths=[g.get("bottleneck_dim", params["bottleneck_dim"])
+                                    for g in grid or DEFAULT_CV_GRID], folds=selection.inner_folds)
+    else:
+        check_trainable(fs, widths=[params["bottleneck_dim"]], folds=2, multiclass=multiclass)
+    if selection.select and not multiclass:
         cv = BottleneckCV(grid, params=params, n_splits=selection.inner_folds,
                           n_repeats=selection.inner_repeats, random_state=params["random_state"])
         cv.fit(fs.X, fs.Y, groups=fs.dataset.patient_ids, progress=progress)
@@ -111,6 +147,27 @@ def read_grid(path: str | Path | None) -> list[dict] | None:
         if unknown:
             raise DataError(f"grid file '{path}': unknown parameter(s) {', '.join(unknown)}; "
                             f"known: {', '.join(sorted(known))}")
+    return grid
+
+
+_UNSET = object()
+
+
+def restrict_grid(grid: list[dict] | None, *, bottleneck_dim=_UNSET, alpha=_UNSET) -> list[dict]:
+    """The selection grid (default DEFAULT_CV_GRID) restricted to a width and/or an alpha
+    given by the user: the grid's settings with that value, or, where the grid has none,
+    its settings of the same kind (bottleneck or linear head) with the value put in.
+    Both given: that one setting."""
+    grid = [dict(g) for g in (grid or DEFAULT_CV_GRID)]
+    for key, value in (("bottleneck_dim", bottleneck_dim), ("alpha", alpha)):
+        if value is _UNSET:
+            continue
+        same = [g for g in grid if g.get(key) == value]
+        if not same:
+            kind = [g for g in grid if key != "bottleneck_dim"
+                    or (g.get("bottleneck_dim") is None) == (value is None)] or grid
+            same = [g | {key: value} for g in kind]
+        grid = [g for i, g in enumerate(same) if g not in same[:i]]
     return grid
 
 
@@ -169,7 +226,7 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
     folder (or Dataset) is extracted with the model's own backbone into ``cache``, after
     ``check(dataset)`` (e.g. the training-patient guard) has passed.
     """
-    if isinstance(source, (str, Path)) and (Path(source) / "manifest.json").is_file():
+    if isinstance(source, (str, Path)) and is_features_folder(source):
         model.check_features(read_manifest(source), where=f"features in '{source}'")
         return FeatureSet.load(source)
     ds = source if isinstance(source, Dataset) else read_dataset(source)
@@ -238,6 +295,15 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
                     "from the training images, score above %s, or a non-chest DICOM header); "
                     "listed in predictions.csv", flagged, len(records),
                     "n/a" if model.ood is None else f"{model.ood.threshold:.2f}")
+    degenerate = model.metrics.get("degenerate_thresholds") or {}
+    metrics["degenerate_thresholds"] = degenerate
+    if degenerate:
+        sections = [("Thresholds that decide nothing", "On the training predictions these "
+                     "thresholds called every image positive (specificity 0) or none "
+                     "(sensitivity 0); their above-threshold calls carry no information:\n"
+                     + "\n".join(f"{n}: sensitivity {_fmt_num(m['sensitivity'])}, specificity "
+                                 f"{_fmt_num(m['specificity'])}" for n, m in degenerate.items()))
+                    ] + list(sections)
     problems = list(fs.dataset.problems) + list(fs.skipped)
     cfg = {"model_backbone": model.backbone, "model_config": model.config,
            "data": fs.dataset.name, "data_fingerprint": fs.manifest.get("dataset_fingerprint"),
@@ -269,6 +335,10 @@ def predict_paths(model: TrainedModel, paths, *, cache: Path, progress: bool = F
     records = predict_records(model, fs.X, t["path"].astype(str).tolist(),
                               t["image_id"].astype(str).tolist())
     return records, problems + list(fs.skipped)
+
+
+def _fmt_num(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def _fmt_ci(ci, signed: bool = False) -> str:

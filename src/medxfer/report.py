@@ -8,7 +8,7 @@ Files written (keys of metrics.json are documented in docs/metrics.md):
                         out-of-distribution flag and reason; medxfer.records)
     summary.md          the table a reader looks at first
     roc_curves.png      ROC per finding;  pr_curves.png  precision-recall per finding
-    reliability.png     reliability diagram (pooled over findings)
+    reliability.png     reliability diagram (pooled over findings; the ECE on it is pooled)
     report.html         self-contained page (images embedded), opens offline
     problems.csv        every skipped or odd input, when there were any
 """
@@ -27,7 +27,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 from .metrics import calibration_bins
-from .records import make_records
+from .records import NOTICE, make_records
+from .settings import MIN_CI_POSITIVES
 
 
 def _figure(**kw) -> Figure:
@@ -45,9 +46,19 @@ def _ci(ci) -> str:
     return "n/a" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _auc_ci(m: dict) -> str:
+    """A finding's AUC interval, or why there is none (too few positives, medxfer.metrics)."""
+    return m.get("auc_ci95_withheld") or _ci(m["auc_ci95"])
+
+
+def _ece_words(metrics: dict) -> str:
+    return (f"expected calibration error {_fmt(metrics.get('calibration', {}).get('ece'))} pooled "
+            f"over findings, {_fmt(metrics['macro'].get('ece'))} mean per finding")
+
+
 def predictions_table(table: pd.DataFrame, Y, records, label_names) -> pd.DataFrame:
     """One row per image: its metadata, its labels, and its prediction record's flat form
-    (medxfer.records.PredictionRecord.to_row: prob_/pred_ per finding, findings, ood...)."""
+    (medxfer.records.PredictionRecord.to_row: prob_/above_ per finding, above_threshold, findings, ood...)."""
     meta = [c for c in ("patient_id", "view", "sex", "age") if c in table.columns]
     out = table[meta].reset_index(drop=True).copy()
     for j, name in enumerate(label_names):
@@ -97,7 +108,7 @@ def _reliability(calib: dict, path: Path) -> None:
     xs = [b["mean_p"] for b in calib["bins"] if b["count"]]
     ys = [b["frac_pos"] for b in calib["bins"] if b["count"]]
     ax.plot([0, 1], [0, 1], "k--", lw=0.7, label="perfect")
-    ax.plot(xs, ys, "o-", label=f"model (ECE {_fmt(calib['ece'])})")
+    ax.plot(xs, ys, "o-", label=f"model (pooled ECE {_fmt(calib['ece'])})")
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed fraction positive")
     ax.legend(fontsize=8)
@@ -110,13 +121,13 @@ def summary_markdown(metrics: dict, label_names, title: str) -> str:
              f"Images: {metrics['n_images']}, patients: {metrics['n_patients']}. "
              f"Macro AUC {_fmt(metrics['macro_auc'])} (95% CI {_ci(metrics['macro_auc_ci95'])}, "
              f"patient bootstrap, {metrics['macro']['findings_with_auc']} findings with an AUC); "
-             f"micro AUC {_fmt(metrics['micro_auc'])}; calibration ECE "
-             f"{_fmt(metrics.get('calibration', {}).get('ece'))}.", "",
+             f"micro AUC {_fmt(metrics['micro_auc'])}; {_ece_words(metrics)}.", "",
+             f"*{NOTICE}*", "",
              "| finding | pos/n | AUC | 95% CI | AP | thr | sens | spec | F1 | acc | all-neg acc |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in label_names:
         m = metrics["per_finding"][name]
-        lines.append(f"| {name} | {m['positives']}/{m['n']} | {_fmt(m['auc'])} | {_ci(m['auc_ci95'])} "
+        lines.append(f"| {name} | {m['positives']}/{m['n']} | {_fmt(m['auc'])} | {_auc_ci(m)} "
                      f"| {_fmt(m['average_precision'])} | {_fmt(m['threshold'], 2)} "
                      f"| {_fmt(m['sensitivity'], 2)} | {_fmt(m['specificity'], 2)} | {_fmt(m['f1'], 2)} "
                      f"| {_fmt(m['accuracy'], 2)} | {_fmt(m['all_negative_accuracy'], 2)} |")
@@ -171,7 +182,7 @@ def _html(title, metrics, label_names, config, problems, sections, out: Path) ->
     for name in label_names:
         m = metrics["per_finding"][name]
         rows.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in (
-            name, f"{m['positives']}/{m['n']}", _fmt(m["auc"]), _ci(m["auc_ci95"]),
+            name, f"{m['positives']}/{m['n']}", _fmt(m["auc"]), _auc_ci(m),
             _fmt(m["average_precision"]), _fmt(m["threshold"], 2), _fmt(m["sensitivity"], 2),
             _fmt(m["specificity"], 2), _fmt(m["f1"], 2), _fmt(m["accuracy"], 2),
             _fmt(m["all_negative_accuracy"], 2), f"{m['tp']}/{m['fp']}/{m['tn']}/{m['fn']}",
@@ -187,7 +198,6 @@ def _html(title, metrics, label_names, config, problems, sections, out: Path) ->
         first = "".join(f"<li>{e(p.kind)}: {e(p.item)} ({e(p.detail)})</li>" for p in list(problems)[:10])
         prob = (f"<h2>Skipped or odd inputs</h2><ul>{items}</ul><p>First ones:</p><ul>{first}</ul>"
                 "<p>All are listed in problems.csv beside this page.</p>")
-    cal = metrics["calibration"]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>
@@ -202,10 +212,13 @@ img {{ max-width: 100%; }} pre {{ background: #f6f6f6; padding: 8px; overflow-x:
 <p class="headline" id="macro-auc">Macro AUC <b>{_fmt(metrics['macro_auc'])}</b>
 (95% CI {_ci(metrics['macro_auc_ci95'])}, bootstrap over patients) on
 {metrics['n_images']} images of {metrics['n_patients']} patients;
-micro AUC {_fmt(metrics['micro_auc'])}; expected calibration error {_fmt(cal['ece'])}.</p>
+micro AUC {_fmt(metrics['micro_auc'])}; {_ece_words(metrics)}.</p>
+<p id="notice"><b>{e(NOTICE)}</b></p>
 <p>Accuracy is shown beside the accuracy of calling every image negative: a model is only
 useful where it beats that. Thresholds were chosen on validation data, not on these images.
-Undefined metrics (a finding without positives here) are shown as n/a.</p>
+Undefined metrics (a finding without positives here) are shown as n/a, and a finding's
+AUC interval is withheld when it has fewer than {MIN_CI_POSITIVES} positive or negative
+images.</p>
 <table><tr><th>finding</th><th>pos/n</th><th>AUC</th><th>95% CI</th><th>AP</th><th>threshold</th>
 <th>sensitivity</th><th>specificity</th><th>F1</th><th>accuracy</th><th>all-negative accuracy</th>
 <th>TP/FP/TN/FN</th><th>ECE (95% CI)</th><th>Brier (95% CI)</th></tr>

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import torch
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from pydantic import BaseModel
 
 from . import __version__
@@ -40,7 +40,7 @@ from .engine import choose_engine, prepare
 from .errors import MedxferError
 from .images import load_image
 from .model_io import TrainedModel
-from .records import PredictionRecord, predict_records
+from .records import NOTICE, PredictionRecord, predict_records
 from .settings import ExtractSettings, ServeSettings, check_of, check_value
 
 CONTENT_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "application/dicom": ".dcm"}
@@ -159,8 +159,12 @@ class Prediction(BaseModel):
     image_id: str
     probabilities: dict[str, float]
     thresholds: dict[str, float]
+    above_threshold: list[str]
     findings: list[str]
+    findings_withheld: str | None
+    threshold_rule: str
     out_of_distribution: OOD
+    notice: str
 
 
 class Health(BaseModel):
@@ -180,7 +184,8 @@ def create_app(model_dir, *, max_upload_mb: float = _S.max_upload_mb,
                           max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     limit = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="medxfer", version=__version__,
-                  description=f"Per-finding probabilities of a medxfer model ({model.backbone['name']}).")
+                  description=f"Per-finding probabilities of a medxfer model "
+                              f"({model.backbone['name']}). {NOTICE}")
     app.state.predictor = predictor
     app.router.on_shutdown.append(predictor.close)
 
@@ -188,8 +193,18 @@ def create_app(model_dir, *, max_upload_mb: float = _S.max_upload_mb,
     def health() -> dict:
         return {"status": "ok", "model": str(model_dir), "labels": list(model.label_names)}
 
-    @app.post("/predict", response_model=Prediction,
-              responses={413: {"description": "upload too large"},
+    async def one_file(request: Request) -> None:
+        """Exactly one upload part named 'file' (FastAPI alone would take the first)."""
+        if (request.headers.get("content-type") or "").startswith("multipart/form-data"):
+            parts = (await request.form()).getlist("file")
+            if len(parts) > 1:
+                raise HTTPException(400, f"{len(parts)} parts named 'file'; send one image per "
+                                         "request")
+
+    @app.post("/predict", response_model=Prediction, dependencies=[Depends(one_file)],
+              description=f"The prediction record of one uploaded image. {NOTICE}",
+              responses={400: {"description": "more than one 'file' part"},
+                         413: {"description": "upload too large"},
                          415: {"description": "not a PNG, JPEG or DICOM upload"},
                          422: {"description": "the bytes do not decode as an image"},
                          503: {"description": "the model could not compute an answer"}})
@@ -230,8 +245,16 @@ def serve(model_dir: str | Path, *, host: str = _S.host, port: int = _S.port,
           **predictor) -> None:
     """Run the service until interrupted (``predictor``: engine, device, max_batch,
     batch_wait_ms)."""
+    import socket
+
     import uvicorn
 
+    try:  # before the model loads: a port in use is found in a second, not after a minute
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose "
+                           "another --port (or stop what holds it)") from exc
     uvicorn.run(create_app(model_dir, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                            **predictor), host=host, port=port, log_level="info")
 

@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from ..cores import usable_cores
 from ..errors import FeatureCacheError
 from .registry import Engine, engine_names, get_engine, register_engine
 from . import torch_engine, onnxruntime_engine  # noqa: F401  (they register themselves)
@@ -43,8 +44,9 @@ def process_gpu() -> torch.device:
 
 
 def node_cores() -> int:
-    """This process's share of the machine's cores (LOCAL_WORLD_SIZE processes per node)."""
-    return max(1, (os.cpu_count() or 2) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    """This process's share of the cores it may use (affinity, cgroup quota), split among
+    LOCAL_WORLD_SIZE processes per node under torchrun."""
+    return max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
 def decode_workers(device: torch.device, decode_bound: bool = False) -> int:

@@ -56,6 +56,8 @@ def onnx_session(path: str | Path, threads: int | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    # idle intra-op threads sleep instead of spinning: a neighbour process keeps its cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

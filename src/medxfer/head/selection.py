@@ -123,7 +123,9 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
             runs.append((score, s, members, oof))
             self.cv_results_.append(dict(g) | {"oof_macro_auc": score,
                                                "seconds": round(time.time() - t0, 2)})
-            log.info("setting %d/%d %s: out-of-fold macro AUC %.4f", i + 1, len(grid), g, score)
+            log.info("setting %d/%d %s: out-of-fold macro AUC %s", i + 1, len(grid), g,
+                     "n/a (no finding has both classes in the folds)" if np.isnan(score)
+                     else f"{score:.4f}")
             if progress is not None:
                 progress(i + 1, len(grid), g, score)
         ok = [r for r in runs if not np.isnan(r[0])]
