@@ -136,7 +136,7 @@ def read_chexpert(path: str | Path, *, table: str | Path | None = None, uncertai
                                                      file_size=[p.stat().st_size for p in kept])
     out = out[["image_id", "path", "patient_id", "view", "sex", "age", "study", "split", "file_size"]]
     return Dataset(out, y[present], CHEXPERT_OBSERVATIONS, name=f"CheXpert at {path}",
-                   problems=tuple(problems), patient_ids_from="metadata",
+                   problems=tuple(problems), format="chexpert", patient_ids_from="metadata",
                    uncertain_policy=uncertain, uncertain_mask=m[present])
 
 

@@ -62,7 +62,8 @@ class Dataset:
     task : "multilabel" (independent findings) or "multiclass" (one class per image).
     boxes : expert bounding boxes (image_id, finding, x, y, w, h) for rows that have them.
     format, format_reason : the reader :func:`read_dataset` chose and why (None when a
-        reader was called directly).
+        reader was called directly; the public-set readers name their format themselves,
+        so :func:`~medxfer.data.harmonise` knows the source).
     patient_ids_from : one of :data:`PATIENT_ID_SOURCES`: whether ``patient_id`` is a real
         patient identifier ("metadata") or stands in for one ("file_name", "image_id").
     uncertain_policy : one of :data:`UNCERTAIN_POLICIES` for sources that mark labels

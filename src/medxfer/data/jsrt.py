@@ -70,7 +70,7 @@ def read_jsrt(root: str | Path) -> Dataset:
     table["view"] = "PA"
     y = table.pop("_y").to_numpy(np.float32)[:, None]
     return Dataset(table, y, ("Nodule",), name=f"JSRT at {root}", problems=tuple(problems),
-                   patient_ids_from="file_name")
+                   format="jsrt", patient_ids_from="file_name")
 
 
 @register_reader("jsrt", description="JSRT (JPCLN*/JPCNN* images: nodule / no nodule)",

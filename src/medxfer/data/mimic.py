@@ -99,7 +99,7 @@ def read_mimic_cxr(root: str | Path, *, labeler: str | None = None, uncertain: s
     table["file_size"] = [Path(p).stat().st_size for p in table["path"]]
     return Dataset(table, y[present], CHEXPERT_OBSERVATIONS,
                    name=f"MIMIC-CXR-JPG at {root} ({labeler} labels)", problems=tuple(problems),
-                   patient_ids_from="metadata", uncertain_policy=uncertain, uncertain_mask=m[present])
+                   format="mimic_cxr", patient_ids_from="metadata", uncertain_policy=uncertain, uncertain_mask=m[present])
 
 
 @register_reader("mimic_cxr", description=f"MIMIC-CXR-JPG ({MIMIC_METADATA}(.gz) and a -chexpert "

@@ -22,7 +22,7 @@ def read_montgomery(root: str | Path) -> Dataset:
     file name (``patient_ids_from="file_name"``). The lung masks of ``ManualMask/``, named
     like the images, are left out.
     """
-    return read_tb_set(Path(root), prefix="MCUCXR", set_name="Montgomery")
+    return read_tb_set(Path(root), prefix="MCUCXR", set_name="Montgomery", format="montgomery_tb")
 
 
 @register_reader("montgomery_tb", description="the Montgomery TB set (MCUCXR_NNNN_0/1.png)",

@@ -116,7 +116,7 @@ def read_padchest(root: str | Path, *, table: str | Path | None = None,
     out = out.loc[present].reset_index(drop=True)
     out["file_size"] = [Path(p).stat().st_size for p in out["path"]]
     return Dataset(out, y[present], names, name=f"PadChest at {root}", problems=tuple(problems),
-                   patient_ids_from="metadata")
+                   format="padchest", patient_ids_from="metadata")
 
 
 @register_reader("padchest", description="PadChest (PADCHEST_chest_x_ray_images_labels_160K*.csv(.gz) "

@@ -185,7 +185,7 @@ def parse_clinical_reading(text: str) -> tuple[str | None, float | None, str]:
     return sex, age, " ".join(body)
 
 
-def read_tb_set(root: Path, *, prefix: str, set_name: str) -> Dataset:
+def read_tb_set(root: Path, *, prefix: str, set_name: str, format: str) -> Dataset:
     """A tuberculosis set of the US National Library of Medicine (Shenzhen, Montgomery):
     ``<prefix>_NNNN_<0|1>.png`` (1 = tuberculosis) with ``ClinicalReadings/<same stem>.txt``."""
     root = Path(root)
@@ -214,7 +214,7 @@ def read_tb_set(root: Path, *, prefix: str, set_name: str) -> Dataset:
     table["view"] = "PA"  # both sets are posteroanterior radiographs
     y = table.pop("_y").to_numpy(np.float32)[:, None]
     return Dataset(table, y, ("Tuberculosis",), name=f"{set_name} TB set at {root}",
-                   problems=tuple(problems), patient_ids_from="file_name")
+                   problems=tuple(problems), format=format, patient_ids_from="file_name")
 
 
 def first_image_named(root: Path, pattern: str, *, suffixes=IMAGE_SUFFIXES,

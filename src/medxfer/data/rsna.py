@@ -97,7 +97,7 @@ def read_rsna_pneumonia(root: str | Path, *, dicom_headers: bool = True) -> Data
     out["file_size"] = [p.stat().st_size for p in kept]
     boxes = boxes[boxes["image_id"].isin(set(out["image_id"]))].reset_index(drop=True)
     return Dataset(out, y[present], (RSNA_FINDING,), name=f"RSNA Pneumonia at {root}",
-                   problems=tuple(problems), boxes=boxes, patient_ids_from="image_id")
+                   problems=tuple(problems), boxes=boxes, format="rsna_pneumonia", patient_ids_from="image_id")
 
 
 # Above DICOM folders: the release's images are .dcm files.

@@ -21,7 +21,7 @@ def read_shenzhen(root: str | Path) -> Dataset:
     ids: each image is its own patient under its file name (``patient_ids_from=
     "file_name"``). Lung-mask folders are left out.
     """
-    return read_tb_set(Path(root), prefix="CHNCXR", set_name="Shenzhen")
+    return read_tb_set(Path(root), prefix="CHNCXR", set_name="Shenzhen", format="shenzhen_tb")
 
 
 @register_reader("shenzhen_tb", description="the Shenzhen TB set (CHNCXR_NNNN_0/1.png)",

@@ -85,8 +85,8 @@ def read_vindr_cxr(root: str | Path, *, rule: str = "any") -> Dataset:
 
     Returns
     -------
-    Dataset whose findings are PhysioNet's label columns (22 local and 6 global labels) or
-    Kaggle's 14 local findings; "No finding" is the all-zero row. Every box of every
+    Dataset whose findings are PhysioNet's label columns (22 local and 5 global labels; the
+    sixth global label, "No finding", is the all-zero row) or Kaggle's 14 local findings. Every box of every
     radiologist is kept in ``boxes`` (with its ``rad_id``). VinDr-CXR publishes no patient
     ids: each image is its own patient (``patient_ids_from="image_id"``), so a
     patient-wise split cannot keep one person's images together.
@@ -162,7 +162,7 @@ def read_vindr_cxr(root: str | Path, *, rule: str = "any") -> Dataset:
     if box is not None:
         box = box[box["image_id"].isin(set(out["image_id"]))].reset_index(drop=True)
     return Dataset(out, y[present], tuple(names), name=f"VinDr-CXR at {root} (rule '{rule}')",
-                   problems=tuple(problems), boxes=box, patient_ids_from="image_id")
+                   problems=tuple(problems), boxes=box, format="vindr_cxr", patient_ids_from="image_id")
 
 
 # Above DICOM folders: the release's images are .dicom files.
