@@ -13,8 +13,8 @@ from PIL import Image
 from medxfer.data import (CHESTXRAY14_FINDINGS, CHEXPERT_OBSERVATIONS, Dataset, common_vocabulary,
                           detect_format, harmonise, normalise_patient_ids, read_chexpert,
                           read_class_folder, read_csv_dataset, read_dataset, read_image_paths,
-                          read_jsrt, read_mimic_cxr, read_montgomery, read_padchest,
-                          read_rsna_pneumonia, read_shenzhen, read_vindr_cxr, vocabulary_table)
+                          read_jsrt, read_mimic_cxr, read_padchest,
+                          read_shenzhen, read_vindr_cxr, vocabulary_table)
 from medxfer.errors import DataError
 
 LABELS = Path(__file__).parent / "data" / "public_labels"
