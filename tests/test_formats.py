@@ -13,6 +13,7 @@ from medxfer.errors import DataError
 from medxfer.splits import official_split, split_from_file
 
 from .test_images import _write_dicom
+from .test_public_readers import public_layouts
 
 
 def _png(path, value=100):
@@ -176,7 +177,8 @@ def _layouts(root, sample_root):
     _write_dicom(root / "dcm" / "study1" / "s.dcm", np.zeros((4, 4), np.uint16), "MONOCHROME2")
     (root / "t.csv.gz").write_bytes(b"")
     return {"chestxray14": root / "cxr", "class_folder": root / "cls",
-            "dicom_folder": root / "dcm", "csv": root / "t.csv.gz", None: img}
+            "dicom_folder": root / "dcm", "csv": root / "t.csv.gz", None: img,
+            **public_layouts(root / "public")}
 
 
 def test_each_reader_detects_only_its_own_layout(tmp_path, sample_root):

@@ -10,7 +10,7 @@ import pandas as pd
 from ..errors import DataError
 from .contract import CHESTXRAY14_FINDINGS, Dataset, Problem
 from .folders import index_images
-from .parsing import drop_duplicate_rows, parse_age, parse_finding_labels
+from .parsing import drop_duplicate_rows, normalise_patient_ids, parse_age, parse_finding_labels
 from .registry import register_reader
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def read_chestxray14(root: str | Path, *, table: str | Path | None = None,
         ``images_0NN/images/`` subfolders (any depth works).
     table : metadata table path; by default the one found in ``root``.
 
-    Images listed in the table but absent on disk are not an error (many users hold part
+    Patient ids are the table's ``Patient ID``, digits without leading zeros (see
+    :func:`normalise_patient_ids`). Images listed in the table but absent on disk are not an error (many users hold part
     of the release): one INFO line is logged and one ``missing_images`` problem recorded.
     """
     root = Path(root)
@@ -112,7 +113,7 @@ def read_chestxray14(root: str | Path, *, table: str | Path | None = None,
     out = pd.DataFrame({
         "image_id": meta["image_id"],
         "path": [str(p) for p in paths],
-        "patient_id": meta["patient_id"].astype(str),
+        "patient_id": normalise_patient_ids(meta["patient_id"]).to_numpy(),
         "age": parse_age(meta["age"], problems, str(table_path)),
         "sex": meta["sex"],
         "view": meta["view"],
@@ -123,7 +124,7 @@ def read_chestxray14(root: str | Path, *, table: str | Path | None = None,
     if boxes is not None:
         boxes = boxes[boxes["image_id"].isin(set(out["image_id"]))].reset_index(drop=True)
     return Dataset(out, labels, tuple(findings), name=f"ChestX-ray14 at {root}",
-                   problems=tuple(problems), boxes=boxes)
+                   problems=tuple(problems), boxes=boxes, patient_ids_from="metadata")
 
 
 # Asked before the folder formats: the release's folders may also hold DICOM files or

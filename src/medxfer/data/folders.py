@@ -47,7 +47,7 @@ def read_image_paths(paths: list[str | Path]) -> tuple[Dataset, list[Problem]]:
         "file_size": [f.stat().st_size for f in files],
     })
     return Dataset(table, np.full((len(files), 0), np.nan, np.float32), (), name="images",
-                   problems=tuple(problems)), problems
+                   problems=tuple(problems), patient_ids_from="file_name"), problems
 
 
 def _class_names(root: Path) -> list[str]:
@@ -71,6 +71,7 @@ def read_class_folder(root: str | Path) -> Dataset:
     table = pd.DataFrame(rows, columns=["image_id", "path", "patient_id", "class", "file_size"])
     labels = np.eye(len(classes), dtype=np.float32)[ys]
     return Dataset(table, labels, tuple(classes), name=f"class folder {root}", task="multiclass",
+                   patient_ids_from="file_name",
                    problems=(Problem("no_patient_column", str(root),
                                      "class folders carry no patient ids: each image is its own "
                                      "patient"),))
@@ -78,14 +79,15 @@ def read_class_folder(root: str | Path) -> Dataset:
 
 def read_dicom_folder(root: str | Path) -> Dataset:
     """Unlabelled DICOM files (for prediction, inspection or pairing with a CSV), patient ID
-    taken from each header."""
+    taken from each header (``patient_ids_from="metadata"``); a file without one is its own
+    patient under its file name ("file_name" when none has one, "mixed" when some have)."""
     from ..images import dicom_patient_id
 
     root = Path(root)
     files = sorted(_dicom_files(root))
     if not files:
         raise DataError(f"no .dcm files under '{root}'")
-    problems, rows = [], []
+    problems, rows, from_header = [], [], 0
     for f in files:
         try:
             pid = dicom_patient_id(f)
@@ -94,10 +96,13 @@ def read_dicom_folder(root: str | Path) -> Dataset:
             continue
         if pid is None:
             problems.append(Problem("no_patient_id", str(f), "no PatientID in the header; file name used"))
+        from_header += pid is not None
         rows.append((f.name, str(f), pid or f.stem, f.stat().st_size))
     table = pd.DataFrame(rows, columns=["image_id", "path", "patient_id", "file_size"])
+    source = ("metadata" if from_header == len(rows) else
+              "file_name" if from_header == 0 else "mixed")
     return Dataset(table, np.zeros((len(table), 0), np.float32), (), name=f"DICOM folder {root}",
-                   problems=tuple(problems))
+                   problems=tuple(problems), patient_ids_from=source)
 
 
 def _dicom_files(root: Path):

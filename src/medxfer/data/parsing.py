@@ -75,3 +75,17 @@ def drop_duplicate_rows(meta: pd.DataFrame, key: str, label_cols: list[str], sou
         problems.append(Problem("duplicate_row", str(image_id),
                                 f"listed {len(rows)} times in {Path(str(source)).name}; first row kept"))
     return meta.loc[~meta[key].duplicated(keep="first")].reset_index(drop=True)
+
+
+def normalise_patient_ids(values) -> pd.Series:
+    """Patient ids as text, written one way: surrounding blanks removed and an id made only
+    of digits written without leading zeros ("00075" and "75" are the same patient; "0000"
+    is "0"). Any other id is kept as it is ("p007" stays "p007").
+
+    ChestX-ray14 writes patient 75 as ``75`` in its table and ``00000075`` in its file
+    names; CSVs exported from spreadsheets drop or keep such zeros at random. Reading the
+    digits as text (not as numbers) keeps ids longer than 64 bits, such as PadChest's, exact.
+    """
+    text = pd.Series(values, dtype=object).astype(str).str.strip()
+    digits = text.str.fullmatch(r"\d+")
+    return text.where(~digits, text.str.lstrip("0").replace("", "0"))

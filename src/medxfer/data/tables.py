@@ -9,7 +9,8 @@ import pandas as pd
 
 from ..errors import DataError
 from .contract import NO_FINDING, Dataset, Problem
-from .parsing import drop_duplicate_rows, parse_age, parse_finding_labels, parse_label_cell
+from .parsing import (drop_duplicate_rows, normalise_patient_ids, parse_age, parse_finding_labels,
+                      parse_label_cell)
 from .registry import register_reader
 
 #: Column names tried, in order, for the image path and the patient id.
@@ -40,6 +41,10 @@ def read_csv_dataset(csv_path: str | Path, *, root: str | Path | None = None,
     finding not named is 0, and ``label_names`` fixes the label set and order).
     Relative paths are resolved against ``root`` (default: the CSV's folder). Rows whose image
     is missing are skipped and recorded as problems.
+
+    Patient ids come from the patient column (``patient_ids_from="metadata"``), written
+    as :func:`normalise_patient_ids` does ("00075" is "75"); without one, from each file
+    name (``"file_name"``: one patient per image).
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -92,7 +97,7 @@ def read_csv_dataset(csv_path: str | Path, *, root: str | Path | None = None,
     table = pd.DataFrame({
         "image_id": [p.name for p in paths],
         "path": [str(p) for p in paths],
-        "patient_id": df[gcol].astype(str) if gcol else [p.stem for p in paths],
+        "patient_id": normalise_patient_ids(df[gcol]).to_numpy() if gcol else [p.stem for p in paths],
     })
     if gcol is None:
         problems.append(Problem("no_patient_column", str(csv_path),
@@ -104,7 +109,8 @@ def read_csv_dataset(csv_path: str | Path, *, root: str | Path | None = None,
     if "age" in table.columns:
         table["age"] = parse_age(table["age"].astype(str), problems, str(csv_path))
     table["file_size"] = [p.stat().st_size if p.is_file() else 0 for p in paths]
-    ds = Dataset(table, labels, tuple(names), name=f"CSV {csv_path}", problems=tuple(problems))
+    ds = Dataset(table, labels, tuple(names), name=f"CSV {csv_path}", problems=tuple(problems),
+                 patient_ids_from="metadata" if gcol else "file_name")
     return ds.subset(exists)
 
 
