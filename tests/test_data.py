@@ -43,7 +43,7 @@ def test_partial_copy_of_the_release_is_said_once_as_info(make_cxr14, sample_tab
     assert record.levelno == logging.INFO
     assert record.getMessage() == (f"{root} holds 3 of the 10 images in Data_Entry_2017_v2020.csv.gz "
                                    "(a partial copy of the release); reading those")
-    (missing,) = [p for p in ds.problems if p.kind == "missing_images"]
+    (missing,) = [p for p in ds.problems if p.kind == "partial_copy"]
     assert missing.detail.startswith("7 of 10 listed images are not under")
 
 

@@ -24,7 +24,12 @@ def test_export_runs_in_onnxruntime_and_matches_pytorch(make_cxr14, sample_table
                  "--out", str(tmp_path / "f")]) == 0
     assert main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--inner-folds", "2"]) == 0
     capsys.readouterr()
-    assert main(["-q", "export", str(tmp_path / "m"), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["-q", "export", str(tmp_path / "m"), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    assert not [w for w in caught if "torch" in (w.filename or "")], [str(w.message) for w in caught]
     assert "onnxruntime matches PyTorch on 8 bundled sample images" in capsys.readouterr().out
     model = TrainedModel.load(tmp_path / "m")
     proto = onnx.load(str(tmp_path / "m.onnx"))
@@ -45,6 +50,11 @@ def test_export_runs_in_onnxruntime_and_matches_pytorch(make_cxr14, sample_table
         feats = bb(torch.stack([bb.preprocessing.to_tensor(g[0]) for g in gray])).numpy()
     ref = model.predict_proba(feats)
     np.testing.assert_allclose(out3, ref, atol=1e-4)
+    # the graph also gives the out-of-distribution score, medxfer's on the same features
+    assert [o.name for o in proto.graph.output] == ["probabilities", "ood_score"]
+    np.testing.assert_allclose(sess.run(None, {"gray": gray})[1], model.ood.score(feats), rtol=1e-3)
+    assert meta["ood_threshold"] == str(model.ood.threshold) and "not a medical device" in meta["notice"]
+    assert json.loads(meta["weights_sha256"]) == {"efficientnet_lite0": model.backbone["weights_sha256"]}
     with torch.no_grad():
         np.testing.assert_allclose(WholeModel(model)(torch.from_numpy(gray)).numpy(), ref, atol=1e-5)
 
@@ -123,3 +133,16 @@ def test_predict_gives_the_same_probabilities_with_either_engine(tiny_trained, t
         assert a["image"] == b["image"] and len(a["probabilities"]) == 14
         pa, pb = a["probabilities"], b["probabilities"]
         assert max(abs(pa[n] - pb[n]) for n in pa) < 2e-3
+
+
+def test_onnx_metadata_names_every_members_weights_hash():
+    from types import SimpleNamespace
+
+    from medxfer.backbones import create_backbone
+    from medxfer.export import metadata
+
+    ident = create_backbone("efficientnet_lite0+mobilenet_v2").identity().as_dict()
+    fake = SimpleNamespace(backbone=ident, label_names=["A"], thresholds=[0.5], calibration=None, ood=None)
+    hashes = json.loads(metadata(fake)["weights_sha256"])
+    assert set(hashes) == {"efficientnet_lite0", "mobilenet_v2"}
+    assert all(isinstance(h, str) and len(h) == 64 for h in hashes.values())

@@ -55,13 +55,17 @@ def public_layouts(root: Path) -> dict:
             "shenzhen_tb": root / "shenzhen", "montgomery_tb": root / "montgomery", "jsrt": root / "jsrt"}
 
 
-# ---------------------------------------------------------------- CheXpert (real rows)
+# ---------------------------------------------------------------- CheXpert (format replica)
+# Invented rows (tests/data/public_labels/chexpert/make_replica.py): the research-use
+# agreement does not permit redistributing the real table.
 
-CHEXPERT_POSITIVE = {"Enlarged Cardiomediastinum": 2, "Cardiomegaly": 3, "Lung Opacity": 14, "Edema": 3,
-                     "Consolidation": 1, "Atelectasis": 4, "Pneumothorax": 5, "Pleural Effusion": 6,
-                     "Fracture": 3, "Support Devices": 14}
-CHEXPERT_UNCERTAIN = {"Cardiomegaly": 1, "Lung Opacity": 1, "Edema": 1, "Consolidation": 4,
-                      "Atelectasis": 2, "Pneumothorax": 1, "Pleural Effusion": 3}
+CHEXPERT_POSITIVE = {"Enlarged Cardiomediastinum": 3, "Cardiomegaly": 5, "Lung Opacity": 6,
+                     "Lung Lesion": 3, "Edema": 4, "Consolidation": 4, "Pneumonia": 5,
+                     "Atelectasis": 12, "Pneumothorax": 5, "Pleural Effusion": 8, "Pleural Other": 7,
+                     "Fracture": 6, "Support Devices": 7}
+CHEXPERT_UNCERTAIN = {"Enlarged Cardiomediastinum": 2, "Lung Opacity": 3, "Lung Lesion": 3,
+                      "Edema": 1, "Consolidation": 3, "Pneumonia": 1, "Pneumothorax": 3,
+                      "Pleural Effusion": 1, "Pleural Other": 4, "Fracture": 7, "Support Devices": 3}
 
 
 @pytest.fixture
@@ -83,9 +87,9 @@ def test_chexpert_counts_patients_views(chexpert):
     s = ds.summary()
     assert ds.label_names == CHEXPERT_OBSERVATIONS and ds.format == "chexpert"
     assert s["images"] == 30 and s["patients"] == 11 and s["patient_ids_from"] == "metadata"
-    assert ds.table["patient_id"].iloc[0] == "patient00001"
-    assert ds.table["image_id"].iloc[0] == "train/patient00001/study1/view1_frontal.jpg"
-    assert s["view"] == {"AP": 19, "LATERAL": 6, "PA": 5} and s["sex"] == {"F": 19, "M": 11}
+    assert ds.table["patient_id"].iloc[0] == "patient90001"
+    assert ds.table["image_id"].iloc[0] == "train/patient90001/study1/view1_frontal.jpg"
+    assert s["view"] == {"AP": 15, "LATERAL": 8, "PA": 7} and s["sex"] == {"M": 17, "F": 13}
     assert s["findings"] == {n: CHEXPERT_POSITIVE.get(n, 0) for n in CHEXPERT_OBSERVATIONS}
     assert s["uncertain_policy"] == "ignore" and s["uncertain_labels"] == CHEXPERT_UNCERTAIN
     assert (ds.table["split"] == "train").all() and ds.problems == ()
@@ -122,15 +126,14 @@ def test_chexpert_no_finding_makes_blank_pathologies_negative(chexpert):
 
 def test_chexpert_subset_and_relabel_keep_the_uncertain_marks(chexpert):
     ds = read_chexpert(chexpert)
-    sub = ds.subset([1])  # patient00002/study2: five uncertain findings
-    assert sub.uncertain_counts == {"Cardiomegaly": 1, "Edema": 1, "Consolidation": 1,
-                                    "Atelectasis": 1, "Pleural Effusion": 1}
+    sub = ds.subset([1])  # patient90002/study1: Fracture uncertain
+    assert sub.uncertain_counts == {"Fracture": 1}
     assert sub.uncertain_policy == "ignore" and sub.patient_ids_from == "metadata"
     h = harmonise(ds)
     assert "Effusion" in h.label_names and "Pleural Effusion" not in h.label_names
     assert "Lung Opacity" in h.label_names and "Infiltration" not in h.label_names
-    assert h.uncertain_counts["Effusion"] == 3
-    assert h.summary()["findings"]["Effusion"] == 6
+    assert h.uncertain_counts["Effusion"] == CHEXPERT_UNCERTAIN["Pleural Effusion"]
+    assert h.summary()["findings"]["Effusion"] == CHEXPERT_POSITIVE["Pleural Effusion"]
 
 
 def test_chexpert_table_file_and_bad_input(chexpert, tmp_path):

@@ -157,3 +157,36 @@ def test_concurrent_requests_share_forward_passes_with_the_same_answers(tiny_tra
 def test_serve_refuses_an_unbounded_batch_wait(tmp_path, capsys):
     assert main(["serve", str(tmp_path), "--batch-wait-ms", "inf"]) == 2
     assert "--batch-wait-ms must be" in capsys.readouterr().err
+
+
+def test_a_1x1_upload_two_file_parts_and_the_research_notice(service, tmp_path):
+    """Issue 24: a tiny image is refused, two 'file' parts are refused rather than the first
+    used, and the answer and the OpenAPI text say research tool, not medical device."""
+    import io
+
+    from PIL import Image
+
+    from medxfer.records import NOTICE
+
+    url, root = service
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    code, body = _post(url + "/predict", buf.getvalue(), "dot.png", "image/png")
+    assert code == 422 and "smaller than the 32 x 32" in body["detail"]
+    good = sorted(root.glob("images/*.png"))[0].read_bytes()
+    code, body = _post(url + "/predict", good, "a.png", "image/png")
+    assert code == 200 and body["notice"] == NOTICE and "above_threshold" in body
+    assert body["threshold_rule"].startswith("per finding")
+    with urllib.request.urlopen(url + "/openapi.json") as r:
+        spec = json.loads(r.read())
+    assert NOTICE in spec["info"]["description"]
+    assert NOTICE in spec["paths"]["/predict"]["post"]["description"]
+    boundary = uuid.uuid4().hex
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + good + b"\r\n"
+    req = urllib.request.Request(url + "/predict", data=part * 2 + f"--{boundary}--\r\n".encode(),
+                                 method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=60)
+    assert e.value.code == 400 and "2 parts named 'file'" in json.loads(e.value.read())["detail"]

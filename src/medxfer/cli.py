@@ -115,6 +115,11 @@ class _Parser(argparse.ArgumentParser):
         return group
 
 
+#: The uncertain-label policies (medxfer.data.UNCERTAIN_POLICIES, repeated here so that
+#: parsing does not import the readers).
+UNCERTAIN_CHOICES = ("ignore", "zeros", "ones")
+
+
 def _data_options() -> argparse.ArgumentParser:
     p = _Parser(add_help=False)
     g = p.add_argument_group("CSV datasets (DATA is a .csv of image paths and labels)")
@@ -127,6 +132,10 @@ def _data_options() -> argparse.ArgumentParser:
                         "label (default: none)")
     g.add_argument("--separator", default="|", help="delimiter of --labels-column (default: |)")
     g.add_argument("--limit", type=int, default=None, help="use only the first N images (default: all)")
+    g = p.add_argument_group("labels of sources that mark some as uncertain (CheXpert, MIMIC-CXR)")
+    g.add_argument("--uncertain", default=None, choices=UNCERTAIN_CHOICES,
+                   help="uncertain (-1) labels: ignore = unknown, never negative; zeros; ones "
+                        "(default: ignore; refused for formats without uncertain labels)")
     return p
 
 
@@ -345,7 +354,7 @@ def build_parser() -> _Parser:
     add_settings(p, HeadSettings, only=STUDY_HEAD,
                  title="the fixed-point model of the imbalance and sensitivity studies")
 
-    p = command("evaluate", "metrics with CIs and a report folder", parents=[seed, boot, js])
+    p = command("evaluate", "metrics with CIs and a report folder", parents=[seed, boot, js, data])
     p.add_argument("model", help="model folder from `medxfer train`")
     p.add_argument("data", help="features folder, or a dataset folder (extracted with the "
                                 "model's own backbone and preprocessing)")
@@ -487,6 +496,8 @@ def _read(a, path):
                                  labels_column=a.labels_column).items() if v is not None}
     if a.labels_column:
         kw["separator"] = a.separator
+    if getattr(a, "uncertain", None) is not None:
+        kw["uncertain"] = a.uncertain
     ds = read_dataset(path, **kw)
     if a.limit is not None:
         if a.limit < 1:
@@ -579,6 +590,13 @@ def _cmd_inspect(a) -> int:
         return status
     print(f"{s['name']}: {s['images']} images, {s['patients']} patients")
     print(f"format: {s['format']} ({s['format_reason']})")
+    print(f"patient ids: from {str(s.get('patient_ids_from', 'unknown')).replace('_', ' ')}"
+          + ("" if s.get("patient_ids_from") in ("metadata", None) else
+             " (stand-ins: a patient's other images cannot be recognised; give a patient column)"))
+    if s.get("uncertain_policy"):
+        unc = s.get("uncertain_labels") or {}
+        print(f"uncertain labels ({s['uncertain_policy']}): "
+              + (", ".join(f"{k} {v}" for k, v in unc.items()) or "none"))
     width = max(len(n) for n in s["findings"]) if s["findings"] else 10
     for name, n in s["findings"].items():
         print(f"  {name:<{width}}  {n:6d}  ({100 * n / max(1, s['images']):.1f}%)")
@@ -597,7 +615,7 @@ def _cmd_inspect(a) -> int:
         ag = s["age"]
         print(f"age: min {ag['min']}, median {ag['median']}, max {ag['max']}, missing {ag['missing']}")
     for p in ds.problems[:10]:
-        print(f"problem: {p.kind}: {p.item}: {p.detail}")
+        print(f"{'note' if p.kind == 'partial_copy' else 'problem'}: {p.kind}: {p.item}: {p.detail}")
     if len(ds.problems) > 10:
         print(f"... and {len(ds.problems) - 10} more problems")
     if a.check_images:
@@ -687,10 +705,11 @@ def _fmt_auc(x) -> str:
 def _cmd_train(a) -> int:
     from .features import FeatureSet
     from .head import DEFAULT_CV_GRID
-    from .pipeline import read_grid, train_from_features
+    from .pipeline import read_grid, train_from_features, warn_derived_patients
 
     grid = train_plan(a)
     fs = FeatureSet.load(a.features)
+    warn_derived_patients(fs.dataset, "train")
     sel = a.settings[SelectionSettings]
     steps = _Steps(a, len(grid or read_grid(sel.grid) or DEFAULT_CV_GRID) if sel.select else 1,
                    "train: settings", every=1 << 30)  # BottleneckCV logs each setting itself
@@ -764,6 +783,13 @@ def _cmd_cv(a) -> int:
 
     s = a.settings[EvalSettings]
     fs = FeatureSet.load(a.features)
+    from .pipeline import warn_derived_patients
+
+    warn_derived_patients(fs.dataset, "cv")
+    patients = len(set(fs.dataset.patient_ids))
+    if s.folds > patients:
+        raise UsageError(f"--folds {s.folds} is more than the {patients} patients in "
+                         f"'{a.features}': use at most {patients}")
     from .experiments import default_models
 
     steps = _Steps(a, s.folds * len(default_models(a.tune)), "cv: model x fold", every=1 << 30)
@@ -784,11 +810,24 @@ def _cmd_study(a) -> int:
     from .features import is_features_folder, read_manifest
     from .studies import open_study, run_study
 
+    from .pipeline import warn_derived_patients
+
+    st = a.settings[StudySettings]
+    if (st.external or st.prior_shift) and a.name not in ("shift", "all"):
+        raise UsageError(f"--external and --prior-shift apply to the shift study (or all), not "
+                         f"to {a.name}")
+    if st.prior_shift and not st.external:
+        raise UsageError("--prior-shift needs --external: the prevalence it corrects to is the "
+                         "other site's")
     data = a.data
     if not is_features_folder(data):
         data = _read(a, a.data)
+        warn_derived_patients(data, "study")
     else:
         read_manifest(data)  # an unfinished one is named as such
+        if read_manifest(data).get("patient_ids_from") not in (None, "metadata", "unknown"):
+            log.warning("study: the patient IDs of %s are stand-ins (from file names): images of "
+                        "one patient may fall in several folds", data)
     ctx = open_study(data, a.out, extract=a.settings[ExtractSettings],
                      settings=a.settings[StudySettings], head=a.settings[HeadSettings],
                      progress=_progress(a))
@@ -830,28 +869,39 @@ def _cmd_serve(a) -> int:
 
 
 def _cmd_evaluate(a) -> int:
+    from .features import is_features_folder
     from .model_io import TrainedModel
-    from .pipeline import evaluate_model, features_for_model, training_patient_guard
+    from .pipeline import (evaluate_model, features_for_model, shared_findings,
+                           training_patient_guard, warn_derived_patients)
 
     x = a.settings[ExtractSettings]
     n_boot = a.settings[EvalSettings].n_boot
     model = TrainedModel.load(a.model)
     out = Path(a.out)
-    fs = features_for_model(model, a.data, cache=out / "features", batch_size=x.batch_size,
+    def check(ds):  # before an hour of extraction
+        shared_findings(ds, model.label_names)
+        warn_derived_patients(ds, "evaluate")
+        training_patient_guard(model, ds.patient_ids, a.allow_training_patients,
+                               patient_ids_from=ds.patient_ids_from)
+
+    source = a.data if is_features_folder(a.data) else _read(a, a.data)
+    fs = features_for_model(model, source, cache=out / "features", batch_size=x.batch_size,
                             num_workers=x.workers, progress=_progress(a), engine=x.engine,
-                            device=x.device,
-                            check=lambda ds: training_patient_guard(  # before an hour of extraction
-                                model, ds.patient_ids, a.allow_training_patients))
+                            device=x.device, check=check)
     m = evaluate_model(model, fs, out, n_boot=n_boot, seed=a.settings[RunSettings].seed,
                        config={"model": str(a.model), "data": str(a.data)},
                        allow_training_patients=a.allow_training_patients)
     if a.json:
         print(json.dumps(m, indent=2, default=str))
         return 0
-    ci = m["macro_auc_ci95"]
+    ci, f = m["macro_auc_ci95"], m["findings"]
+    print(f"scored {len(f['scored'])} finding(s): {', '.join(f['scored'])}"
+          + (f"; not labelled in the data: {', '.join(f['not_in_data'])}" if f["not_in_data"] else "")
+          + (f"; in the data, not predicted by the model: {', '.join(f['not_in_model'])}"
+             if f["not_in_model"] else ""))
     print(f"macro AUC {m['macro_auc']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}) on {m['n_images']} "
           f"images of {m['n_patients']} patients; report: {m['report']}" if ci else
-          f"macro AUC {m['macro_auc']}; report: {m['report']}")
+          f"macro AUC {_fmt_auc(m['macro_auc'])}; report: {m['report']}")
     return 0
 
 

@@ -93,19 +93,28 @@ class ImageRows(TorchDataset):
         return arr
 
     def __getitem__(self, i: int):
+        """(row, input tensor, error text or "", pixel hash or "")."""
         try:
             gray = self.resized(self.paths[i])
+            digest = pixel_hash(gray)  # before any corruption: the image as it was given
             if self.corruption is not None:
                 gray = self.corruption(gray, key=os.path.basename(self.paths[i]))
-            return i, self.preprocessing.to_tensor(gray), ""
+            return i, self.preprocessing.to_tensor(gray), "", digest
         except MedxferError as exc:
             size = self.preprocessing.size
-            return i, torch.zeros(3, size, size), str(exc)
+            return i, torch.zeros(3, size, size), str(exc), ""
+
+
+def pixel_hash(gray: np.ndarray) -> str:
+    """16 hex digits of blake2b over the decoded, resized gray pixels and their shape: the
+    same image under two names (or re-encoded losslessly) has the same hash."""
+    a = np.ascontiguousarray(gray, dtype=np.float32)
+    return hashlib.blake2b(a.tobytes() + str(a.shape).encode(), digest_size=8).hexdigest()
 
 
 def _collate(batch):
-    idx, xs, errs = zip(*batch)
-    return torch.tensor(idx), torch.stack(xs), list(errs)
+    idx, xs, errs, hashes = zip(*batch)
+    return torch.tensor(idx), torch.stack(xs), list(errs), list(hashes)
 
 
 @dataclass
@@ -168,7 +177,7 @@ class FeatureSet:
         if len(table) != n or len(labels) != n:
             raise FeatureCacheError(f"features folder '{folder}' is inconsistent: manifest says "
                                     f"{n} rows, rows.csv has {len(table)}, labels.npy {len(labels)}")
-        chunks, skipped = [], []
+        chunks, skipped, pixels = [], [], []
         for i in range(_n_shards(n, shard_size)):
             info = _valid_shard(folder, i, loading=True)
             if info is None:
@@ -177,6 +186,9 @@ class FeatureSet:
                     f"({_shard_path(folder, i).name}) is missing or corrupt (checksum mismatch). "
                     "Run `medxfer extract` again with the same arguments: it recomputes that shard.")
             chunks.append(np.load(_shard_path(folder, i), allow_pickle=False))
+            lo, hi = info.get("rows", [0, 0])
+            got = info.get("pixel_hashes")  # absent in shards of earlier versions
+            pixels.extend(got if isinstance(got, list) and len(got) == hi - lo else [""] * (hi - lo))
             skipped.extend((e["row"], Problem(UNREADABLE, e["path"], e["reason"]))
                            for e in info["errors"])
         feats = np.concatenate(chunks) if chunks else np.zeros((0, manifest["backbone"]["feature_dim"]))
@@ -186,8 +198,15 @@ class FeatureSet:
         problems = tuple(_read_problems(folder))
         boxes = pd.read_csv(folder / "boxes.csv", dtype={"image_id": str}) \
             if (folder / "boxes.csv").is_file() else None
+        if len(pixels) == n:
+            table["pixel_hash"] = pixels
+        uncertain = folder / "uncertain.npy"
         ds = Dataset(table, labels, label_names, name=manifest.get("dataset_name", "dataset"),
-                     problems=problems, task=manifest.get("task", "multilabel"), boxes=boxes)
+                     problems=problems, task=manifest.get("task", "multilabel"), boxes=boxes,
+                     format=manifest.get("dataset_format"),
+                     patient_ids_from=manifest.get("patient_ids_from", "unknown"),
+                     uncertain_policy=manifest.get("uncertain_policy"),
+                     uncertain_mask=np.load(uncertain, allow_pickle=False) if uncertain.is_file() else None)
         fs = cls(feats, ds, manifest, [p for _, p in skipped])
         return fs.subset(keep) if not keep.all() else fs
 
@@ -289,6 +308,12 @@ def expected_manifest(dataset: Dataset, backbone: Backbone, *, dtype: str, shard
         "shard_size": shard_size,
         "dataset_fingerprint": dataset.fingerprint(),
         "dataset_name": dataset.name,
+        "dataset_format": dataset.format,
+        # what the rows' patient IDs are (metadata, or stand-ins from file names) and the
+        # uncertain-label policy their labels were read with: recorded, not compared (the
+        # fingerprint covers the labels)
+        "patient_ids_from": dataset.patient_ids_from,
+        "uncertain_policy": dataset.uncertain_policy,
         "label_names": list(dataset.label_names),
         "task": dataset.task,
     }
@@ -393,6 +418,8 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         _atomic_write(partial, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
         _atomic_write(out / "rows.csv", lambda f: f.write(dataset.table.to_csv(index=False).encode()))
         _atomic_write(out / "labels.npy", lambda f: np.save(f, dataset.labels))
+        if dataset.uncertain_mask is not None:
+            _atomic_write(out / "uncertain.npy", lambda f: np.save(f, dataset.uncertain_mask))
         write_problems(out / "problems.csv.gz", dataset.problems)
         if dataset.boxes is not None:
             dataset.boxes.to_csv(out / "boxes.csv", index=False)
@@ -488,12 +515,13 @@ def _write_rows(loader, forward, out: Path, paths, n: int, shard_size: int, dtyp
                 made: dict) -> None:
     buffers: dict[int, dict] = {}
     with torch.inference_mode():
-        for idx, x, errs in loader:
+        for idx, x, errs, hashes in loader:
             feats = forward(x)
-            for r, f, e in zip(idx.tolist(), feats, errs):
+            for r, f, e, hsh in zip(idx.tolist(), feats, errs, hashes):
                 s = r // shard_size
-                buf = buffers.setdefault(s, {"rows": {}, "errors": []})
+                buf = buffers.setdefault(s, {"rows": {}, "errors": [], "pixels": {}})
                 buf["rows"][r] = f
+                buf["pixels"][r] = hsh
                 if e:
                     buf["errors"].append({"row": r, "path": paths[r], "reason": e})
                 stop = min(n, (s + 1) * shard_size)
@@ -509,5 +537,6 @@ def _write_shard(out: Path, i: int, buf: dict, start: int, stop: int, dtype, mad
         arr[e["row"] - start] = np.nan
     npy = _shard_path(out, i)
     _atomic_write(npy, lambda f: np.save(f, arr))
-    info = {"shard": i, "rows": [start, stop], "sha256": sha256_file(npy), "errors": buf["errors"]} | made
+    info = {"shard": i, "rows": [start, stop], "sha256": sha256_file(npy), "errors": buf["errors"],
+            "pixel_hashes": [buf["pixels"][r] for r in range(start, stop)]} | made
     _atomic_write(npy.with_suffix(".json"), lambda f: f.write(json.dumps(info).encode()))

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .backbones import BackboneIdentity
+from .data import normalise_patient_ids
 from .errors import ModelError
 from .head import BottleneckClassifier
 from .metrics import apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration
@@ -65,9 +66,14 @@ class TrainedModel:
         if not rec:
             return None
         known = set(rec["sha256_16"])
-        ids = np.asarray(patient_ids).astype(str)
-        hashed = np.array([hash_patient(p, rec["salt"]) for p in ids])
-        hit = np.isin(hashed, list(known))
+        ids = normalise_patient_ids(np.asarray(patient_ids).astype(str)).to_numpy().astype(str)
+        hit = np.isin([hash_patient(p, rec["salt"]) for p in ids], list(known))
+        if rec.get("id_rule") != ID_RULE:
+            # a model from before IDs were normalised hashed them as read: ChestX-ray14 wrote
+            # them with five digits ("00075"), the other readers as given
+            for variant in (np.asarray(patient_ids).astype(str),
+                            np.array([p.zfill(5) if p.isdigit() else p for p in ids])):
+                hit |= np.isin([hash_patient(p, rec["salt"]) for p in variant], list(known))
         return {"images": int(hit.sum()), "of_images": int(len(ids)),
                 "patients": int(len(np.unique(ids[hit]))), "of_patients": int(len(np.unique(ids)))}
 
@@ -209,13 +215,17 @@ def hash_patient(patient_id, salt: str) -> str:
     return hashlib.sha256(f"{salt}|{patient_id}".encode()).hexdigest()[:16]
 
 
+#: How patient IDs are written before hashing (medxfer.data.normalise_patient_ids).
+ID_RULE = "trimmed; digits without leading zeros"
+
+
 def training_patients_record(patient_ids) -> dict:
     """Salted, truncated sha256 of every training patient ID: enough for `evaluate` to find
     training patients in an evaluation set, without listing the IDs in clear. (IDs from a
     small known range can still be found by trying them all: this is not anonymization.)"""
     salt = secrets.token_hex(8)
-    ids = sorted({str(p) for p in np.asarray(patient_ids).astype(str)})
-    return {"salt": salt, "sha256_16": sorted(hash_patient(p, salt) for p in ids)}
+    ids = sorted(set(normalise_patient_ids(np.asarray(patient_ids).astype(str))))
+    return {"salt": salt, "id_rule": ID_RULE, "sha256_16": sorted(hash_patient(p, salt) for p in ids)}
 
 
 def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np.ndarray, *,

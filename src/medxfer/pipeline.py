@@ -31,9 +31,32 @@ log = logging.getLogger(__name__)
 
 
 def _features_info(fs: FeatureSet) -> dict:
+    """What the model folder records of its training features: their source, whether the
+    patient IDs were real, the uncertain-label policy, and the pixel hashes of the training
+    images (so `evaluate` finds the same image under another name)."""
     m = fs.manifest
-    return {k: m.get(k) for k in ("dataset_name", "dataset_fingerprint", "n_rows", "dtype",
+    info = {k: m.get(k) for k in ("dataset_name", "dataset_fingerprint", "n_rows", "dtype",
                                   "medxfer_version")}
+    info |= {"patient_ids_from": fs.dataset.patient_ids_from,
+             "uncertain_policy": fs.dataset.uncertain_policy}
+    if "pixel_hash" in fs.dataset.table.columns:
+        info["training_pixel_hashes"] = sorted({h for h in fs.dataset.table["pixel_hash"].astype(str)
+                                                if h and h != "nan"})
+    return info
+
+
+def warn_derived_patients(ds: Dataset, command: str) -> bool:
+    """One warning line when the patient IDs are stand-ins (file names), not metadata:
+    patient-wise splits and the training-patient check then cannot see a patient's other
+    images. True when they are stand-ins."""
+    source = ds.patient_ids_from
+    if source in ("metadata", "unknown"):
+        return False
+    log.warning("%s: the patient IDs of %s come from %s, not from metadata: images of one "
+                "patient may fall on both sides of a split, and overlap with training patients "
+                "is unchecked; give a patient column (--patient-column) where you have one",
+                command, ds.name, source.replace("_", " "))
+    return True
 
 
 def check_trainable(fs: FeatureSet, *, widths, folds: int, multiclass: bool = False) -> None:
@@ -204,9 +227,53 @@ def save_tuned(model: TrainedModel, table: list[dict], out: str | Path) -> Path:
     return out
 
 
+def shared_findings(ds: Dataset, model_names) -> dict:
+    """Which findings an evaluation can score: those the model predicts and the data labels
+    (at least one known label), in the model's order; and those on either side alone.
+    The data's names are first mapped to ChestX-ray14's where its format has a vocabulary
+    (medxfer.data.harmonise: CheXpert's "Pleural Effusion" is "Effusion"). DataError, naming
+    both sides, when nothing is shared."""
+    names = harmonised_label_index(ds)
+    labelled = {n for n, j in names.items() if (~np.isnan(ds.labels[:, j])).any()}
+    scored = [n for n in model_names if n in labelled]
+    out = {"scored": scored, "not_in_data": [n for n in model_names if n not in labelled],
+           "not_in_model": sorted(n for n in names if n not in set(model_names))}
+    if not scored:
+        raise DataError(f"the data and the model share no finding: the model predicts "
+                        f"{', '.join(model_names)}; the data labels "
+                        f"{', '.join(sorted(labelled)) or 'nothing'}. Evaluate with labels for at "
+                        "least one of the model's findings (a CSV column named after it)")
+    return out
+
+
+def harmonised_label_index(ds: Dataset) -> dict[str, int]:
+    """{finding name in ChestX-ray14's vocabulary where one applies: column of ds.labels}."""
+    from .data import VOCABULARIES, common_vocabulary
+
+    mapping = common_vocabulary(ds) if VOCABULARIES.get(ds.format or "") else {}
+    out: dict[str, int] = {}
+    for j, n in enumerate(ds.label_names):
+        out.setdefault(mapping.get(n, n), j)
+    return out
+
+
+def duplicate_images(model: TrainedModel, fs: FeatureSet) -> dict:
+    """Evaluation images whose pixels equal a training image's (from the pixel hashes the
+    extraction records and the model folder keeps): {"images", "of_images", "examples"}, or
+    {"unchecked": why} when either side has no hashes."""
+    known = model.features.get("training_pixel_hashes")
+    t = fs.dataset.table
+    if not known or "pixel_hash" not in t.columns:
+        return {"unchecked": "pixel hashes are missing (a model or features folder from an "
+                             "earlier medxfer)"}
+    hit = t["pixel_hash"].astype(str).isin(set(known)).to_numpy()
+    return {"images": int(hit.sum()), "of_images": int(len(t)),
+            "examples": t.loc[hit, "image_id"].astype(str).head(5).tolist()}
+
+
 def align_labels(ds: Dataset, names: list[str]) -> np.ndarray:
     """Labels of ``ds`` in the order ``names``; error naming findings it lacks."""
-    lookup = {n: j for j, n in enumerate(ds.label_names)}
+    lookup = harmonised_label_index(ds)
     missing = [n for n in names if n not in lookup]
     if missing:
         raise DataError(f"the evaluation data has no labels for {', '.join(missing)}, which the "
@@ -233,6 +300,9 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
     if check is not None:
         check(ds)
     backbone = rebuild_backbone(model.backbone, model.backbone_state)
+    # one folder per set of rows and labels: a second label file for the same report
+    # folder gets its own features instead of a refusal as stale
+    cache = Path(cache) / ds.fingerprint()[:12]
     fs = extract_features(ds, backbone, cache, batch_size=batch_size, num_workers=num_workers,
                           progress=progress, log_skipped=log_skipped, engine=engine, device=device,
                           dtype=model.feature_dtype)
@@ -240,9 +310,17 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
     return fs
 
 
-def training_patient_guard(model: TrainedModel, patient_ids, allow: bool = False):
+def training_patient_guard(model: TrainedModel, patient_ids, allow: bool = False, *,
+                           patient_ids_from: str = "metadata"):
     """(overlap counts or None, sentence describing the overlap or None). Raises DataError
     when images of training patients are present and ``allow`` is not set."""
+    if patient_ids_from not in ("metadata", "unknown") or \
+            model.features.get("patient_ids_from") not in (None, "metadata", "unknown"):
+        where = ("evaluation" if patient_ids_from not in ("metadata", "unknown") else "training")
+        reason = (f"the {where} data's patient IDs are stand-ins (from file names), so "
+                  "whether these images belong to training patients is unchecked")
+        log.warning("%s", reason)
+        return {"unchecked": reason}, None
     overlap = model.training_overlap(patient_ids)
     if overlap is None:
         log.warning("this model records no training patients (made by an earlier medxfer); "
@@ -269,20 +347,35 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
     Refuses (DataError) an evaluation set holding patients the model was trained on, the
     mistake that inflates AUC, unless ``allow_training_patients``; then the report's first
     line says how many images and patients overlap."""
-    overlap, what = training_patient_guard(model, fs.dataset.patient_ids, allow_training_patients)
+    overlap, what = training_patient_guard(model, fs.dataset.patient_ids, allow_training_patients,
+                                           patient_ids_from=fs.dataset.patient_ids_from)
     if what:
         title = f"NOT A HELD-OUT EVALUATION: {what}. {title}"
-    Y = align_labels(fs.dataset, model.label_names)
+    shared = shared_findings(fs.dataset, model.label_names)
+    scored = shared["scored"]
+    cols = [list(model.label_names).index(n) for n in scored]
+    Y = align_labels(fs.dataset, scored)
     X = fs.X  # one float32 copy for the probabilities and the records
-    P = model.predict_proba(X)
+    P_all = model.predict_proba(X)
+    P = P_all[:, cols]
+    thresholds = np.asarray(model.thresholds)[cols]
     groups = fs.dataset.patient_ids
-    metrics = evaluate_predictions(Y, P, model.label_names, model.thresholds, groups=groups,
+    metrics = evaluate_predictions(Y, P, scored, thresholds, groups=groups,
                                    n_boot=n_boot, seed=seed)
+    metrics["findings"] = shared
     metrics["skipped_images"] = len(fs.skipped)
     metrics["training_patient_overlap"] = overlap
+    metrics["duplicates_of_training_images"] = duplicate_images(model, fs)
+    dup = metrics["duplicates_of_training_images"]
+    if dup.get("images"):
+        log.warning("%d evaluation image(s) have the same pixels as a training image (e.g. %s): "
+                    "their predictions are not held-out ones", dup["images"], ", ".join(dup["examples"]))
+        sections = [("Images the model was trained on", f"{dup['images']} of {dup['of_images']} "
+                     "evaluation images have exactly the pixels of a training image (under another "
+                     "name or patient): " + ", ".join(dup["examples"]))] + list(sections)
     t = fs.dataset.table
     records = predict_records(model, X, t["path"].astype(str).tolist(),
-                              t["image_id"].astype(str).tolist(), P=P)
+                              t["image_id"].astype(str).tolist(), P=P_all)
     flagged = sum(r.out_of_distribution.flag for r in records)
     metrics["out_of_distribution"] = {
         "flagged": int(flagged), "of": len(records),
@@ -309,7 +402,7 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
            "data": fs.dataset.name, "data_fingerprint": fs.manifest.get("dataset_fingerprint"),
            "n_boot": n_boot} | (config or {})
     report = write_report(out, metrics=metrics, Y=Y, P=P, table=t, records=records,
-                          label_names=model.label_names, thresholds=model.thresholds,
+                          label_names=scored, thresholds=thresholds,
                           config=cfg, problems=problems, title=title, sections=sections)
     metrics["report"] = str(report)
     return metrics

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 from .metrics import calibration_bins
+from .data import PARTIAL_COPY
 from .records import NOTICE, make_records
 from .settings import MIN_CI_POSITIVES
 
@@ -146,10 +147,13 @@ def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, l
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # a folder holding part of the release is a note about the data, not a skipped input
+    notes = [p.detail for p in problems if p.kind == PARTIAL_COPY]
+    problems = [p for p in problems if p.kind != PARTIAL_COPY]
     Y = np.asarray(Y, dtype=np.float64)
     metrics = dict(metrics)
     metrics["calibration"] = calibration_bins(Y, P)
-    doc = {"title": title, "metrics": metrics, "config": config,
+    doc = {"title": title, "metrics": metrics, "config": config, "notes": notes,
            "problems": {"count": len(problems), "file": "problems.csv" if problems else None}}
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
     if records is None:  # probabilities without a model: records with no OOD check
@@ -160,12 +164,14 @@ def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, l
     if problems:
         pd.DataFrame([p.as_dict() for p in problems]).to_csv(out / "problems.csv", index=False)
     md = summary_markdown(metrics, label_names, title)
-    for head, text in sections:
+    for head, text in ([("About the data", "\n".join(notes))] if notes else []) + list(sections):
         md += f"\n## {head}\n\n{text}\n"
     (out / "summary.md").write_text(md)
     _curves(Y, P, label_names, "roc", out / "roc_curves.png")
     _curves(Y, P, label_names, "pr", out / "pr_curves.png")
     _reliability(metrics["calibration"], out / "reliability.png")
+    if notes:
+        sections = [("About the data", "\n".join(notes))] + list(sections)
     page = _html(title, metrics, label_names, config, problems, sections, out)
     (out / "report.html").write_text(page, encoding="utf-8")
     return out / "report.html"

@@ -366,6 +366,13 @@ class StudySettings:
     backbones: str | None = setting(None, "compare: also these backbones, comma-separated "
                                     "(features extracted and cached beside the first)",
                                     Kind(str, none_ok=True))
+    external: str | None = setting(None, "shift: a second dataset (or features folder) from "
+                                   "another site: train on DATA, test on its shared findings "
+                                   "beside an in-site hold-out of the same size",
+                                   Kind(str, none_ok=True))
+    prior_shift: bool = setting(False, "shift --external: also report the calibration after "
+                                "correcting the probabilities to the other site's prevalence "
+                                "(known from its labels); never applied by default", Kind(bool))
     seed: int = setting(DEFAULT_SEED, "seed of folds, draws, corruption noise and models (on the "
                         "command line: --seed)", NONNEG_INT, cli=False)
 

@@ -103,7 +103,8 @@ def patient_kfold(groups, n_splits: int = 5, *, Y=None, seed: int = 0):
     groups = np.asarray(groups).astype(str)
     n_patients = len(np.unique(groups))
     if n_splits < 2 or n_splits > n_patients:
-        raise DataError(f"n_splits must be in 2..{n_patients} (the number of patients), got {n_splits}")
+        raise DataError(f"cannot make {n_splits} patient-wise folds of {n_patients} patient(s): "
+                        f"the number of folds must be 2..{n_patients}")
     fold = _iterative_patient_folds(groups, _indicator_labels(groups, Y), n_splits, seed)
     out = []
     for k in range(n_splits):

@@ -18,7 +18,7 @@ official ChestX-ray14 split and splits from a file live in :mod:`medxfer.splits`
 from .chestxray14 import (CHESTXRAY14_TABLE_NAMES, find_chestxray14_table, read_chestxray14,
                           read_chestxray14_boxes, read_chestxray14_table)
 from .chexpert import CHEXPERT_OBSERVATIONS, chexpert_labels, read_chexpert
-from .contract import (CHESTXRAY14_FINDINGS, NO_FINDING, PATIENT_ID_SOURCES, UNCERTAIN_POLICIES,
+from .contract import (CHESTXRAY14_FINDINGS, NO_FINDING, PARTIAL_COPY, PATIENT_ID_SOURCES, UNCERTAIN_POLICIES,
                        Dataset, Problem)
 from .folders import index_images, read_class_folder, read_dicom_folder, read_image_paths
 from .jsrt import read_jsrt
@@ -38,6 +38,7 @@ from .vindr import VINDR_KAGGLE_FINDINGS, VINDR_RULES, read_vindr_cxr
 from .vocabulary import VOCABULARIES, common_vocabulary, harmonise, vocabulary_table
 
 __all__ = [
+    "PARTIAL_COPY",
     "CHESTXRAY14_FINDINGS", "CHESTXRAY14_TABLE_NAMES", "CHEXPERT_OBSERVATIONS", "NO_FINDING",
     "PATH_COLUMNS", "PATIENT_COLUMNS", "PATIENT_ID_SOURCES", "UNCERTAIN_POLICIES",
     "VINDR_KAGGLE_FINDINGS", "VINDR_RULES", "VOCABULARIES", "Dataset", "Problem", "Reader",

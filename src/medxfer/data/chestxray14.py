@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from .contract import CHESTXRAY14_FINDINGS, Dataset, Problem
+from .contract import CHESTXRAY14_FINDINGS, PARTIAL_COPY, Dataset, Problem
 from .folders import index_images
 from .parsing import drop_duplicate_rows, normalise_patient_ids, parse_age, parse_finding_labels
 from .registry import register_reader
@@ -73,7 +73,7 @@ def read_chestxray14(root: str | Path, *, table: str | Path | None = None,
 
     Patient ids are the table's ``Patient ID``, digits without leading zeros (see
     :func:`normalise_patient_ids`). Images listed in the table but absent on disk are not an error (many users hold part
-    of the release): one INFO line is logged and one ``missing_images`` problem recorded.
+    of the release): one INFO line is logged and one ``partial_copy`` problem (a note: reports show it apart from the skipped inputs) recorded.
     """
     root = Path(root)
     if not root.is_dir():
@@ -98,7 +98,7 @@ def read_chestxray14(root: str | Path, *, table: str | Path | None = None,
                  root, f"{present:,}", f"{len(meta):,}", table_path.name)
         # One record, not one per file: a partial copy of the release misses ~10^5 files.
         problems.append(Problem(
-            "missing_images", str(table_path),
+            PARTIAL_COPY, str(table_path),
             f"{len(missing)} of {len(meta)} listed images are not under {root} "
             f"(e.g. {', '.join(missing[:5])}); only the {present} present are used"))
     listed = set(meta["image_id"])

@@ -16,6 +16,9 @@ CHESTXRAY14_FINDINGS: tuple[str, ...] = (
     "Pneumonia", "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis",
     "Pleural_Thickening", "Hernia",
 )
+#: The problem kind of a folder that holds part of the images its table lists: a note
+#: about the copy, not a skipped input (reports show it apart).
+PARTIAL_COPY = "partial_copy"
 #: The label text of an image without any finding.
 NO_FINDING = "No Finding"
 #: Where a dataset's ``patient_id`` values come from (:attr:`Dataset.patient_ids_from`).

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..images import IMAGE_SUFFIXES
-from .contract import UNCERTAIN_POLICIES, Dataset, Problem
+from .contract import PARTIAL_COPY, UNCERTAIN_POLICIES, Dataset, Problem
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def apply_uncertain(raw: np.ndarray, uncertain: str) -> tuple[np.ndarray, np.nda
 def keep_present(paths: list[Path | None], table_path: Path, root: Path,
                  problems: list[Problem], *, ids: list[str] | None = None) -> np.ndarray:
     """Boolean mask of the rows whose image exists. A partial copy of a release is normal:
-    one INFO line and one ``missing_images`` problem, not one per file. None present is an
+    one INFO line and one ``partial_copy`` problem (a note: reports show it apart from the skipped inputs), not one per file. None present is an
     error naming the table and the folder."""
     present = np.array([p is not None and p.is_file() for p in paths], dtype=bool)
     if not present.any():
@@ -126,7 +126,7 @@ def keep_present(paths: list[Path | None], table_path: Path, root: Path,
         log.info("%s holds %s of the %s images in %s (a partial copy of the release); reading those",
                  root, f"{int(present.sum()):,}", f"{len(paths):,}", table_path.name)
         problems.append(Problem(
-            "missing_images", str(table_path),
+            PARTIAL_COPY, str(table_path),
             f"{len(missing)} of {len(paths)} listed images are not under {root} "
             f"(e.g. {', '.join(missing[:5])}); only the {int(present.sum())} present are used"))
     return present

@@ -81,8 +81,40 @@ def open_study(data, out, *, extract=None, settings=None, head=None, progress: b
         ex = replace(extract, backbone=name, weights=None, input_size=None)
         sub = out / "features" / features_label(ex)
         extra[features_label(ex)] = extract_with_settings(dataset, ex, sub, progress=progress)
+    external = None
+    if settings.external:
+        external = external_features(settings.external, fs, out, extract, progress=progress)
     return StudyContext(fs, out, settings, head or HeadSettings(), features_folder=folder,
-                        extra_features=extra, progress=progress, extract=extract)
+                        extra_features=extra, progress=progress, extract=extract,
+                        external_features=external)
+
+
+def external_features(path, fs, out, extract, *, progress: bool = False):
+    """Features of another site's data (``path``: a dataset or a features folder) made with
+    the very backbone of ``fs`` (its identity, not only its name), extracted into
+    ``out/external/<rows fingerprint>``; a features folder is checked against it."""
+    from pathlib import Path
+
+    from ..backbones import BackboneIdentity, rebuild_backbone
+    from ..data import read_dataset
+    from ..errors import FeatureCacheError
+    from ..features import FeatureSet, extract_features, is_features_folder
+
+    want = BackboneIdentity.from_dict(fs.manifest["backbone"])
+    if is_features_folder(path):
+        other = FeatureSet.load(path)
+        diff = want.differences(other.manifest["backbone"])
+        if diff:
+            raise FeatureCacheError(f"--external features in '{path}' were made with another "
+                                    f"backbone ({', '.join(diff)} differ); pass the dataset itself "
+                                    "so it is extracted like DATA")
+        return other
+    ds = read_dataset(path)
+    return extract_features(ds, rebuild_backbone(fs.manifest["backbone"]),
+                            Path(out) / "external" / ds.fingerprint()[:12], progress=progress,
+                            batch_size=extract.batch_size, num_workers=extract.workers,
+                            engine=extract.engine, device=extract.device,
+                            dtype=fs.manifest.get("dtype", "float16"))
 
 
 def run_study(name: str, ctx: StudyContext) -> dict:

@@ -39,6 +39,8 @@ class StudyContext:
     progress : show bars (a terminal); otherwise one log line per stage.
     extract : ExtractSettings of the run; the disturbance study extracts its corrupted test
         images with its engine and device.
+    external_features : another site's features (StudySettings.external), made with the same
+        backbone, for the shift study's out-of-site test.
     """
 
     features: FeatureSet
@@ -49,6 +51,7 @@ class StudyContext:
     extra_features: dict = field(default_factory=dict)
     progress: bool = False
     extract: object = None  # the ExtractSettings of the run
+    external_features: FeatureSet | None = None  # another site's (shift --external)
 
     def __post_init__(self):
         self.out = Path(self.out)

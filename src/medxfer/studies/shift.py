@@ -14,6 +14,10 @@ median, or any column a user names, e.g. a site):
 The model is what `medxfer train` deploys. Macro AUC is over the findings defined (both
 classes present) in both test sets; the gap in - out has a CI from independent patient
 bootstraps of the two sets.
+
+With ``--external OTHER`` (another site's data, extracted with the same backbone) the study
+also trains on DATA and tests on OTHER's shared findings beside an in-site hold-out of the
+same size: external.csv/.md, external_findings.csv and external_auc.png (:func:`run_external`).
 """
 
 from __future__ import annotations
@@ -93,6 +97,112 @@ def _defined_both(Y1, Y2) -> np.ndarray:
     return np.flatnonzero(ok(Y1) & ok(Y2))
 
 
+def prior_shift(P: np.ndarray, train_prev: np.ndarray, new_prev: np.ndarray) -> np.ndarray:
+    """Probabilities moved to a new prevalence per finding (Saerens et al. 2002, with known
+    priors): odds multiplied by new/old prior odds. The ranking, hence the AUC, is
+    unchanged; only calibration moves. Applied only when asked (--prior-shift)."""
+    P = np.clip(np.asarray(P, np.float64), 1e-7, 1 - 1e-7)
+    r0 = np.clip(train_prev, 1e-6, 1 - 1e-6)
+    r1 = np.clip(new_prev, 1e-6, 1 - 1e-6)
+    odds = P / (1 - P) * (r1 / (1 - r1)) / (r0 / (1 - r0))
+    return odds / (1 + odds)
+
+
+def _mean_ece(Y, P) -> float | None:
+    from ..metrics import calibration_per_finding
+
+    eces = [f["ece"] for f in calibration_per_finding(Y, P, n_boot=0)["per_finding"]
+            if f["ece"] is not None]
+    return float(np.mean(eces)) if eces else None
+
+
+def run_external(ctx: StudyContext, folder, ledger: Ledger) -> dict:
+    """Train on all of DATA but an in-site hold-out (test_fraction of its patients), test on
+    the hold-out and on as many of the other site's images (whole patients), on the findings
+    both label: macro AUC of each with patient-bootstrap CIs, the gap, the OOD flag rate of
+    each side (the score fitted on the training images), and the mean per-finding ECE of
+    each (with --prior-shift also after moving the probabilities to the other site's
+    prevalence)."""
+    from ..ood import FeatureDistance
+    from ..pipeline import harmonised_label_index
+
+    s, other = ctx.settings, ctx.external_features
+    X, Y, groups = ctx.X, ctx.Y, ctx.groups
+    names = ctx.names
+    index = harmonised_label_index(other.dataset)
+    shared = [n for n in names if n in index and (~np.isnan(other.Y[:, index[n]])).any()]
+    if not shared:
+        raise MedxferError(f"--external '{s.external}' labels none of the findings of DATA "
+                           f"({', '.join(names)}); its findings: {', '.join(index)}")
+    cols = [names.index(n) for n in shared]
+    Yo = other.Y[:, [index[n] for n in shared]]
+    go = np.char.add("external:", other.dataset.patient_ids.astype(str))
+    tr, ti = patient_holdout(groups, s.test_fraction, Y=Y, seed=s.seed)
+    rng = np.random.default_rng(s.seed)
+    picked: list[int] = []
+    for p in rng.permutation(np.unique(go)):
+        picked.extend(np.flatnonzero(go == p))
+        if len(picked) >= len(ti):
+            break
+    to = np.sort(np.array(picked[:len(ti)], dtype=int))
+    capped = len(to) < len(ti)
+    if capped:
+        ti = np.sort(rng.choice(ti, len(to), replace=False))
+    key = f"external-{other.manifest.get('dataset_fingerprint', '')[:12]}-{rows_key(tr, ti, to)}"
+
+    def fit():
+        est = CalibratedBottleneckCV(random_state=s.seed).fit(X[tr], Y[tr], groups=groups[tr])
+        ood = FeatureDistance.fit(X[tr], groups=groups[tr])
+        P_in, P_out = est.predict_proba(X[ti]), est.predict_proba(other.X[to])
+        flags = np.concatenate([ood.flag(X[ti]), ood.flag(other.X[to])]).astype(np.float32)
+        return np.concatenate([P_in, P_out]), {"flags": flags.tolist()}
+    P, meta = ledger.cached(key, fit)
+    P_in, P_out = P[:len(ti), cols], P[len(ti):, cols]
+    flags = np.asarray(meta["flags"])
+    Yi = Y[ti][:, cols]
+    both = _defined_both(Yi, Yo[to])
+    fn = {"macro_auc": lambda Yb, Pb: macro_auc(Yb[:, both], Pb[:, both]) if len(both) else None}
+    r_in = bootstrap_metrics(Yi, P_in, fn, groups=groups[ti], n_boot=s.n_boot, seed=s.seed,
+                             draws=True)["macro_auc"]
+    r_out = bootstrap_metrics(Yo[to], P_out, fn, groups=go[to], n_boot=s.n_boot, seed=s.seed + 1,
+                              draws=True)["macro_auc"]
+    n = min(len(r_in["draws"]), len(r_out["draws"]))
+    gaps = np.asarray(r_in["draws"][:n]) - np.asarray(r_out["draws"][:n])
+    row = {"train_images": len(tr), "test_images": len(ti), "external_images": int(len(other)),
+           "findings_shared": len(shared), "findings_scored": len(both),
+           "capped_to_smaller_site": bool(capped),
+           "in_site_auc": r_in["value"], "in_site_auc_lo": (r_in["ci95"] or [None, None])[0],
+           "in_site_auc_hi": (r_in["ci95"] or [None, None])[1],
+           "out_of_site_auc": r_out["value"], "out_of_site_auc_lo": (r_out["ci95"] or [None, None])[0],
+           "out_of_site_auc_hi": (r_out["ci95"] or [None, None])[1],
+           "gap": None if r_in["value"] is None or r_out["value"] is None else r_in["value"] - r_out["value"],
+           "gap_lo": float(np.quantile(gaps, 0.025)) if n >= s.n_boot / 2 else None,
+           "gap_hi": float(np.quantile(gaps, 0.975)) if n >= s.n_boot / 2 else None,
+           "ood_flagged_in_site": f"{int(flags[:len(ti)].sum())}/{len(ti)}",
+           "ood_flagged_out_of_site": f"{int(flags[len(ti):].sum())}/{len(to)}",
+           "ece_in_site": _mean_ece(Yi, P_in), "ece_out_of_site": _mean_ece(Yo[to], P_out)}
+    if s.prior_shift:
+        train_prev = np.nanmean(Y[tr][:, cols], axis=0)
+        other_prev = np.nanmean(Yo, axis=0)  # the other site's prevalence, known from its labels
+        row["ece_out_of_site_prior_corrected"] = _mean_ece(Yo[to], prior_shift(P_out, train_prev, other_prev))
+    per = pd.DataFrame({"finding": shared,
+                        "in_site_positives": np.nansum(Yi, axis=0).astype(int),
+                        "out_of_site_positives": np.nansum(Yo[to], axis=0).astype(int)})
+    write_table(folder, "external_findings", per)
+    table = pd.DataFrame([row])
+    write_table(folder, "external", table, ci_of=("in_site_auc", "out_of_site_auc", "gap"))
+    long = pd.DataFrame({"site": ["in-site hold-out", "other site"],
+                         "macro_auc": [row["in_site_auc"], row["out_of_site_auc"]],
+                         "macro_auc_lo": [row["in_site_auc_lo"], row["out_of_site_auc_lo"]],
+                         "macro_auc_hi": [row["in_site_auc_hi"], row["out_of_site_auc_hi"]],
+                         "test": "macro AUC"})
+    line_figure(folder, "external_auc", long, x="site", y="macro_auc", group="test",
+                ylabel="macro AUC (95% CI)",
+                title=f"Trained on DATA; {len(ti)} in-site vs {len(to)} other-site images, "
+                      f"{len(both)} shared findings")
+    return {"row": row, "shared": shared, "not_in_external": [n for n in names if n not in shared]}
+
+
 @register_study("shift", title="5. Distribution shift", order=5)
 def run_shift(ctx: StudyContext) -> dict:
     s = ctx.settings
@@ -156,5 +266,11 @@ def run_shift(ctx: StudyContext) -> dict:
         line_figure(folder, "shift_auc", long, x="shift", y="macro_auc", group="test",
                     ylabel="macro AUC (95% CI)",
                     title="Train on A: held-out patients of A vs an equal number of images of B")
-    return finish(ctx, "shift", {"rows": rows, "skipped": skipped, "tables": ["shift.csv"],
-                                 "figures": ["shift_auc.png"] if rows else []}, bar.close())
+    result = {"rows": rows, "skipped": skipped, "tables": ["shift.csv"],
+              "figures": ["shift_auc.png"] if rows else []}
+    if ctx.external_features is not None:
+        bar.stage(f"external: trained on DATA, tested on {s.external}")
+        result["external"] = run_external(ctx, folder, ledger)
+        result["tables"] += ["external.csv", "external_findings.csv"]
+        result["figures"] += ["external_auc.png"]
+    return finish(ctx, "shift", result, bar.close())
