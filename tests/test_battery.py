@@ -175,11 +175,19 @@ def test_predict_exits_1_on_nothing_and_on_a_failed_input(tiny_trained, tmp_path
 
 
 def test_train_refuses_data_too_small_with_the_numbers(make_cxr14, sample_table, tmp_path, capsys):
-    root = make_cxr14(sample_table["image_id"][:4].tolist())
+    root = make_cxr14(sample_table["image_id"][:12].tolist())
     assert main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")]) == 0
-    assert main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m")]) == 2
-    assert _one_line(capsys) == ("medxfer train: error: training needs at least 5 patients for its "
-                                 "5-fold patient-wise split; these features hold 4 images of 4 patient(s)")
+    assert main(["-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"), "--inner-folds", "13"]) == 2
+    assert _one_line(capsys) == ("medxfer train: error: training needs at least 13 patients for its "
+                                 "13-fold patient-wise split; these features hold 12 images of 12 patient(s)")
+    from medxfer.features import FeatureSet
+
+    four = FeatureSet.load(tmp_path / "f").subset(range(4))
+    from medxfer.pipeline import train_from_features
+    from medxfer.errors import DataError
+
+    with pytest.raises(DataError, match="training needs at least 10 images .* these features hold 4$"):
+        train_from_features(four)
     assert not (tmp_path / "m").exists()
 
 
@@ -343,3 +351,18 @@ def test_importing_medxfer_asks_openmp_to_sleep_unless_told_otherwise():
                                    text=True, check=True).stdout.strip()
     assert run(env) == "PASSIVE"
     assert run(env | {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+
+
+def test_thresholds_that_decide_nothing_are_named_in_the_report(tiny_trained, tmp_path):
+    from medxfer.features import FeatureSet
+    from medxfer.model_io import TrainedModel
+    from medxfer.pipeline import evaluate_model
+
+    model = TrainedModel.load(tiny_trained / "m")
+    model.thresholds = np.zeros(len(model.label_names))  # every image above: specificity 0
+    m = evaluate_model(model, FeatureSet.load(tiny_trained / "f"), tmp_path / "r", n_boot=10,
+                       allow_training_patients=True)
+    here = m["degenerate_thresholds_here"]
+    assert here and all(v["specificity"] == 0 for v in here.values())
+    text = (tmp_path / "r" / "summary.md").read_text()
+    assert "## Thresholds that decide nothing" in text and "specificity 0.00 on these images" in text

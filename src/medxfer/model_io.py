@@ -215,6 +215,10 @@ def hash_patient(patient_id, salt: str) -> str:
     return hashlib.sha256(f"{salt}|{patient_id}".encode()).hexdigest()[:16]
 
 
+#: A threshold whose sensitivity or specificity on the predictions it was chosen on is at
+#: most this is reported as deciding nothing.
+DEGENERATE = 0.05
+
 #: How patient IDs are written before hashing (medxfer.data.normalise_patient_ids).
 ID_RULE = "trimmed; digits without leading zeros"
 
@@ -247,11 +251,11 @@ def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np
     thresholds = choose_thresholds(Yv, Pv, method=settings.threshold_method,
                                    target_sensitivity=settings.target_sensitivity)
     val = evaluate_predictions(Yv, Pv, list(label_names), thresholds, n_boot=0)
-    # A threshold that calls every training image positive (specificity 0) or none
-    # (sensitivity 0) decides nothing; the report names it.
+    # A threshold that calls (nearly) every training image positive (specificity at most
+    # 0.05) or (nearly) none (sensitivity at most 0.05) decides nothing; the report names it.
     degenerate = {n: {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
                   for n, m in val["per_finding"].items()
-                  if m["sensitivity"] == 0 or m["specificity"] == 0}
+                  if any(m[k] is not None and m[k] <= DEGENERATE for k in ("sensitivity", "specificity"))}
     return TrainedModel(
         estimator, list(label_names), thresholds, backbone, features=features,
         metrics={"validation_macro_auc": val["macro_auc"], "best_epoch": estimator.best_epoch_,

@@ -59,6 +59,10 @@ def warn_derived_patients(ds: Dataset, command: str) -> bool:
     return True
 
 
+#: Fewer training images make no model: the out-of-distribution score needs 10.
+MIN_TRAIN_IMAGES = 10
+
+
 def check_trainable(fs: FeatureSet, *, widths, folds: int, multiclass: bool = False) -> None:
     """Refuse, before any training, data that training cannot use: a width k wider than the
     features, fewer patients than folds, no finding with 2 positive and 2 negative images
@@ -69,6 +73,10 @@ def check_trainable(fs: FeatureSet, *, widths, folds: int, multiclass: bool = Fa
     if wide:
         raise DataError(f"bottleneck width k={wide[0]} is wider than the {d}-d features: k must "
                         f"be at most {d} (0 on the command line for a linear head)")
+    if n < MIN_TRAIN_IMAGES:
+        raise DataError(f"training needs at least {MIN_TRAIN_IMAGES} images (the out-of-"
+                        f"distribution score every model carries is fitted on them); these "
+                        f"features hold {n}")
     patients = len(np.unique(fs.dataset.patient_ids))
     if patients < folds:
         raise DataError(f"training needs at least {folds} patients for its {folds}-fold patient-"
@@ -388,15 +396,24 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
                     "from the training images, score above %s, or a non-chest DICOM header); "
                     "listed in predictions.csv", flagged, len(records),
                     "n/a" if model.ood is None else f"{model.ood.threshold:.2f}")
-    degenerate = model.metrics.get("degenerate_thresholds") or {}
+    degenerate = {n: m for n, m in (model.metrics.get("degenerate_thresholds") or {}).items()
+                  if n in scored}
+    here = {n: {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
+            for n, m in metrics["per_finding"].items()
+            if m["sensitivity"] == 0 or m["specificity"] == 0}
     metrics["degenerate_thresholds"] = degenerate
-    if degenerate:
-        sections = [("Thresholds that decide nothing", "On the training predictions these "
-                     "thresholds called every image positive (specificity 0) or none "
-                     "(sensitivity 0); their above-threshold calls carry no information:\n"
-                     + "\n".join(f"{n}: sensitivity {_fmt_num(m['sensitivity'])}, specificity "
-                                 f"{_fmt_num(m['specificity'])}" for n, m in degenerate.items()))
-                    ] + list(sections)
+    metrics["degenerate_thresholds_here"] = here
+    if degenerate or here:
+        lines = [f"{n}: sensitivity {_fmt_num(m['sensitivity'])}, specificity "
+                 f"{_fmt_num(m['specificity'])} on the training predictions"
+                 for n, m in degenerate.items()]
+        lines += [f"{n}: sensitivity {_fmt_num(m['sensitivity'])}, specificity "
+                  f"{_fmt_num(m['specificity'])} on these images" for n, m in here.items()]
+        sections = [("Thresholds that decide nothing", "These thresholds call (nearly) every "
+                     "image positive or none, on the predictions they were chosen on (at most "
+                     "0.05 sensitivity or specificity) or on the images evaluated here (exactly "
+                     "0): their above-threshold calls carry no information; read the AUC "
+                     "instead.\n" + "\n".join(lines))] + list(sections)
     problems = list(fs.dataset.problems) + list(fs.skipped)
     cfg = {"model_backbone": model.backbone, "model_config": model.config,
            "data": fs.dataset.name, "data_fingerprint": fs.manifest.get("dataset_fingerprint"),

@@ -19,6 +19,7 @@ fails (not the upload's fault: e.g. out of memory) is retried one request at a t
 request that still fails gets 503.
 """
 
+import logging
 import os
 import queue
 import tempfile
@@ -45,6 +46,9 @@ from .settings import ExtractSettings, ServeSettings, check_of, check_value
 
 CONTENT_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "application/dicom": ".dcm"}
 SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+
+
+log = logging.getLogger(__name__)
 
 
 class ServiceError(MedxferError):
@@ -180,6 +184,10 @@ def create_app(model_dir, *, max_upload_mb: float = _S.max_upload_mb,
     max_batch, batch_wait_ms: see :class:`Predictor`). ``app.state.predictor`` is it."""
     check_value("max_upload_mb", max_upload_mb, check_of(ServeSettings, "max_upload_mb"), "create_app")
     model = TrainedModel.load(model_dir)
+    if model.ood is None:
+        log.warning("model '%s' has no out-of-distribution score (an older or very small "
+                    "model): no input will be flagged by its features, only by a DICOM header",
+                    model_dir)
     predictor = Predictor(model, max_pixels=max_pixels, engine=engine, device=device,
                           max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     limit = int(max_upload_mb * 1024 * 1024)
