@@ -94,8 +94,9 @@ def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, 
     bad.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     good = root / "images" / sample_table["image_id"][0]
     capsys.readouterr()
+    # two of three inputs failed: exit 1 (--keep-going: 0), the JSON still lists both
     assert main(["-q", "predict", str(tmp_path / "m"), str(good), str(bad),
-                 str(tmp_path / "absent.png"), "--json"]) == 0
+                 str(tmp_path / "absent.png"), "--json"]) == 1
     r = json.loads(capsys.readouterr().out)
     (pred,) = r["predictions"]
     assert pred["image"] == str(good) and set(pred["probabilities"]) >= {"Atelectasis", "Hernia"}
@@ -107,7 +108,7 @@ def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, 
     err = capsys.readouterr().err
     assert f"could not read {bad}" in err and "0 sample" not in err
     # no message points into the temporary features folder that is gone once predict ends
-    assert main(["predict", str(tmp_path / "m"), str(good), str(bad)]) == 0
+    assert main(["predict", str(tmp_path / "m"), str(good), str(bad), "--keep-going"]) == 0
     err = capsys.readouterr().err
     assert "medxfer-predict-" not in err and f"could not read {bad}" in err
 
@@ -150,11 +151,15 @@ def test_toml_config_sets_defaults_and_the_command_line_wins(make_cxr14, sample_
     root = make_cxr14(sample_table["image_id"][:40].tolist())
     main(["-q", "extract", str(root), "--backbone", "tiny_random_test", "--out", str(tmp_path / "f")])
     cfg = tmp_path / "medxfer.toml"
-    cfg.write_text("[train]\nbottleneck-dim = 16\nl1 = 0.002\nepochs = 3\n")
+    cfg.write_text("[train]\nbottleneck-dim = 16\nl1 = 0.002\nmax-iter = 30\nselect = false\n")
     assert main(["--config", str(cfg), "-q", "train", str(tmp_path / "f"), "--out", str(tmp_path / "m"),
                  "--l1", "0.005"]) == 0
     params = TrainedModel.load(tmp_path / "m").config["params"]
-    assert params["bottleneck_dim"] == 16 and params["max_epochs"] == 3 and params["l1"] == 0.005
+    assert params["bottleneck_dim"] == 16 and params["max_iter"] == 30 and params["l1"] == 0.005
+    # a config value counts as given: an option of another mode is refused from the file too
+    cfg.write_text("[train]\nepochs = 3\n")
+    assert main(["--config", str(cfg), "train", str(tmp_path / "f"), "--out", str(tmp_path / "m3")]) == 2
+    assert "--epochs applies only with --solver adamw" in capsys.readouterr().err
     cfg.write_text("[train]\nlambda1 = 0.1\n")
     capsys.readouterr()
     assert main(["--config", str(cfg), "train", str(tmp_path / "f"), "--out", str(tmp_path / "m2")]) == 2

@@ -62,16 +62,20 @@ def test_cli_service_and_evaluate_give_one_record(tiny_trained, tmp_path, capsys
     row = rows[rows["image_id"] == img.name].iloc[0]
     names = list(cli["probabilities"])
     assert len(names) == 14 and cli["image_id"] == http["image_id"] == img.name
-    for key in ("probabilities", "thresholds", "findings", "out_of_distribution"):
+    for key in ("probabilities", "thresholds", "above_threshold", "findings", "findings_withheld",
+                "threshold_rule", "out_of_distribution", "notice"):
         assert cli[key] == http[key], key
     assert {n: float(row[f"prob_{n}"]) for n in names} == pytest.approx(cli["probabilities"], abs=1e-6)
     assert [f for f in row["findings"].split("|") if f] == cli["findings"]
-    assert [n for n in names if row[f"pred_{n}"] == 1] == cli["findings"]
+    assert [n for n in names if row[f"above_{n}"] == 1] == cli["above_threshold"]
     ood = cli["out_of_distribution"]
     assert bool(row["ood"]) == ood["flag"] and (row["ood_reason"] or None) == ood["reason"]
     assert float(row["ood_score"]) == pytest.approx(ood["score"], abs=1e-6)
-    # findings are exactly the probabilities at or above their thresholds
-    assert cli["findings"] == [n for n in names if cli["probabilities"][n] >= cli["thresholds"][n]]
+    # above threshold: exactly the probabilities at or above their thresholds; the findings
+    # are those, unless the image is out of distribution (then withheld, with the reason)
+    assert cli["above_threshold"] == [n for n in names if cli["probabilities"][n] >= cli["thresholds"][n]]
+    assert cli["findings"] == ([] if ood["flag"] else cli["above_threshold"])
+    assert (cli["findings_withheld"] is not None) == ood["flag"]
 
 
 def test_the_ood_flag_means_the_same_in_evaluate_and_predict(tiny_trained, tmp_path, capsys):

@@ -151,3 +151,34 @@ def test_study_shift_against_another_site(make_cxr14, sample_root, sample_table,
     assert "ece_out_of_site_prior_corrected" in row
     assert main(["-q", "study", "compare", str(data), "--out", str(out), "--external", str(other)]) == 2
     assert "--external and --prior-shift apply to the shift study (or all), not to compare" in capsys.readouterr().err
+
+
+def test_csv_names_are_matched_loosely_and_through_the_vocabularies(tiny_trained, sample_root,
+                                                                   sample_table, tmp_path, capsys):
+    trained = set(pd.read_csv(tiny_trained / "f" / "rows.csv")["image_id"])
+    ids = [i for i in sample_table["image_id"] if i not in trained][:60]
+    csv = _site_csv(tmp_path / "site", sample_root, sample_table, ids, ["Effusion", "Pleural_Thickening"])
+    df = pd.read_csv(csv).rename(columns={"Effusion": "Pleural Effusion",
+                                          "Pleural_Thickening": "pleural thickening"})
+    df.to_csv(csv, index=False)
+    assert main(["-q", "evaluate", str(tiny_trained / "m"), str(csv), "--out", str(tmp_path / "r"),
+                 "--n-boot", "20", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["findings"]["scored"] == ["Effusion", "Pleural_Thickening"]
+    assert m["findings"]["not_in_model"] == []
+
+
+def test_nothing_shared_is_found_before_torch_is_imported(tiny_trained, sample_root, sample_table, tmp_path):
+    """The check that takes seconds, not the minute of loading a model and its backbone."""
+    import subprocess
+    import sys
+
+    csv = _site_csv(tmp_path / "tb", sample_root, sample_table, list(sample_table["image_id"][:3]), [])
+    df = pd.read_csv(csv)
+    df["Tuberculosis"] = [0, 1, 0]
+    df.to_csv(csv, index=False)
+    code = ("import sys; from medxfer.cli import main; "
+            f"rc = main(['evaluate', {str(tiny_trained / 'm')!r}, {str(csv)!r}, '--out', {str(tmp_path / 'r')!r}]); "
+            "print(rc, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["2", "False"] and "share no finding" in r.stderr

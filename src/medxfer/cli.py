@@ -868,14 +868,33 @@ def _cmd_serve(a) -> int:
     return 0
 
 
+def _model_label_names(folder) -> list[str] | None:
+    """The label names in a model folder's model.json, read without torch (None when it
+    cannot be read: TrainedModel.load then names the problem)."""
+    try:
+        names = json.loads((Path(folder) / "model.json").read_text())["label_names"]
+        return [str(n) for n in names] if isinstance(names, list) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _cmd_evaluate(a) -> int:
-    from .features import is_features_folder
-    from .model_io import TrainedModel
-    from .pipeline import (evaluate_model, features_for_model, shared_findings,
-                           training_patient_guard, warn_derived_patients)
+    from .data import shared_findings
 
     x = a.settings[ExtractSettings]
     n_boot = a.settings[EvalSettings].n_boot
+    # The data and the model's finding names are compared before torch is even imported:
+    # a label set the model cannot be scored on fails in seconds.
+    try:
+        source = _read(a, a.data)
+    except MedxferError:
+        source = a.data  # a features folder (or a problem features_for_model names)
+    names = _model_label_names(a.model)
+    if names and not isinstance(source, str):
+        shared_findings(source, names)
+    from .model_io import TrainedModel
+    from .pipeline import evaluate_model, features_for_model, training_patient_guard, warn_derived_patients
+
     model = TrainedModel.load(a.model)
     out = Path(a.out)
     def check(ds):  # before an hour of extraction
@@ -884,7 +903,6 @@ def _cmd_evaluate(a) -> int:
         training_patient_guard(model, ds.patient_ids, a.allow_training_patients,
                                patient_ids_from=ds.patient_ids_from)
 
-    source = a.data if is_features_folder(a.data) else _read(a, a.data)
     fs = features_for_model(model, source, cache=out / "features", batch_size=x.batch_size,
                             num_workers=x.workers, progress=_progress(a), engine=x.engine,
                             device=x.device, check=check)

@@ -13,7 +13,8 @@ import pandas as pd
 
 from .backbones import rebuild_backbone
 from .baselines import TunedLogisticRegression
-from .data import Dataset, bundled_sample, read_dataset, read_image_paths
+from .data import (Dataset, bundled_sample, harmonised_label_index, read_dataset, read_image_paths,
+                   shared_findings)
 from .errors import DataError
 from .features import (FeatureSet, extract_features, extract_with_settings, is_features_folder,
                        read_manifest)
@@ -235,36 +236,6 @@ def save_tuned(model: TrainedModel, table: list[dict], out: str | Path) -> Path:
     return out
 
 
-def shared_findings(ds: Dataset, model_names) -> dict:
-    """Which findings an evaluation can score: those the model predicts and the data labels
-    (at least one known label), in the model's order; and those on either side alone.
-    The data's names are first mapped to ChestX-ray14's where its format has a vocabulary
-    (medxfer.data.harmonise: CheXpert's "Pleural Effusion" is "Effusion"). DataError, naming
-    both sides, when nothing is shared."""
-    names = harmonised_label_index(ds)
-    labelled = {n for n, j in names.items() if (~np.isnan(ds.labels[:, j])).any()}
-    scored = [n for n in model_names if n in labelled]
-    out = {"scored": scored, "not_in_data": [n for n in model_names if n not in labelled],
-           "not_in_model": sorted(n for n in names if n not in set(model_names))}
-    if not scored:
-        raise DataError(f"the data and the model share no finding: the model predicts "
-                        f"{', '.join(model_names)}; the data labels "
-                        f"{', '.join(sorted(labelled)) or 'nothing'}. Evaluate with labels for at "
-                        "least one of the model's findings (a CSV column named after it)")
-    return out
-
-
-def harmonised_label_index(ds: Dataset) -> dict[str, int]:
-    """{finding name in ChestX-ray14's vocabulary where one applies: column of ds.labels}."""
-    from .data import VOCABULARIES, common_vocabulary
-
-    mapping = common_vocabulary(ds) if VOCABULARIES.get(ds.format or "") else {}
-    out: dict[str, int] = {}
-    for j, n in enumerate(ds.label_names):
-        out.setdefault(mapping.get(n, n), j)
-    return out
-
-
 def duplicate_images(model: TrainedModel, fs: FeatureSet) -> dict:
     """Evaluation images whose pixels equal a training image's (from the pixel hashes the
     extraction records and the model folder keeps): {"images", "of_images", "examples"}, or
@@ -281,7 +252,7 @@ def duplicate_images(model: TrainedModel, fs: FeatureSet) -> dict:
 
 def align_labels(ds: Dataset, names: list[str]) -> np.ndarray:
     """Labels of ``ds`` in the order ``names``; error naming findings it lacks."""
-    lookup = harmonised_label_index(ds)
+    lookup = harmonised_label_index(ds, names)
     missing = [n for n in names if n not in lookup]
     if missing:
         raise DataError(f"the evaluation data has no labels for {', '.join(missing)}, which the "

@@ -35,7 +35,8 @@ from .sample import bundled_sample
 from .shenzhen import read_shenzhen
 from .tables import PATH_COLUMNS, PATIENT_COLUMNS, read_csv_dataset
 from .vindr import VINDR_KAGGLE_FINDINGS, VINDR_RULES, read_vindr_cxr
-from .vocabulary import VOCABULARIES, common_vocabulary, harmonise, vocabulary_table
+from .vocabulary import (VOCABULARIES, common_vocabulary, harmonise, harmonised_label_index,
+                         shared_findings, vocabulary_table)
 
 __all__ = [
     "PARTIAL_COPY",
@@ -49,5 +50,5 @@ __all__ = [
     "read_chexpert", "read_class_folder", "read_csv_dataset", "read_dataset", "read_dicom_folder",
     "read_image_paths", "read_jsrt", "read_mimic_cxr", "read_montgomery", "read_padchest",
     "read_rsna_pneumonia", "read_shenzhen", "read_vindr_cxr", "readers", "register_reader",
-    "unregister_reader", "vocabulary_table",
+    "unregister_reader", "vocabulary_table", "harmonised_label_index", "shared_findings",
 ]

@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
+import logging
+import re
+
+import numpy as np
+
 from ..errors import DataError, unknown_name_message
 from .contract import CHESTXRAY14_FINDINGS, Dataset
 
@@ -26,6 +31,7 @@ VOCABULARIES: dict[str, str | None] = {
     "shenzhen_tb": None, "montgomery_tb": None, "jsrt": None,
 }
 _COLUMNS = ["source_name", "chestxray14_name", "note"]
+log = logging.getLogger(__name__)
 
 
 def vocabulary_table(source: str | None = None, *, table: str | Path | None = None) -> pd.DataFrame:
@@ -92,3 +98,63 @@ def harmonise(dataset: Dataset, source: str | None = None, *,
     names, so nothing is dropped."""
     mapping = common_vocabulary(dataset, source, table=table)
     return dataset.relabel(mapping) if mapping else dataset
+
+
+def shared_findings(ds: Dataset, model_names) -> dict:
+    """Which findings an evaluation can score: those the model predicts and the data labels
+    (at least one known label), in the model's order; and those on either side alone.
+    The data's names are first mapped to ChestX-ray14's where its format has a vocabulary
+    (medxfer.data.harmonise: CheXpert's "Pleural Effusion" is "Effusion"). DataError, naming
+    both sides, when nothing is shared."""
+    names = harmonised_label_index(ds, model_names)
+    labelled = {n for n, j in names.items() if (~np.isnan(ds.labels[:, j])).any()}
+    scored = [n for n in model_names if n in labelled]
+    out = {"scored": scored, "not_in_data": [n for n in model_names if n not in labelled],
+           "not_in_model": sorted(n for n in names if n not in set(model_names))}
+    if not scored:
+        raise DataError(f"the data and the model share no finding: the model predicts "
+                        f"{', '.join(model_names)}; the data labels "
+                        f"{', '.join(sorted(labelled)) or 'nothing'}. Evaluate with labels for at "
+                        "least one of the model's findings (a CSV column named after it)")
+    return out
+
+
+def _name_key(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", str(name).strip().lower())
+
+
+def harmonised_label_index(ds: Dataset, targets=()) -> dict[str, int]:
+    """{finding name in ChestX-ray14's vocabulary where one applies: column of ds.labels}.
+
+    A format with a vocabulary (CheXpert, PadChest...) uses its table. Any other (a CSV)
+    matches its names to ``targets`` (the model's findings) ignoring case, spaces,
+    underscores and hyphens ("pleural thickening" is Pleural_Thickening), then to the
+    ChestX-ray14 finding that every vocabulary table agrees a name means ("Pleural
+    Effusion" is Effusion); what was read as what is logged."""
+    if VOCABULARIES.get(ds.format or ""):
+        mapping = common_vocabulary(ds)
+    else:
+        loose = {_name_key(t): t for t in targets}
+        known: dict[str, set] = {}
+        for source, table in VOCABULARIES.items():
+            if table:
+                df = vocabulary_table(source)
+                for a, b in zip(df["source_name"], df["chestxray14_name"]):
+                    if b:
+                        known.setdefault(_name_key(a), set()).add(b)
+        mapping = {}
+        for n in ds.label_names:
+            if n in targets:
+                continue
+            k = _name_key(n)
+            if k in loose:
+                mapping[n] = loose[k]
+            elif len(known.get(k, ())) == 1:
+                mapping[n] = next(iter(known[k]))
+        if mapping:
+            log.info("findings read under the model's names: %s",
+                     ", ".join(f"'{a}' as {b}" for a, b in mapping.items()))
+    out: dict[str, int] = {}
+    for j, n in enumerate(ds.label_names):
+        out.setdefault(mapping.get(n, n), j)
+    return out

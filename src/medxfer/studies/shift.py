@@ -129,7 +129,7 @@ def run_external(ctx: StudyContext, folder, ledger: Ledger) -> dict:
     s, other = ctx.settings, ctx.external_features
     X, Y, groups = ctx.X, ctx.Y, ctx.groups
     names = ctx.names
-    index = harmonised_label_index(other.dataset)
+    index = harmonised_label_index(other.dataset, names)
     shared = [n for n in names if n in index and (~np.isnan(other.Y[:, index[n]])).any()]
     if not shared:
         raise MedxferError(f"--external '{s.external}' labels none of the findings of DATA "
