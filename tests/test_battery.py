@@ -366,3 +366,17 @@ def test_thresholds_that_decide_nothing_are_named_in_the_report(tiny_trained, tm
     assert here and all(v["specificity"] == 0 for v in here.values())
     text = (tmp_path / "r" / "summary.md").read_text()
     assert "## Thresholds that decide nothing" in text and "specificity 0.00 on these images" in text
+
+
+def test_an_interrupted_study_folder_is_resumed_not_refused(tmp_path):
+    from medxfer.cli import check_out
+
+    run = tmp_path / "run"
+    (run / "shift" / "parts").mkdir(parents=True)  # killed before index.html was written
+    assert check_out("study", run) == run
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "other.txt").write_text("")
+    from medxfer.cli import UsageError
+
+    with pytest.raises(UsageError, match="is a folder of other files, not a medxfer study folder"):
+        check_out("study", tmp_path / "x")

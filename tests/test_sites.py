@@ -87,8 +87,11 @@ def test_derived_patient_ids_are_unchecked_and_a_planted_duplicate_is_found(
     assert "stand-ins (from file names)" in m["training_patient_overlap"]["unchecked"]
     assert m["duplicates_of_training_images"] == {"images": 1, "of_images": 41,
                                                   "examples": ["renamed_copy.png"]}
-    assert "come from file name, not from metadata" in captured.err
-    assert "Images the model was trained on" in (tmp_path / "r" / "summary.md").read_text()
+    assert "the evaluation data's patient IDs are stand-ins (from file names)" in captured.err
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    assert "have exactly the pixels of a training image (e.g. renamed_copy.png)" in summary
+    assert "Training-patient overlap unchecked" in summary
+    assert captured.err.count("stand-ins") == 1
 
 
 def test_the_model_folder_records_where_patient_ids_came_from(tiny_trained):
@@ -148,7 +151,9 @@ def test_study_shift_against_another_site(make_cxr14, sample_root, sample_table,
     assert row["findings_shared"] == 3 and row["external_images"] == 80
     assert 0 <= row["out_of_site_auc"] <= 1 and 0 <= row["in_site_auc"] <= 1
     assert row["ood_flagged_out_of_site"].endswith(f"/{row['test_images']}")
-    assert "ece_out_of_site_prior_corrected" in row
+    assert "ece_mean_per_finding_out_of_site_prior_corrected" in row
+    assert row["external_images_tested"] == row["test_images"]
+    assert not (out / "shift" / "shift.md").exists()  # no subgroup pairs asked: no empty table
     assert main(["-q", "study", "compare", str(data), "--out", str(out), "--external", str(other)]) == 2
     assert "--external and --prior-shift apply to the shift study (or all), not to compare" in capsys.readouterr().err
 
@@ -166,6 +171,8 @@ def test_csv_names_are_matched_loosely_and_through_the_vocabularies(tiny_trained
     m = json.loads(capsys.readouterr().out)
     assert m["findings"]["scored"] == ["Effusion", "Pleural_Thickening"]
     assert m["findings"]["not_in_model"] == []
+    assert m["findings"]["read_as"] == {"Pleural Effusion": "Effusion",
+                                        "pleural thickening": "Pleural_Thickening"}
 
 
 def test_nothing_shared_is_found_before_torch_is_imported(tiny_trained, sample_root, sample_table, tmp_path):

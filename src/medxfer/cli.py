@@ -286,9 +286,12 @@ def build_parser() -> _Parser:
     modes = {}
     for name, _, mode in TRAIN_MODES:
         modes.setdefault(mode, []).append(name)
-    add_settings(p, HeadSettings, skip=("task", *(n for names in modes.values() for n in names)),
+    by_mode = {n for names in modes.values() for n in names}
+    add_settings(p, HeadSettings, skip=("task", "refit", *by_mode),  # refit: train refuses it
                  title="the bottleneck model (under the default --select, --bottleneck-dim and "
                        "--alpha restrict the grid to the values given; their defaults apply with --no-select)")
+    for mode in ("--imbalance focal", "--imbalance class_balanced"):
+        add_settings(p, HeadSettings, only=modes[mode], title=f"{mode} only")
     add_settings(p, SelectionSettings, only=("select", *modes["--select"]),
                  title="--select (the default): width and alpha chosen by inner patient-wise CV")
     add_settings(p, HeadSettings, only=modes["--no-select"],
@@ -297,7 +300,11 @@ def build_parser() -> _Parser:
     add_settings(p, HeadSettings, only=modes["--solver lbfgs"],
                  title="--solver lbfgs only (the default solver)")
     add_settings(p, HeadSettings, only=modes["--solver adamw"], title="--solver adamw only")
-    add_settings(p, PackageSettings, title="calibration and thresholds (validation patients)")
+    add_settings(p, PackageSettings, skip=modes["--threshold-method sensitivity"],
+                 title="calibration and thresholds (fitted on the out-of-fold predictions under "
+                       "--select, on the validation part under --no-select)")
+    add_settings(p, PackageSettings, only=modes["--threshold-method sensitivity"],
+                 title="--threshold-method sensitivity only")
 
     p = command("tune", "train a grid of settings in one pass, keep the best",
                 "Every setting of a grid (k, lambda1=lambda2, alpha, imbalance) trained at once "
@@ -511,13 +518,14 @@ def _read(a, path):
 #: What each command writes into --out, and the files that show a folder is one of its own
 #: (a rerun may reuse it); a folder of other files is refused, before any work.
 OUT_KINDS = {
-    "extract": ("features folder", ("manifest.json", "shards")),
+    "extract": ("features folder", ("manifest.json", "manifest.partial.json", "shards")),
     "train": ("model folder", ("model.json",)),
     "tune": ("model folder", ("model.json",)),
     "finetune": ("model folder", ("model.json",)),
     "evaluate": ("report folder", ("metrics.json", "report.html", "features")),
     "cv": ("CV folder", ("cv.json", "oof_predictions.npz")),
-    "study": ("study folder", ("index.html", "features")),
+    # an interrupted run leaves a study's own folder before index.html: it is resumed
+    "study": ("study folder", ("index.html", "features", "external")),
     "demo": ("demo folder", ("report", "model", "features")),
 }
 #: Commands whose existing output is replaced, and so needs --overwrite.
@@ -530,6 +538,10 @@ def check_out(command: str, out: str | Path, *, overwrite: bool = False) -> Path
     model without ``overwrite``. UsageError names the path and the fix."""
     out = Path(out)
     what, marks = OUT_KINDS[command]
+    if command == "study":
+        from .studies.registry import study_names  # reads the study files, imports none
+
+        marks = marks + tuple(study_names())
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' is a file; --out names the {what} to write")
     parent = out
@@ -563,7 +575,7 @@ def _cmd_demo(a) -> int:
     r = run_demo(a.out, data=a.data, backbone=a.backbone, limit=a.limit,
                  seed=a.settings[RunSettings].seed,
                  n_boot=a.settings[EvalSettings].n_boot, progress=_progress(a))
-    ci = r.metrics["macro_auc_ci95"]
+    ci = r.metrics["macro_auc_ci95"] or [float("nan")] * 2
     print(f"macro AUC on {r.test_images} held-out images: {r.metrics['macro_auc']:.3f} "
           f"(95% CI {ci[0]:.3f}-{ci[1]:.3f}); tuned logistic regression "
           f"{r.baseline['logistic_regression']['macro_auc']:.3f}. Small sample: wide intervals.")
@@ -656,8 +668,11 @@ def _cmd_extract(a) -> int:
         print(f"rank {rank}/{world}: its shards are written in {a.out}; the last rank to finish "
               "writes the manifest")
         return 0
+    read = [p for p in fs.dataset.problems if p.kind != "partial_copy"]
     print(f"features: {fs.features.shape[0]} x {fs.features.shape[1]} ({s.dtype}) in {a.out}"
-          + (f"; {len(fs.skipped)} unreadable image(s) left out" if fs.skipped else ""))
+          + (f"; {len(fs.skipped)} unreadable image(s) left out" if fs.skipped else "")
+          + (f"; {len(read)} problem(s) while reading the data (missing images...)" if read else "")
+          + (f"; all listed in {Path(a.out) / 'problems.csv.gz'}" if fs.skipped or read else ""))
     return 0
 
 
@@ -669,11 +684,15 @@ def train_settings(a) -> tuple[HeadSettings, PackageSettings]:
 
 #: Options of `medxfer train` that only one mode reads: (field, applies when, the mode named).
 TRAIN_MODES = (
-    [(f, lambda h, s: h.solver == "adamw", "--solver adamw")
+    [(f, lambda h, s, p: h.solver == "adamw", "--solver adamw")
      for f in ("lr", "weight_decay", "batch_size", "max_epochs", "patience")]
-    + [("max_iter", lambda h, s: h.solver == "lbfgs", "--solver lbfgs")]
-    + [(f, lambda h, s: not s.select, "--no-select") for f in ("validation_fraction", "n_ensemble")]
-    + [(f, lambda h, s: s.select, "--select") for f in ("inner_folds", "inner_repeats", "grid")])
+    + [("max_iter", lambda h, s, p: h.solver == "lbfgs", "--solver lbfgs")]
+    + [(f, lambda h, s, p: not s.select, "--no-select") for f in ("validation_fraction", "n_ensemble")]
+    + [(f, lambda h, s, p: s.select, "--select") for f in ("inner_folds", "inner_repeats", "grid")]
+    + [("focal_gamma", lambda h, s, p: h.imbalance == "focal", "--imbalance focal"),
+       ("cb_beta", lambda h, s, p: h.imbalance == "class_balanced", "--imbalance class_balanced"),
+       ("target_sensitivity", lambda h, s, p: p.threshold_method == "sensitivity",
+        "--threshold-method sensitivity")])
 
 
 def train_plan(a) -> list[dict] | None:
@@ -681,11 +700,11 @@ def train_plan(a) -> list[dict] | None:
     and the selection grid as --bottleneck-dim/--alpha restrict it (None: the grid as is)."""
     from .pipeline import read_grid, restrict_grid
 
-    h, sel = a.settings[HeadSettings], a.settings[SelectionSettings]
+    h, sel, pack = a.settings[HeadSettings], a.settings[SelectionSettings], a.settings[PackageSettings]
     parser = build_parser().commands["train"]
     names = {act.dest: act.option_strings[0] for act in parser._actions if act.option_strings}
     for name, applies, mode in TRAIN_MODES:
-        if name in a.given and not applies(h, sel):
+        if name in a.given and not applies(h, sel, pack):
             raise UsageError(f"{names[name]} applies only with {mode}; it would be ignored here "
                              "(see `medxfer train --help`, options grouped by mode)")
     chosen = {k: getattr(h, k) for k in ("bottleneck_dim", "alpha") if k in a.given}
@@ -893,15 +912,14 @@ def _cmd_evaluate(a) -> int:
     if names and not isinstance(source, str):
         shared_findings(source, names)
     from .model_io import TrainedModel
-    from .pipeline import evaluate_model, features_for_model, training_patient_guard, warn_derived_patients
+    from .pipeline import evaluate_model, features_for_model, training_patient_guard
 
     model = TrainedModel.load(a.model)
     out = Path(a.out)
-    def check(ds):  # before an hour of extraction
+    def check(ds):  # before an hour of extraction (evaluate_model says the rest once)
         shared_findings(ds, model.label_names)
-        warn_derived_patients(ds, "evaluate")
         training_patient_guard(model, ds.patient_ids, a.allow_training_patients,
-                               patient_ids_from=ds.patient_ids_from)
+                               patient_ids_from=ds.patient_ids_from, quiet=True)
 
     fs = features_for_model(model, source, cache=out / "features", batch_size=x.batch_size,
                             num_workers=x.workers, progress=_progress(a), engine=x.engine,
@@ -913,13 +931,16 @@ def _cmd_evaluate(a) -> int:
         print(json.dumps(m, indent=2, default=str))
         return 0
     ci, f = m["macro_auc_ci95"], m["findings"]
+    if f.get("read_as"):
+        print("read under the model's names: " + ", ".join(f"'{k}' as {v}" for k, v in f["read_as"].items()))
     print(f"scored {len(f['scored'])} finding(s): {', '.join(f['scored'])}"
           + (f"; not labelled in the data: {', '.join(f['not_in_data'])}" if f["not_in_data"] else "")
           + (f"; in the data, not predicted by the model: {', '.join(f['not_in_model'])}"
              if f["not_in_model"] else ""))
     print(f"macro AUC {m['macro_auc']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}) on {m['n_images']} "
           f"images of {m['n_patients']} patients; report: {m['report']}" if ci else
-          f"macro AUC {_fmt_auc(m['macro_auc'])}; report: {m['report']}")
+          f"macro AUC {_fmt_auc(m['macro_auc'])} (no interval: "
+          f"{m.get('macro_auc_ci95_withheld') or 'undefined'}); report: {m['report']}")
     return 0
 
 
@@ -950,16 +971,19 @@ def _cmd_predict(a) -> int:
                       f"would be: {above}")
             else:
                 print(f"{r.image_id}: above threshold: {above}")
-        for p in problems:
-            print(f"could not read {p.item}: {p.detail}", file=sys.stderr)
+        for p in problems if records or any(p.kind != "no_images" for p in problems) else ():
+            # (the detail of an unreadable image names the file already)
+            print(p.detail if p.item in p.detail else f"could not read {p.item}: {p.detail}",
+                  file=sys.stderr)
         if overlays:
             print(f"{len(overlays)} Grad-CAM overlay(s) in {a.cam}")
         if records:
             print(f"thresholds: {records[0].threshold_rule}. {records[0].notice}")
     if not records:
-        raise NothingDone(f"no image was predicted: {len(problems)} input(s) failed" if problems else
-                          f"no image found in {', '.join(a.images)}: folders are searched for "
-                          "PNG, JPEG and DICOM files")
+        empty = problems and all(p.kind == "no_images" for p in problems)
+        raise NothingDone(f"no image found in {', '.join(a.images)}: folders are searched for "
+                          "PNG, JPEG and DICOM files" if empty or not problems else
+                          f"no image was predicted: {len(problems)} input(s) failed")
     if problems and not a.keep_going:
         print(f"medxfer predict: {len(problems)} of {len(problems) + len(records)} inputs failed "
               "(exit status 1; --keep-going exits 0 when some were predicted)", file=sys.stderr)

@@ -447,7 +447,7 @@ def extract_features(dataset: Dataset, backbone: Backbone, out: str | Path, *,
         os.replace(tmp, out / "problems.csv.gz")
     if fs.skipped and log_skipped:
         log.warning("%d image(s) could not be read and were left out (listed in %s): %s",
-                    len(fs.skipped), out / "shards", "; ".join(p.detail for p in fs.skipped[:3]))
+                    len(fs.skipped), out / "problems.csv.gz", "; ".join(p.detail for p in fs.skipped[:3]))
     return fs
 
 

@@ -143,9 +143,15 @@ def evaluate_predictions(Y: np.ndarray, P: np.ndarray, label_names, thresholds=N
         per[name] |= cal["per_finding"][j]
     macro["brier"] = _mean_defined(m["brier"] for m in per.values())
     macro["ece"] = _mean_defined(m["ece"] for m in per.values())
+    macro["ece_mean_per_finding"] = macro["ece"]  # the name says which ECE it is
+    macro_ci, macro_why = ci["macro"], None
+    if all(m["auc_ci95_withheld"] for m in per.values() if m["auc"] is not None):
+        macro_ci, macro_why = None, (f"every finding with an AUC has fewer than "
+                                     f"{MIN_CI_POSITIVES} positives or negatives")
     return {"n_images": int(len(Y)),
             "n_patients": int(len(np.unique(groups))) if groups is not None else int(len(Y)),
-            "macro_auc": macro["auc"], "macro_auc_ci95": ci["macro"], "micro_auc": micro,
+            "macro_auc": macro["auc"], "macro_auc_ci95": macro_ci,
+            "macro_auc_ci95_withheld": macro_why, "micro_auc": micro,
             "macro": macro, "micro": micro_all, "per_finding": per, "bootstrap": {"n_boot": n_boot, "unit": "patient",
                                                               "seed": seed}}
 
@@ -364,7 +370,8 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict:
         if c:
             ece += c * abs(row["frac_pos"] - row["mean_p"])
         bins.append(row)
-    return {"ece": float(ece / len(y)) if len(y) else None, "bins": bins}
+    e = float(ece / len(y)) if len(y) else None
+    return {"ece": e, "ece_pooled": e, "bins": bins}
 
 
 

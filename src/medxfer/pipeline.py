@@ -290,7 +290,7 @@ def features_for_model(model: TrainedModel, source: str | Path | Dataset, *, cac
 
 
 def training_patient_guard(model: TrainedModel, patient_ids, allow: bool = False, *,
-                           patient_ids_from: str = "metadata"):
+                           patient_ids_from: str = "metadata", quiet: bool = False):
     """(overlap counts or None, sentence describing the overlap or None). Raises DataError
     when images of training patients are present and ``allow`` is not set."""
     if patient_ids_from not in ("metadata", "unknown") or \
@@ -298,7 +298,8 @@ def training_patient_guard(model: TrainedModel, patient_ids, allow: bool = False
         where = ("evaluation" if patient_ids_from not in ("metadata", "unknown") else "training")
         reason = (f"the {where} data's patient IDs are stand-ins (from file names), so "
                   "whether these images belong to training patients is unchecked")
-        log.warning("%s", reason)
+        if not quiet:
+            log.warning("%s", reason)
         return {"unchecked": reason}, None
     overlap = model.training_overlap(patient_ids)
     if overlap is None:
@@ -349,9 +350,6 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
     if dup.get("images"):
         log.warning("%d evaluation image(s) have the same pixels as a training image (e.g. %s): "
                     "their predictions are not held-out ones", dup["images"], ", ".join(dup["examples"]))
-        sections = [("Images the model was trained on", f"{dup['images']} of {dup['of_images']} "
-                     "evaluation images have exactly the pixels of a training image (under another "
-                     "name or patient): " + ", ".join(dup["examples"]))] + list(sections)
     t = fs.dataset.table
     records = predict_records(model, X, t["path"].astype(str).tolist(),
                               t["image_id"].astype(str).tolist(), P=P_all)

@@ -52,6 +52,29 @@ def _auc_ci(m: dict) -> str:
     return m.get("auc_ci95_withheld") or _ci(m["auc_ci95"])
 
 
+def _findings_with_auc(metrics: dict) -> str:
+    k = metrics["macro"]["findings_with_auc"]
+    return f"{k} finding{'' if k == 1 else 's'} with an AUC"
+
+
+def _data_lines(metrics: dict) -> list[str]:
+    """What the reader of a report must know about the rows: out-of-distribution images,
+    an unchecked patient overlap, copies of training images."""
+    out = []
+    o = metrics.get("out_of_distribution")
+    if o and o.get("flagged"):
+        out.append(f"{o['flagged']} of {o['of']} images are flagged out of distribution (their "
+                   "findings are withheld in predictions.csv; they are counted in these metrics).")
+    g = metrics.get("training_patient_overlap") or {}
+    if g.get("unchecked"):
+        out.append(f"Training-patient overlap unchecked: {g['unchecked']}.")
+    d = metrics.get("duplicates_of_training_images") or {}
+    if d.get("images"):
+        out.append(f"{d['images']} of {d['of_images']} images have exactly the pixels of a training "
+                   f"image (e.g. {', '.join(d['examples'])}): not held-out predictions.")
+    return out
+
+
 def _ece_words(metrics: dict) -> str:
     return (f"expected calibration error {_fmt(metrics.get('calibration', {}).get('ece'))} pooled "
             f"over findings, {_fmt(metrics['macro'].get('ece'))} mean per finding")
@@ -120,9 +143,11 @@ def _reliability(calib: dict, path: Path) -> None:
 def summary_markdown(metrics: dict, label_names, title: str) -> str:
     lines = [f"# {title}", "",
              f"Images: {metrics['n_images']}, patients: {metrics['n_patients']}. "
-             f"Macro AUC {_fmt(metrics['macro_auc'])} (95% CI {_ci(metrics['macro_auc_ci95'])}, "
-             f"patient bootstrap, {metrics['macro']['findings_with_auc']} findings with an AUC); "
+             f"Macro AUC {_fmt(metrics['macro_auc'])} (95% CI "
+             f"{metrics.get('macro_auc_ci95_withheld') or _ci(metrics['macro_auc_ci95'])}, "
+             f"patient bootstrap, {_findings_with_auc(metrics)}); "
              f"micro AUC {_fmt(metrics['micro_auc'])}; {_ece_words(metrics)}.", "",
+             *[x for line in _data_lines(metrics) for x in (f"**{line}**", "")],
              f"*{NOTICE}*", "",
              "| finding | pos/n | AUC | 95% CI | AP | thr | sens | spec | F1 | acc | all-neg acc |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -216,9 +241,10 @@ img {{ max-width: 100%; }} pre {{ background: #f6f6f6; padding: 8px; overflow-x:
 </style></head><body>
 <h1>{e(title)}</h1>
 <p class="headline" id="macro-auc">Macro AUC <b>{_fmt(metrics['macro_auc'])}</b>
-(95% CI {_ci(metrics['macro_auc_ci95'])}, bootstrap over patients) on
+(95% CI {e(metrics.get('macro_auc_ci95_withheld') or _ci(metrics['macro_auc_ci95']))}, bootstrap over patients) on
 {metrics['n_images']} images of {metrics['n_patients']} patients;
 micro AUC {_fmt(metrics['micro_auc'])}; {_ece_words(metrics)}.</p>
+{''.join(f'<p class="data-note"><b>{e(line)}</b></p>' for line in _data_lines(metrics))}
 <p id="notice"><b>{e(NOTICE)}</b></p>
 <p>Accuracy is shown beside the accuracy of calling every image negative: a model is only
 useful where it beats that. Thresholds were chosen on validation data, not on these images.

@@ -135,10 +135,8 @@ def defaults(cls) -> dict:
     return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
-POS_FLOAT = Interval("float", 0.0, closed="neither")
 #: The seed every command starts from unless --seed says otherwise.
 DEFAULT_SEED = 0
-NONNEG_FLOAT = Interval("float", 0.0)
 #: A penalty weight. Beyond 1e4 every weight and code is driven to zero (the model predicts
 #: the prior), and near 1e308 the loss overflows: a bound that can work, not a float's.
 PENALTY = Interval("float", 0.0, 1e4)
@@ -296,7 +294,7 @@ class FinetuneSettings:
     patience: int = setting(3, "epochs without a better validation macro AUC before stopping",
                             POS_INT)
     lr_backbone: float = setting(1e-4, "learning rate of the unfrozen backbone blocks",
-                                 POS_FLOAT)
+                                 Interval("float", 0.0, 10.0, closed="right"))
     batch_size: int = setting(16, "images per step", POS_INT)
     augment: bool = setting(True, "light radiograph augmentation (rotation, scale, "
                             "brightness, contrast)", Kind(bool))

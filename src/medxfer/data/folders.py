@@ -35,7 +35,11 @@ def read_image_paths(paths: list[str | Path]) -> tuple[Dataset, list[Problem]]:
     problems: list[Problem] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(index_images(p).values()))
+            found = sorted(index_images(p).values())
+            if not found:
+                problems.append(Problem("no_images", str(p), "a folder without PNG, JPEG or "
+                                        "DICOM files"))
+            files.extend(found)
         elif p.is_file():
             files.append(p)
         else:

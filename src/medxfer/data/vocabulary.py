@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-import logging
 import re
 
 import numpy as np
@@ -31,7 +30,6 @@ VOCABULARIES: dict[str, str | None] = {
     "shenzhen_tb": None, "montgomery_tb": None, "jsrt": None,
 }
 _COLUMNS = ["source_name", "chestxray14_name", "note"]
-log = logging.getLogger(__name__)
 
 
 def vocabulary_table(source: str | None = None, *, table: str | Path | None = None) -> pd.DataFrame:
@@ -109,8 +107,10 @@ def shared_findings(ds: Dataset, model_names) -> dict:
     names = harmonised_label_index(ds, model_names)
     labelled = {n for n, j in names.items() if (~np.isnan(ds.labels[:, j])).any()}
     scored = [n for n in model_names if n in labelled]
+    read_as = {ds.label_names[j]: n for n, j in names.items() if ds.label_names[j] != n}
     out = {"scored": scored, "not_in_data": [n for n in model_names if n not in labelled],
-           "not_in_model": sorted(n for n in names if n not in set(model_names))}
+           "not_in_model": sorted(n for n in names if n not in set(model_names)),
+           "read_as": read_as}
     if not scored:
         raise DataError(f"the data and the model share no finding: the model predicts "
                         f"{', '.join(model_names)}; the data labels "
@@ -129,8 +129,9 @@ def harmonised_label_index(ds: Dataset, targets=()) -> dict[str, int]:
     A format with a vocabulary (CheXpert, PadChest...) uses its table. Any other (a CSV)
     matches its names to ``targets`` (the model's findings) ignoring case, spaces,
     underscores and hyphens ("pleural thickening" is Pleural_Thickening), then to the
-    ChestX-ray14 finding that every vocabulary table agrees a name means ("Pleural
-    Effusion" is Effusion); what was read as what is logged."""
+    ChestX-ray14 finding that every vocabulary table listing a name agrees it means
+    ("Pleural Effusion" is Effusion; "Lung Opacity", kept by one table and read as
+    Pneumonia by another, stays as it is)."""
     if VOCABULARIES.get(ds.format or ""):
         mapping = common_vocabulary(ds)
     else:
@@ -140,8 +141,10 @@ def harmonised_label_index(ds: Dataset, targets=()) -> dict[str, int]:
             if table:
                 df = vocabulary_table(source)
                 for a, b in zip(df["source_name"], df["chestxray14_name"]):
-                    if b:
-                        known.setdefault(_name_key(a), set()).add(b)
+                    # a blank target ("keep the name") counts: CheXpert keeps "Lung Opacity"
+                    # while RSNA reads it as Pneumonia, so a plain CSV's "Lung Opacity" is
+                    # left as it is
+                    known.setdefault(_name_key(a), set()).add(b)
         mapping = {}
         for n in ds.label_names:
             if n in targets:
@@ -149,11 +152,8 @@ def harmonised_label_index(ds: Dataset, targets=()) -> dict[str, int]:
             k = _name_key(n)
             if k in loose:
                 mapping[n] = loose[k]
-            elif len(known.get(k, ())) == 1:
+            elif len(known.get(k, ())) == 1 and next(iter(known[k])):
                 mapping[n] = next(iter(known[k]))
-        if mapping:
-            log.info("findings read under the model's names: %s",
-                     ", ".join(f"'{a}' as {b}" for a, b in mapping.items()))
     out: dict[str, int] = {}
     for j, n in enumerate(ds.label_names):
         out.setdefault(mapping.get(n, n), j)

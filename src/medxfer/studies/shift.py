@@ -169,6 +169,7 @@ def run_external(ctx: StudyContext, folder, ledger: Ledger) -> dict:
     n = min(len(r_in["draws"]), len(r_out["draws"]))
     gaps = np.asarray(r_in["draws"][:n]) - np.asarray(r_out["draws"][:n])
     row = {"train_images": len(tr), "test_images": len(ti), "external_images": int(len(other)),
+           "external_images_tested": int(len(to)),
            "findings_shared": len(shared), "findings_scored": len(both),
            "capped_to_smaller_site": bool(capped),
            "in_site_auc": r_in["value"], "in_site_auc_lo": (r_in["ci95"] or [None, None])[0],
@@ -180,11 +181,13 @@ def run_external(ctx: StudyContext, folder, ledger: Ledger) -> dict:
            "gap_hi": float(np.quantile(gaps, 0.975)) if n >= s.n_boot / 2 else None,
            "ood_flagged_in_site": f"{int(flags[:len(ti)].sum())}/{len(ti)}",
            "ood_flagged_out_of_site": f"{int(flags[len(ti):].sum())}/{len(to)}",
-           "ece_in_site": _mean_ece(Yi, P_in), "ece_out_of_site": _mean_ece(Yo[to], P_out)}
+           "ece_mean_per_finding_in_site": _mean_ece(Yi, P_in),
+           "ece_mean_per_finding_out_of_site": _mean_ece(Yo[to], P_out)}
     if s.prior_shift:
         train_prev = np.nanmean(Y[tr][:, cols], axis=0)
         other_prev = np.nanmean(Yo, axis=0)  # the other site's prevalence, known from its labels
-        row["ece_out_of_site_prior_corrected"] = _mean_ece(Yo[to], prior_shift(P_out, train_prev, other_prev))
+        row["ece_mean_per_finding_out_of_site_prior_corrected"] = _mean_ece(
+            Yo[to], prior_shift(P_out, train_prev, other_prev))
     per = pd.DataFrame({"finding": shared,
                         "in_site_positives": np.nansum(Yi, axis=0).astype(int),
                         "out_of_site_positives": np.nansum(Yo[to], axis=0).astype(int)})
@@ -250,7 +253,8 @@ def run_shift(ctx: StudyContext) -> dict:
                      "gap_hi": float(np.quantile(gaps, 0.975)) if n >= s.n_boot / 2 else None})
         bar.step(what=label)
     table_out = pd.DataFrame(rows)
-    write_table(folder, "shift", table_out, ci_of=("in_distribution_auc", "shifted_auc", "gap"))
+    if rows:  # no pairs (--shifts ""): no empty table
+        write_table(folder, "shift", table_out, ci_of=("in_distribution_auc", "shifted_auc", "gap"))
     if skipped:
         write_table(folder, "skipped", pd.DataFrame(skipped))
     if rows:
@@ -266,7 +270,7 @@ def run_shift(ctx: StudyContext) -> dict:
         line_figure(folder, "shift_auc", long, x="shift", y="macro_auc", group="test",
                     ylabel="macro AUC (95% CI)",
                     title="Train on A: held-out patients of A vs an equal number of images of B")
-    result = {"rows": rows, "skipped": skipped, "tables": ["shift.csv"],
+    result = {"rows": rows, "skipped": skipped, "tables": ["shift.csv"] if rows else [],
               "figures": ["shift_auc.png"] if rows else []}
     if ctx.external_features is not None:
         bar.stage(f"external: trained on DATA, tested on {s.external}")
