@@ -106,11 +106,11 @@ def test_predict_reads_what_it_can_and_lists_the_rest(make_cxr14, sample_table, 
     # only unreadable files: each named, exit 1, no estimator error about 0 samples
     assert main(["predict", str(tmp_path / "m"), str(bad)]) == 1
     err = capsys.readouterr().err
-    assert f"could not read {bad}" in err and "0 sample" not in err
+    assert f"cannot read image '{bad}'" in err and "0 sample" not in err
     # no message points into the temporary features folder that is gone once predict ends
     assert main(["predict", str(tmp_path / "m"), str(good), str(bad), "--keep-going"]) == 0
     err = capsys.readouterr().err
-    assert "medxfer-predict-" not in err and f"could not read {bad}" in err
+    assert "medxfer-predict-" not in err and f"cannot read image '{bad}'" in err
 
 
 def test_inspect_json_and_backbones(sample_root, capsys):

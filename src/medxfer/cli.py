@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MedxferError
-from .settings import (DEFAULT_BACKBONE, Choice, EvalSettings, ExtractSettings,
+from .settings import (DEFAULT_BACKBONE, FEATURES_FOLDER_MARKS, Choice, EvalSettings, ExtractSettings,
                        FinetuneSettings, HeadSettings, Interval, Kind, PackageSettings, RunSettings,
                        SelectionSettings, ServeSettings, StudySettings, TuneSettings)
 
@@ -518,7 +518,7 @@ def _read(a, path):
 #: What each command writes into --out, and the files that show a folder is one of its own
 #: (a rerun may reuse it); a folder of other files is refused, before any work.
 OUT_KINDS = {
-    "extract": ("features folder", ("manifest.json", "manifest.partial.json", "shards")),
+    "extract": ("features folder", FEATURES_FOLDER_MARKS),
     "train": ("model folder", ("model.json",)),
     "tune": ("model folder", ("model.json",)),
     "finetune": ("model folder", ("model.json",)),
@@ -904,11 +904,14 @@ def _cmd_evaluate(a) -> int:
     n_boot = a.settings[EvalSettings].n_boot
     # The data and the model's finding names are compared before torch is even imported:
     # a label set the model cannot be scored on fails in seconds.
-    try:
-        source = _read(a, a.data)
-    except MedxferError:
-        source = a.data  # a features folder (or a problem features_for_model names)
     names = _model_label_names(a.model)
+    if names is None:  # not a readable model folder: TrainedModel.load names the problem
+        from .model_io import TrainedModel
+
+        TrainedModel.load(a.model)
+    data = Path(a.data)
+    is_features = data.is_dir() and any((data / m).exists() for m in FEATURES_FOLDER_MARKS)
+    source = a.data if is_features else _read(a, a.data)
     if names and not isinstance(source, str):
         shared_findings(source, names)
     from .model_io import TrainedModel

@@ -44,7 +44,7 @@ from .errors import FeatureCacheError, MedxferError
 from .hashing import sha256_file
 from .images import load_image
 from .preprocess import Preprocessing
-from .settings import DTYPES, ExtractSettings
+from .settings import DTYPES, FEATURES_FOLDER_MARKS, ExtractSettings
 
 _X = ExtractSettings()  # the defaults
 
@@ -245,7 +245,7 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-PARTIAL = "manifest.partial.json"
+PARTIAL = FEATURES_FOLDER_MARKS[1]  # "manifest.partial.json"
 #: The problem kind of an image that could not be decoded at extraction.
 UNREADABLE = "unreadable_image"
 
@@ -266,7 +266,7 @@ def is_features_folder(path: str | Path) -> bool:
     """Whether ``path`` is a features folder, finished or not (an unfinished one is then
     named as such by :func:`read_manifest`, not taken for a dataset)."""
     path = Path(path)
-    return path.is_dir() and any((path / n).exists() for n in ("manifest.json", PARTIAL, "shards"))
+    return path.is_dir() and any((path / n).exists() for n in FEATURES_FOLDER_MARKS)
 
 
 def read_manifest(folder: str | Path) -> dict:

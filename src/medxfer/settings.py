@@ -152,6 +152,8 @@ POOLINGS = ("avg", "multistage")
 DTYPES = ("float16", "float32")
 #: Images with more pixels are refused from their header, before decoding.
 MAX_PIXELS = 64_000_000
+#: The files that make a folder a features folder, finished or not (medxfer.features).
+FEATURES_FOLDER_MARKS = ("manifest.json", "manifest.partial.json", "shards")
 #: Images narrower or lower than this are refused: nothing smaller is a radiograph (a 1 x 1
 #: PNG used to be predicted with six findings), and the backbones' first stages need it.
 MIN_IMAGE_SIDE = 32
