@@ -366,6 +366,12 @@ def test_thresholds_that_decide_nothing_are_named_in_the_report(tiny_trained, tm
     assert here and all(v["specificity"] == 0 for v in here.values())
     text = (tmp_path / "r" / "summary.md").read_text()
     assert "## Thresholds that decide nothing" in text and "specificity 0.00 on these images" in text
+    assert "Thresholds: per finding, the threshold that maximised F1" in text
+    assert m.get("threshold_rule") is None  # the report's copy: metrics.json has it
+    import json as _json
+
+    doc = _json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert doc["metrics"]["threshold_rule"].startswith("per finding")
 
 
 def test_an_interrupted_study_folder_is_resumed_not_refused(tmp_path):

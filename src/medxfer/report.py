@@ -60,7 +60,7 @@ def _findings_with_auc(metrics: dict) -> str:
 def _data_lines(metrics: dict) -> list[str]:
     """What the reader of a report must know about the rows: out-of-distribution images,
     an unchecked patient overlap, copies of training images."""
-    out = []
+    out = [f"Thresholds: {metrics['threshold_rule']}."] if metrics.get("threshold_rule") else []
     o = metrics.get("out_of_distribution")
     if o and o.get("flagged"):
         out.append(f"{o['flagged']} of {o['of']} images are flagged out of distribution (their "
@@ -180,11 +180,13 @@ def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, l
     metrics["calibration"] = calibration_bins(Y, P)
     doc = {"title": title, "metrics": metrics, "config": config, "notes": notes,
            "problems": {"count": len(problems), "file": "problems.csv" if problems else None}}
-    (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
     if records is None:  # probabilities without a model: records with no OOD check
         ids = table["image_id"].astype(str).tolist()
         records = make_records(P, label_names, thresholds,
                                table["path"].astype(str).tolist() if "path" in table else ids, ids)
+    if records:
+        metrics["threshold_rule"] = records[0].threshold_rule
+    (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
     predictions_table(table, Y, records, label_names).to_csv(out / "predictions.csv", index=False)
     if problems:
         pd.DataFrame([p.as_dict() for p in problems]).to_csv(out / "problems.csv", index=False)
