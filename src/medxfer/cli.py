@@ -701,8 +701,8 @@ def train_plan(a) -> list[dict] | None:
     from .pipeline import read_grid, restrict_grid
 
     h, sel, pack = a.settings[HeadSettings], a.settings[SelectionSettings], a.settings[PackageSettings]
-    parser = build_parser().commands["train"]
-    names = {act.dest: act.option_strings[0] for act in parser._actions if act.option_strings}
+    names = {f.name: _option(f) for cls in (HeadSettings, SelectionSettings, PackageSettings)
+             for f in fields(cls)}
     for name, applies, mode in TRAIN_MODES:
         if name in a.given and not applies(h, sel, pack):
             raise UsageError(f"{names[name]} applies only with {mode}; it would be ignored here "
@@ -844,12 +844,11 @@ def _cmd_study(a) -> int:
         warn_derived_patients(data, "study")
     else:
         read_manifest(data)  # an unfinished one is named as such
-        if read_manifest(data).get("patient_ids_from") not in (None, "metadata", "unknown"):
-            log.warning("study: the patient IDs of %s are stand-ins (from file names): images of "
-                        "one patient may fall in several folds", data)
     ctx = open_study(data, a.out, extract=a.settings[ExtractSettings],
                      settings=a.settings[StudySettings], head=a.settings[HeadSettings],
                      progress=_progress(a))
+    if isinstance(data, str):  # a features folder (a dataset was warned about before extraction)
+        warn_derived_patients(ctx.features.dataset, "study")
     results = run_study(a.name, ctx)
     for name, r in results.items():
         print(f"{name}: {r['seconds']:.0f} s; " + ", ".join(

@@ -127,13 +127,13 @@ def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = No
                         "the fold models are the ensemble")
     config: dict = {"params": params, "selection": asdict(selection)}
     metrics: dict = {}
-    if selection.select and not multiclass:
+    select = selection.select and not multiclass
+    if select:
         grid = grid if grid is not None else read_grid(selection.grid)
-        check_trainable(fs, widths=[g.get("bottleneck_dim", params["bottleneck_dim"])
-                                    for g in grid or DEFAULT_CV_GRID], folds=selection.inner_folds)
-    else:
-        check_trainable(fs, widths=[params["bottleneck_dim"]], folds=2, multiclass=multiclass)
-    if selection.select and not multiclass:
+    check_trainable(fs, widths=[g.get("bottleneck_dim", params["bottleneck_dim"])
+                                for g in grid or DEFAULT_CV_GRID] if select else [params["bottleneck_dim"]],
+                    folds=selection.inner_folds if select else 2, multiclass=multiclass)
+    if select:
         cv = BottleneckCV(grid, params=params, n_splits=selection.inner_folds,
                           n_repeats=selection.inner_repeats, random_state=params["random_state"])
         cv.fit(fs.X, fs.Y, groups=fs.dataset.patient_ids, progress=progress)

@@ -10,15 +10,14 @@ names mapped onto one finding merge (positive if any is).
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from importlib import resources
 from io import StringIO
 from pathlib import Path
 
-import pandas as pd
-
-import re
-
 import numpy as np
+import pandas as pd
 
 from ..errors import DataError, unknown_name_message
 from .contract import CHESTXRAY14_FINDINGS, Dataset
@@ -123,6 +122,22 @@ def _name_key(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", str(name).strip().lower())
 
 
+@lru_cache(maxsize=1)
+def _readings() -> dict[str, frozenset]:
+    """{name key: the ChestX-ray14 names ('' = kept as it is) the bundled tables give it},
+    read once: evaluate asks for it several times."""
+    known: dict[str, set] = {}
+    for source, table in VOCABULARIES.items():
+        if table:
+            df = vocabulary_table(source)
+            for a, b in zip(df["source_name"], df["chestxray14_name"]):
+                # a blank target ("keep the name") counts: CheXpert keeps "Lung Opacity"
+                # while RSNA reads it as Pneumonia, so a plain CSV's "Lung Opacity" is left
+                # as it is
+                known.setdefault(_name_key(a), set()).add(b)
+    return {k: frozenset(v) for k, v in known.items()}
+
+
 def harmonised_label_index(ds: Dataset, targets=()) -> dict[str, int]:
     """{finding name in ChestX-ray14's vocabulary where one applies: column of ds.labels}.
 
@@ -136,15 +151,7 @@ def harmonised_label_index(ds: Dataset, targets=()) -> dict[str, int]:
         mapping = common_vocabulary(ds)
     else:
         loose = {_name_key(t): t for t in targets}
-        known: dict[str, set] = {}
-        for source, table in VOCABULARIES.items():
-            if table:
-                df = vocabulary_table(source)
-                for a, b in zip(df["source_name"], df["chestxray14_name"]):
-                    # a blank target ("keep the name") counts: CheXpert keeps "Lung Opacity"
-                    # while RSNA reads it as Pneumonia, so a plain CSV's "Lung Opacity" is
-                    # left as it is
-                    known.setdefault(_name_key(a), set()).add(b)
+        known = _readings()
         mapping = {}
         for n in ds.label_names:
             if n in targets:

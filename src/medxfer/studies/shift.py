@@ -74,12 +74,7 @@ def shift_split(table: pd.DataFrame, groups: np.ndarray, Y: np.ndarray, column: 
     if len(cand) == 0:
         raise MedxferError(f"shift {column}:{a}:{b}: every image of group '{b}' belongs to a "
                            f"held-out patient of group '{a}'; nothing is left to test on")
-    picked = []
-    for p in rng.permutation(np.unique(groups[cand])):
-        picked.extend(cand[groups[cand] == p])
-        if len(picked) >= len(test_in):
-            break
-    picked = np.array(picked[:len(test_in)], dtype=int)
+    picked = whole_patients(cand, groups, len(test_in), rng)
     capped = len(picked) < len(test_in)
     if capped:
         test_in = np.sort(rng.choice(test_in, len(picked), replace=False))
@@ -88,6 +83,43 @@ def shift_split(table: pd.DataFrame, groups: np.ndarray, Y: np.ndarray, column: 
     train = rows_a[~np.isin(groups[rows_a], list(excluded))]
     check_no_patient_overlap(groups, train, np.concatenate([test_in, test_out]))
     return {"train": train, "test_in": test_in, "test_out": test_out, "capped": bool(capped)}
+
+
+def whole_patients(rows: np.ndarray, groups: np.ndarray, n: int, rng) -> np.ndarray:
+    """Up to ``n`` of ``rows``, drawn patient by whole patient in a random order (the last
+    patient's images cut at ``n``), so a test set of another group or site holds few
+    patients partly."""
+    picked: list[int] = []
+    for p in rng.permutation(np.unique(groups[rows])):
+        picked.extend(rows[groups[rows] == p])
+        if len(picked) >= n:
+            break
+    return np.array(picked[:n], dtype=int)
+
+
+def in_out_auc(Y_in, P_in, g_in, Y_out, P_out, g_out, *, names: tuple[str, str], n_boot: int,
+               seed: int) -> tuple[int, dict]:
+    """Macro AUC of two test sets over the findings defined in both, each with a patient
+    bootstrap CI (seeds ``seed`` and ``seed + 1``), and their gap in - out with a CI from
+    the paired draws. Returns (findings scored, {NAME_auc, NAME_auc_lo, NAME_auc_hi for
+    both ``names``, gap, gap_lo, gap_hi})."""
+    cols = _defined_both(Y_in, Y_out)
+    fn = {"macro_auc": lambda Yb, Pb: macro_auc(Yb[:, cols], Pb[:, cols]) if len(cols) else None}
+    r_in = bootstrap_metrics(Y_in, P_in, fn, groups=g_in, n_boot=n_boot, seed=seed,
+                             draws=True)["macro_auc"]
+    r_out = bootstrap_metrics(Y_out, P_out, fn, groups=g_out, n_boot=n_boot, seed=seed + 1,
+                              draws=True)["macro_auc"]
+    n = min(len(r_in["draws"]), len(r_out["draws"]))
+    gaps = np.asarray(r_in["draws"][:n]) - np.asarray(r_out["draws"][:n])
+    out = {}
+    for name, r in zip(names, (r_in, r_out)):
+        lo, hi = r["ci95"] or [None, None]
+        out |= {f"{name}_auc": r["value"], f"{name}_auc_lo": lo, f"{name}_auc_hi": hi}
+    out |= {"gap": None if r_in["value"] is None or r_out["value"] is None
+            else r_in["value"] - r_out["value"],
+            "gap_lo": float(np.quantile(gaps, 0.025)) if n >= n_boot / 2 else None,
+            "gap_hi": float(np.quantile(gaps, 0.975)) if n >= n_boot / 2 else None}
+    return len(cols), out
 
 
 def _defined_both(Y1, Y2) -> np.ndarray:
@@ -139,12 +171,7 @@ def run_external(ctx: StudyContext, folder, ledger: Ledger) -> dict:
     go = np.char.add("external:", other.dataset.patient_ids.astype(str))
     tr, ti = patient_holdout(groups, s.test_fraction, Y=Y, seed=s.seed)
     rng = np.random.default_rng(s.seed)
-    picked: list[int] = []
-    for p in rng.permutation(np.unique(go)):
-        picked.extend(np.flatnonzero(go == p))
-        if len(picked) >= len(ti):
-            break
-    to = np.sort(np.array(picked[:len(ti)], dtype=int))
+    to = np.sort(whole_patients(np.arange(len(go)), go, len(ti), rng))
     capped = len(to) < len(ti)
     if capped:
         ti = np.sort(rng.choice(ti, len(to), replace=False))
@@ -160,25 +187,12 @@ def run_external(ctx: StudyContext, folder, ledger: Ledger) -> dict:
     P_in, P_out = P[:len(ti), cols], P[len(ti):, cols]
     flags = np.asarray(meta["flags"])
     Yi = Y[ti][:, cols]
-    both = _defined_both(Yi, Yo[to])
-    fn = {"macro_auc": lambda Yb, Pb: macro_auc(Yb[:, both], Pb[:, both]) if len(both) else None}
-    r_in = bootstrap_metrics(Yi, P_in, fn, groups=groups[ti], n_boot=s.n_boot, seed=s.seed,
-                             draws=True)["macro_auc"]
-    r_out = bootstrap_metrics(Yo[to], P_out, fn, groups=go[to], n_boot=s.n_boot, seed=s.seed + 1,
-                              draws=True)["macro_auc"]
-    n = min(len(r_in["draws"]), len(r_out["draws"]))
-    gaps = np.asarray(r_in["draws"][:n]) - np.asarray(r_out["draws"][:n])
+    scored, aucs = in_out_auc(Yi, P_in, groups[ti], Yo[to], P_out, go[to],
+                              names=("in_site", "out_of_site"), n_boot=s.n_boot, seed=s.seed)
     row = {"train_images": len(tr), "test_images": len(ti), "external_images": int(len(other)),
            "external_images_tested": int(len(to)),
-           "findings_shared": len(shared), "findings_scored": len(both),
-           "capped_to_smaller_site": bool(capped),
-           "in_site_auc": r_in["value"], "in_site_auc_lo": (r_in["ci95"] or [None, None])[0],
-           "in_site_auc_hi": (r_in["ci95"] or [None, None])[1],
-           "out_of_site_auc": r_out["value"], "out_of_site_auc_lo": (r_out["ci95"] or [None, None])[0],
-           "out_of_site_auc_hi": (r_out["ci95"] or [None, None])[1],
-           "gap": None if r_in["value"] is None or r_out["value"] is None else r_in["value"] - r_out["value"],
-           "gap_lo": float(np.quantile(gaps, 0.025)) if n >= s.n_boot / 2 else None,
-           "gap_hi": float(np.quantile(gaps, 0.975)) if n >= s.n_boot / 2 else None,
+           "findings_shared": len(shared), "findings_scored": scored,
+           "capped_to_smaller_site": bool(capped), **aucs,
            "ood_flagged_in_site": f"{int(flags[:len(ti)].sum())}/{len(ti)}",
            "ood_flagged_out_of_site": f"{int(flags[len(ti):].sum())}/{len(to)}",
            "ece_mean_per_finding_in_site": _mean_ece(Yi, P_in),
@@ -202,7 +216,7 @@ def run_external(ctx: StudyContext, folder, ledger: Ledger) -> dict:
     line_figure(folder, "external_auc", long, x="site", y="macro_auc", group="test",
                 ylabel="macro AUC (95% CI)",
                 title=f"Trained on DATA; {len(ti)} in-site vs {len(to)} other-site images, "
-                      f"{len(both)} shared findings")
+                      f"{scored} shared findings")
     return {"row": row, "shared": shared, "not_in_external": [n for n in names if n not in shared]}
 
 
@@ -230,27 +244,11 @@ def run_shift(ctx: StudyContext) -> dict:
             est = CalibratedBottleneckCV(random_state=s.seed).fit(X[tr], Y[tr], groups=groups[tr])
             return np.stack([est.predict_proba(X[ti]), est.predict_proba(X[to])]), {}
         P_in, P_out = ledger.cached(f"{column}-{a}-{b}-{rows_key(tr, ti, to)}", fit)[0]
-        cols = _defined_both(Y[ti], Y[to])
-        fn = {"macro_auc": lambda Yb, Pb: macro_auc(Yb[:, cols], Pb[:, cols]) if len(cols) else None}
-        r_in = bootstrap_metrics(Y[ti], P_in, fn, groups=groups[ti], n_boot=s.n_boot, seed=s.seed,
-                                 draws=True)["macro_auc"]
-        r_out = bootstrap_metrics(Y[to], P_out, fn, groups=groups[to], n_boot=s.n_boot,
-                                  seed=s.seed + 1, draws=True)["macro_auc"]
-        n = min(len(r_in["draws"]), len(r_out["draws"]))
-        gaps = np.asarray(r_in["draws"][:n]) - np.asarray(r_out["draws"][:n])
-        gap = None if r_in["value"] is None or r_out["value"] is None else r_in["value"] - r_out["value"]
+        scored, aucs = in_out_auc(Y[ti], P_in, groups[ti], Y[to], P_out, groups[to],
+                                  names=("in_distribution", "shifted"), n_boot=s.n_boot, seed=s.seed)
         rows.append({"shift": label, "column": column, "train_group": a, "test_group": b,
-                     "train_images": len(tr), "test_images": len(ti), "findings_scored": len(cols),
-                     "capped_to_smaller_group": sp["capped"],
-                     "in_distribution_auc": r_in["value"],
-                     "in_distribution_auc_lo": (r_in["ci95"] or [None, None])[0],
-                     "in_distribution_auc_hi": (r_in["ci95"] or [None, None])[1],
-                     "shifted_auc": r_out["value"],
-                     "shifted_auc_lo": (r_out["ci95"] or [None, None])[0],
-                     "shifted_auc_hi": (r_out["ci95"] or [None, None])[1],
-                     "gap": gap,
-                     "gap_lo": float(np.quantile(gaps, 0.025)) if n >= s.n_boot / 2 else None,
-                     "gap_hi": float(np.quantile(gaps, 0.975)) if n >= s.n_boot / 2 else None})
+                     "train_images": len(tr), "test_images": len(ti), "findings_scored": scored,
+                     "capped_to_smaller_group": sp["capped"], **aucs})
         bar.step(what=label)
     table_out = pd.DataFrame(rows)
     if rows:  # no pairs (--shifts ""): no empty table
