@@ -9,6 +9,7 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from medxfer.cli import main
@@ -190,3 +191,68 @@ def test_a_1x1_upload_two_file_parts_and_the_research_notice(service, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=60)
     assert e.value.code == 400 and "2 parts named 'file'" in json.loads(e.value.read())["detail"]
+
+
+def _post_raw(url, data: bytes, filename: str, ctype: str):
+    """(status, content type, body bytes, headers) of a multipart upload."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: {ctype}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.headers.get("content-type"), r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type"), e.read(), e.headers
+
+
+def test_viewer_page_info_card_preview_and_cam(service, tmp_path):
+    """Issue 23: the page at / needs nothing from the network; /info and /card describe the
+    model from its folder; /preview and /cam answer PNGs at most 1024 px a side, the overlay
+    and the bare map differ; bad uploads get the answers /predict gives."""
+    import io
+
+    from PIL import Image
+
+    url, root = service
+    with urllib.request.urlopen(url + "/") as r:
+        page = r.read().decode()
+    assert r.status == 200 and "medxfer viewer" in page
+    assert "http://" not in page and "https://" not in page and "<script src" not in page
+    with urllib.request.urlopen(url + "/info") as r:
+        info = json.loads(r.read())
+    assert info["training"]["images"] == 30 and info["card"] == "/card"
+    assert info["labels"] and set(info["thresholds"]) == set(info["labels"])
+    with urllib.request.urlopen(url + "/card") as r:
+        card = r.read().decode()
+    assert "<h1>Model card: m</h1>" in card and "No evaluation on new patients" in card
+
+    src = sorted((root / "images").glob("*.png"))[0]
+    png = src.read_bytes()
+    code, ctype, body, _ = _post_raw(url + "/preview", png, "x.png", "image/png")
+    shown = Image.open(io.BytesIO(body))
+    assert code == 200 and ctype == "image/png" and shown.mode == "L"
+    assert max(shown.size) <= 1024 and shown.size[0] / shown.size[1] == pytest.approx(
+        Image.open(src).size[0] / Image.open(src).size[1], rel=0.01)
+    _, pred = _post(url + "/predict", png, "x.png", "image/png")
+    top = max(pred["above_threshold"] or pred["probabilities"], key=pred["probabilities"].get)
+    code, ctype, over, headers = _post_raw(url + "/cam", png, "x.png", "image/png")
+    assert code == 200 and ctype == "image/png" and headers["X-Finding"] == top
+    name = info["labels"][-1]
+    code, _, bare, headers = _post_raw(url + f"/cam?finding={name}&layer=map", png, "x.png", "image/png")
+    assert code == 200 and headers["X-Finding"] == name
+    a, b = (np.asarray(Image.open(io.BytesIO(x)).convert("RGB"), dtype=float) for x in (over, bare))
+    assert a.shape == b.shape == (*shown.size[::-1], 3) and np.abs(a - b).mean() > 5
+
+    code, _, body, _ = _post_raw(url + "/cam?finding=Dragons", png, "x.png", "image/png")
+    assert code == 422 and "no finding named 'Dragons'" in json.loads(body)["detail"]
+    code, _, body, _ = _post_raw(url + "/cam?layer=x", png, "x.png", "image/png")
+    assert code == 422
+    for path in ("/cam", "/preview"):
+        for data, fname, ctype, want, reason in [
+                (b"not an image at all", "junk.png", "image/png", 422, "not a readable image"),
+                (png, "x.txt", "text/plain", 415, "not image/png"),
+                (b"\0" * (1024 * 1024 + 10), "big.png", "image/png", 413, "larger than 1 MB")]:
+            code, _, body, _ = _post_raw(url + path, data, fname, ctype)
+            assert code == want and reason in json.loads(body)["detail"], (path, fname, code, body)

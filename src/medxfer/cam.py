@@ -83,6 +83,17 @@ def peak(cam: np.ndarray) -> tuple[int, int]:
     return int(r), int(c)
 
 
+#: The opacity of the map over the radiograph in every overlay (files, the service, the viewer).
+CAM_ALPHA = 0.35
+
+
+def colour_map(cam: np.ndarray) -> np.ndarray:
+    """(H, W) map in [0, 1] -> (H, W, 3) RGB in [0, 1], matplotlib's "jet" as in the overlays."""
+    from matplotlib import colormaps
+
+    return colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
+
+
 def save_overlay(image: np.ndarray, cam: np.ndarray, path: str | Path, title: str = "") -> Path:
     """The radiograph in gray with the map in colour on top, as PNG. Drawn on its own Agg
     canvas: matplotlib's process-wide backend is left alone."""
@@ -90,7 +101,7 @@ def save_overlay(image: np.ndarray, cam: np.ndarray, path: str | Path, title: st
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-    ax.imshow(cam, cmap="jet", alpha=0.35, vmin=0, vmax=1)
+    ax.imshow(cam, cmap="jet", alpha=CAM_ALPHA, vmin=0, vmax=1)
     r, c = peak(cam)
     ax.plot([c], [r], "w+", ms=14, mew=2)
     ax.set_title(title, fontsize=9)

@@ -383,10 +383,26 @@ def build_parser() -> _Parser:
                    help="run the file in onnxruntime on bundled sample images and compare with "
                         "PyTorch (default: on)")
 
-    p = command("serve", "an HTTP service for a model (POST /predict, GET /health)",
-                "Serve the model over HTTP (FastAPI + uvicorn): POST /predict with a PNG, JPEG or "
-                "DICOM upload returns probabilities, thresholds, findings and the out-of-"
-                "distribution flag as JSON; bad uploads get a 4xx with a reason. Loopback only "
+    p = command("card", "a model card: intended use, data, method, performance, limits",
+                "Write the model card of a model folder (sections of Mitchell et al. 2019, the "
+                "model items of TRIPOD+AI): intended and out-of-scope uses, training data, how "
+                "the settings were chosen, performance from the validation predictions and from "
+                "each evaluation report given, subgroups, the out-of-distribution flag, "
+                "limitations, hashes and commands. Every number is read from the model folder "
+                "and the reports. `medxfer train` writes card.md and card.html into the model folder.")
+    p.add_argument("model", help="model folder")
+    p.add_argument("--evaluation", action="append", default=[], metavar="REPORT",
+                   help="a report folder of `medxfer evaluate` on this model; repeat for several "
+                        "(default: none, and the card says so)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="card file to write: .html (one offline page) or .md")
+
+    p = command("serve", "an HTTP service and a viewer page for a model (/, POST /predict, /cam)",
+                "Serve the model over HTTP (FastAPI + uvicorn): a viewer page at / (drop an "
+                "image: findings against thresholds, Grad-CAM overlay, out-of-distribution "
+                "warning, the model card); POST /predict with a PNG, JPEG or DICOM upload returns "
+                "probabilities, thresholds, findings and the out-of-distribution flag as JSON, "
+                "POST /cam the overlay as PNG; bad uploads get a 4xx with a reason. Loopback only "
                 "unless --host says otherwise; uploads are never kept.")
     p.add_argument("model", help="model folder")
     add_settings(p, ServeSettings, title="the service")
@@ -736,6 +752,7 @@ def _cmd_train(a) -> int:
                                 packaging=a.settings[PackageSettings],
                                 progress=lambda i, n, g, score: steps(note=f"{g} AUC {_fmt_auc(score)}"))
     steps.close()
+    model.config["command"] = _command_line(a)
     model.save(a.out)
     out = {"model": str(a.out), "train_images": model.features.get("n_rows")} | model.metrics
     if a.json:
@@ -770,6 +787,7 @@ def _cmd_tune(a) -> int:
                                       progress=lambda epoch, info: steps(
                                           note=f"{info['active']}/{info['settings']} settings training"))
     steps.close()
+    model.config["command"] = _command_line(a)
     save_tuned(model, table, a.out)
     best = max(table, key=lambda r: r["val_macro_auc"])
     if a.json:
@@ -791,6 +809,7 @@ def _cmd_finetune(a) -> int:
                      packaging=a.settings[PackageSettings], seed=a.settings[RunSettings].seed,
                      progress=_progress(a) and rank == 0)
     if rank == 0:
+        model.config["command"] = _command_line(a)
         model.save(a.out)
         print(_saved_line("fine-tuned model", a.out, model.metrics))
     return 0
@@ -870,6 +889,23 @@ def _cmd_export(a) -> int:
                  f"(max abs difference {r['max_abs_difference']:.1e})")
     print(line)
     return 0
+
+
+def _cmd_card(a) -> int:
+    from .card import write_card
+
+    path = write_card(a.model, a.out, a.evaluation)
+    print(f"model card written to {path}"
+          + (f" with {len(a.evaluation)} evaluation report(s)" if a.evaluation else
+             " (no evaluation report given: the card says so; add --evaluation REPORT)"))
+    return 0
+
+
+def _command_line(a) -> str:
+    """The command that is running, as a user would type it (recorded in model folders)."""
+    import shlex
+
+    return "medxfer " + shlex.join(a.argv)
 
 
 def _cmd_serve(a) -> int:
@@ -996,7 +1032,7 @@ def _cmd_predict(a) -> int:
 _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,
              "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
              "finetune": _cmd_finetune, "tune": _cmd_tune, "predict": _cmd_predict,
-             "study": _cmd_study, "export": _cmd_export, "serve": _cmd_serve}
+             "study": _cmd_study, "export": _cmd_export, "serve": _cmd_serve, "card": _cmd_card}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1014,6 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     args.given = given_options(parser.commands[args.command], argv) | configured.get(args.command, set())
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="medxfer: %(message)s", stream=sys.stderr, force=True)
     from .cores import use_threads

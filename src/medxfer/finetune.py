@@ -234,4 +234,7 @@ def finetune(dataset: Dataset, *, settings: FinetuneSettings = FinetuneSettings(
                             # decode, augmentation and the optimizer steps, not validation
                             "train_images_per_s": round(clock[1] / clock[0], 1) if clock[0] else None},
                    config={"params": p, "finetune": asdict(st) | {"device": str(dev)}},
-                   backbone_state=state, training_patients=dataset.patient_ids)
+                   backbone_state=state, training_patients=dataset.patient_ids,
+                   dataset=dataset, validation_index=va,
+                   validation_what="predictions of the validation part (patients held out from "
+                                   "fine-tuning, used for early stopping, calibration and thresholds)")

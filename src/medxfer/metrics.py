@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
-from .settings import CALIBRATION_METHODS, MIN_CI_POSITIVES, THRESHOLD_METHODS
-
+from .settings import (AGE_BANDS, CALIBRATION_METHODS, MIN_CI_POSITIVES, MIN_SUBGROUP_IMAGES,
+                       THRESHOLD_METHODS)
 
 
 def fast_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -154,6 +155,69 @@ def evaluate_predictions(Y: np.ndarray, P: np.ndarray, label_names, thresholds=N
             "macro_auc_ci95_withheld": macro_why, "micro_auc": micro,
             "macro": macro, "micro": micro_all, "per_finding": per, "bootstrap": {"n_boot": n_boot, "unit": "patient",
                                                               "seed": seed}}
+
+
+def subgroup_columns(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The subgroups a reviewer asks for, from the columns a table has: view (as written:
+    PA, AP...), sex (M/F) and age band (:data:`medxfer.settings.AGE_BANDS`). Returns
+    {column: (n,) array of group names, None where the row's value is unknown}."""
+    out = {}
+    for col in ("view", "sex"):
+        if col in table.columns:
+            v = table[col].astype("string").str.strip().str.upper()
+            v = v.where(v.notna() & (v != "") & (v != "NAN") & (v != "UNKNOWN"))
+            if v.notna().any():
+                out[col] = np.asarray(v.astype(object).where(v.notna(), None))
+    if "age" in table.columns:
+        age = pd.to_numeric(table["age"], errors="coerce").to_numpy(dtype=float)
+        edges = (0, *AGE_BANDS)
+        names = [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
+        band = np.full(len(age), None, dtype=object)
+        ok = np.isfinite(age) & (age >= 0) & (age < 130)
+        band[ok] = np.asarray(names, dtype=object)[np.searchsorted(AGE_BANDS, age[ok], side="right")]
+        if ok.any():
+            out["age_band"] = band
+    return out
+
+
+def subgroup_metrics(Y, P, table, *, groups=None, n_boot: int = 200, seed: int = 0) -> dict:
+    """Macro AUC with its patient-bootstrap CI in each subgroup of :func:`subgroup_columns`.
+
+    In a subgroup, the macro AUC averages the findings with at least
+    :data:`~medxfer.settings.MIN_CI_POSITIVES` positive and negative images there (their
+    number is given, since subgroups can differ in which findings count); a subgroup of
+    fewer than :data:`~medxfer.settings.MIN_SUBGROUP_IMAGES` images, or with no such
+    finding, gets its counts and the reason instead of an AUC.
+
+    Returns {column: {group: {"n_images", "n_patients", "macro_auc", "macro_auc_ci95",
+    "findings_with_auc", "withheld"}}}; empty when the table has none of the columns.
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    P = np.asarray(P, dtype=np.float64)
+    groups = np.arange(len(Y)) if groups is None else np.asarray(groups)
+    out: dict = {}
+    for col, values in subgroup_columns(table).items():
+        res = {}
+        for name in sorted({v for v in values if v is not None}, key=str):
+            rows = np.flatnonzero(values == name)
+            Yg, Pg = Y[rows], P[rows]
+            pos, neg = (Yg == 1).sum(0), (Yg == 0).sum(0)
+            use = np.flatnonzero((pos >= MIN_CI_POSITIVES) & (neg >= MIN_CI_POSITIVES))
+            entry = {"n_images": int(len(rows)), "n_patients": int(len(np.unique(groups[rows]))),
+                     "macro_auc": None, "macro_auc_ci95": None, "findings_with_auc": int(len(use)),
+                     "withheld": None}
+            if len(rows) < MIN_SUBGROUP_IMAGES:
+                entry["withheld"] = f"fewer than {MIN_SUBGROUP_IMAGES} images"
+            elif not len(use):
+                entry["withheld"] = (f"no finding with {MIN_CI_POSITIVES} positive and "
+                                     f"{MIN_CI_POSITIVES} negative images")
+            else:
+                entry["macro_auc"] = macro_auc(Yg[:, use], Pg[:, use])
+                entry["macro_auc_ci95"] = bootstrap_auc_ci(Yg[:, use], Pg[:, use], groups=groups[rows],
+                                                           n_boot=n_boot, seed=seed)["macro"]
+            res[str(name)] = entry
+        out[col] = res
+    return out
 
 
 def _patient_resamples(groups: np.ndarray, n_boot: int, seed: int):

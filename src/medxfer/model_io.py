@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +30,17 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .backbones import BackboneIdentity
+from .card import write_model_card
 from .data import normalise_patient_ids
 from .errors import ModelError
+from .hashing import sha256_file
 from .head import BottleneckClassifier
-from .metrics import apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration
+from .metrics import (apply_calibration, calibration_bins, choose_thresholds, evaluate_predictions,
+                      fit_calibration, subgroup_metrics)
 from .ood import FeatureDistance
 from .settings import PackageSettings
+
+log = logging.getLogger(__name__)
 
 FORMAT = "medxfer-model"
 FORMAT_VERSION = 1
@@ -53,6 +60,8 @@ class TrainedModel:
     calibration: dict = field(default_factory=lambda: {"method": "none"})
     backbone_state: dict | None = field(default=None, repr=False)  # fine-tuned backbone weights
     ood: FeatureDistance | None = field(default=None, repr=False)  # distance from training
+    sha256: str | None = field(default=None, repr=False)  # of model.safetensors, once saved or loaded
+    folder: Path | None = field(default=None, repr=False)  # where it was saved or loaded from
 
     def __post_init__(self):
         # the folder records the identity as a dict (model.json)
@@ -114,7 +123,7 @@ class TrainedModel:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            self._write(tmp)
+            self._write(tmp, folder.resolve().name)
             if folder.exists():
                 old = folder.with_name(f".{folder.name}.replaced-{os.getpid()}")
                 os.replace(folder, old)
@@ -124,9 +133,10 @@ class TrainedModel:
                 os.replace(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        self.folder = folder
         return folder
 
-    def _write(self, folder: Path) -> None:
+    def _write(self, folder: Path, model_name: str) -> None:
         tensors, est_meta = self.estimator.to_state()
         save_file(tensors, str(folder / "model.safetensors"))
         if self.backbone_state is not None:
@@ -146,6 +156,7 @@ class TrainedModel:
             "selection_metrics": self.metrics,
             "config": self.config,
             "ood": ood_meta,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (folder / "model.json").write_text(json.dumps(meta, indent=2, default=_json_default))
         # safetensors writes its files 0600; a model folder is shared as a whole, so every
@@ -154,6 +165,13 @@ class TrainedModel:
         for name in ("model.safetensors", "backbone.safetensors", "ood.safetensors"):
             if (folder / name).is_file():
                 (folder / name).chmod(mode)
+        self.sha256 = sha256_file(folder / "model.safetensors")
+        try:  # hours of training are not lost to a card: the model is saved without one
+            write_model_card(folder, name=model_name)
+        except Exception as exc:
+            log.warning("the model card could not be written (%s: %s); the model is saved "
+                        "without it: write it with `medxfer card MODEL --out card.html`",
+                        type(exc).__name__, exc)
 
     @classmethod
     def load(cls, folder: str | Path) -> "TrainedModel":
@@ -198,7 +216,8 @@ class TrainedModel:
                                  "again or train the model again") from exc
         return cls(est, meta["label_names"], np.asarray(meta["thresholds"]), meta["backbone"],
                    meta.get("features", {}), meta.get("selection_metrics", {}), meta.get("config", {}),
-                   meta.get("calibration", {"method": "none"}), backbone_state, ood)
+                   meta.get("calibration", {"method": "none"}), backbone_state, ood,
+                   sha256_file(wpath), folder)
 
 
 def _load_tensors(path: Path) -> dict:
@@ -232,17 +251,46 @@ def training_patients_record(patient_ids) -> dict:
     return {"salt": salt, "id_rule": ID_RULE, "sha256_16": sorted(hash_patient(p, salt) for p in ids)}
 
 
+#: Patient resamples of the CIs of a model's validation metrics (the model card quotes
+#: them); fewer above LARGE_VALIDATION rows, where they cost minutes.
+VALIDATION_BOOT = 1000
+LARGE_VALIDATION, LARGE_VALIDATION_BOOT = 20_000, 200
+
+
+def validation_metrics(Yv, Pv, label_names, thresholds, dataset, index, what: str) -> dict:
+    """Metrics of a model's validation predictions (Yv, Pv) of ``dataset``'s rows ``index``,
+    with patient-bootstrap CIs and subgroup results, and ``what`` they are (out-of-fold
+    predictions or a held-out validation part) in words, for the model card."""
+    index = np.asarray(index)
+    groups = np.asarray(dataset.patient_ids)[index]
+    n_boot = VALIDATION_BOOT if len(index) <= LARGE_VALIDATION else LARGE_VALIDATION_BOOT
+    out = evaluate_predictions(Yv, Pv, list(label_names), thresholds, groups=groups, n_boot=n_boot)
+    out.pop("micro", None)
+    cal = calibration_bins(Yv, Pv)
+    out["calibration"] = {"ece_pooled": cal["ece"], "bins": cal["bins"]}
+    out["subgroups"] = subgroup_metrics(Yv, Pv, dataset.table.iloc[index], groups=groups,
+                                        n_boot=min(n_boot, 200))
+    out["predictions"] = what
+    return out
+
+
 def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np.ndarray, *,
             backbone: dict, features: dict, settings: PackageSettings = PackageSettings(),
             config: dict | None = None, metrics: dict | None = None,
             backbone_state: dict | None = None, training_patients=None,
-            train_features=None) -> TrainedModel:
+            train_features=None, dataset=None, validation_index=None,
+            validation_what: str | None = None) -> TrainedModel:
     """The one packaging step of train, tune and fine-tuning: calibrate, then choose
     thresholds, on validation predictions (Yv, Pv) of patients the model did not train on,
     and wrap everything the model folder records. Multiclass (softmax) probabilities are
     not recalibrated per class. ``training_patients`` (the patient IDs of every training
     and validation row) are stored hashed, for :meth:`TrainedModel.training_overlap`;
-    ``train_features`` (their features) fit the out-of-distribution score (medxfer.ood)."""
+    ``train_features`` (their features) fit the out-of-distribution score (medxfer.ood).
+    ``dataset`` (the training Dataset) is summarised for the model card (counts, patients,
+    views, sex, age, prevalence); with ``validation_index`` (its rows that Yv, Pv predict;
+    every row when they are as many) the validation predictions' metrics are recorded with
+    patient-bootstrap CIs and subgroups (:func:`validation_metrics`, ``validation_what``
+    saying what they are)."""
     if training_patients is not None:
         features = dict(features) | {"training_patients": training_patients_record(training_patients)}
     calibration = "none" if estimator.task_ == "multiclass" else settings.calibration
@@ -251,6 +299,15 @@ def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np
     thresholds = choose_thresholds(Yv, Pv, method=settings.threshold_method,
                                    target_sensitivity=settings.target_sensitivity)
     val = evaluate_predictions(Yv, Pv, list(label_names), thresholds, n_boot=0)
+    extra: dict = {}
+    if dataset is not None:
+        features = dict(features) | {"training_data": dataset.summary()}
+        if validation_index is None and len(Yv) == len(dataset):
+            validation_index = np.arange(len(dataset))
+        if validation_index is not None:
+            extra["validation_metrics"] = validation_metrics(
+                Yv, Pv, label_names, thresholds, dataset, validation_index,
+                validation_what or "predictions of validation patients the model did not train on")
     # A threshold that calls (nearly) every training image positive (specificity at most
     # 0.05) or (nearly) none (sensitivity at most 0.05) decides nothing; the report names it.
     degenerate = {n: {"sensitivity": m["sensitivity"], "specificity": m["specificity"]}
@@ -260,7 +317,7 @@ def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np
         estimator, list(label_names), thresholds, backbone, features=features,
         metrics={"validation_macro_auc": val["macro_auc"], "best_epoch": estimator.best_epoch_,
                  "validation_images": int(len(Yv)), "degenerate_thresholds": degenerate,
-                 "loss_terms": getattr(estimator, "loss_terms_", {})} | (metrics or {}),
+                 "loss_terms": getattr(estimator, "loss_terms_", {})} | extra | (metrics or {}),
         config=(config or {}) | asdict(settings), calibration=cal, backbone_state=backbone_state,
         ood=FeatureDistance.fit(train_features, groups=training_patients)
         if train_features is not None and len(train_features) >= 10 else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,13 +14,14 @@ import pandas as pd
 
 from .backbones import rebuild_backbone
 from .baselines import TunedLogisticRegression
+from .card import CARD_NAMES, write_card
 from .data import (Dataset, bundled_sample, harmonised_label_index, read_dataset, read_image_paths,
                    shared_findings)
 from .errors import DataError
 from .features import (FeatureSet, extract_features, extract_with_settings, is_features_folder,
                        read_manifest)
 from .head import BottleneckClassifier, BottleneckCV, fit_grid
-from .metrics import evaluate_predictions, paired_bootstrap_auc
+from .metrics import evaluate_predictions, paired_bootstrap_auc, subgroup_metrics
 from .model_io import TrainedModel, package
 from .records import predict_records
 from .report import write_report
@@ -38,12 +40,23 @@ def _features_info(fs: FeatureSet) -> dict:
     m = fs.manifest
     info = {k: m.get(k) for k in ("dataset_name", "dataset_fingerprint", "n_rows", "dtype",
                                   "medxfer_version")}
+    info["n_rows"] = len(fs)  # the rows trained on (a subset of the folder's, in the demo)
+    info["features_folder_rows"] = m.get("n_rows")
     info |= {"patient_ids_from": fs.dataset.patient_ids_from,
              "uncertain_policy": fs.dataset.uncertain_policy}
     if "pixel_hash" in fs.dataset.table.columns:
         info["training_pixel_hashes"] = sorted({h for h in fs.dataset.table["pixel_hash"].astype(str)
                                                 if h and h != "nan"})
     return info
+
+
+#: What a model's validation metrics are, in the model card's words.
+OUT_OF_FOLD = ("out-of-fold predictions of the training images: each image predicted by the fold "
+               "model that did not see its patient (the deployed model averages the fold "
+               "models); the width and penalty were chosen and the calibration and thresholds "
+               "fitted on these same predictions, so they are somewhat optimistic")
+VALIDATION_PART = ("predictions of the validation part (patients held out from training, used "
+                   "for early stopping, calibration and thresholds)")
 
 
 def warn_derived_patients(ds: Dataset, command: str) -> bool:
@@ -157,9 +170,14 @@ def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = No
                             f"{len(est.classes_)} of {len(fs.dataset.label_names)} classes")
         if multiclass:  # one-vs-rest view of the classes, as the metrics expect
             Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
+    if select:
+        index, what = np.arange(len(fs)), OUT_OF_FOLD
+    else:
+        index, what = getattr(est, "validation_index_", None), VALIDATION_PART
     return package(est, fs.dataset.label_names, Yv, Pv, backbone=fs.manifest["backbone"],
                    features=_features_info(fs), settings=packaging, config=config, metrics=metrics,
-                   training_patients=fs.dataset.patient_ids, train_features=fs.X)
+                   training_patients=fs.dataset.patient_ids, train_features=fs.X,
+                   dataset=fs.dataset, validation_index=index, validation_what=what)
 
 
 def read_grid(path: str | Path | None) -> list[dict] | None:
@@ -225,7 +243,9 @@ def tune_from_features(fs: FeatureSet, *, grid: list[dict] | None = None, seed: 
                     features=_features_info(fs), settings=packaging,
                     config={"params": est.get_params(), "grid": grid, "seed": seed},
                     metrics={"selected_from": len(grid)}, training_patients=fs.dataset.patient_ids,
-                    train_features=fs.X)
+                    train_features=fs.X, dataset=fs.dataset, validation_index=est.validation_index_,
+                    validation_what=VALIDATION_PART + "; the setting was chosen on them too, so "
+                                    "they are optimistic")
     return model, table
 
 
@@ -384,12 +404,17 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
                      "0): their above-threshold calls carry no information; read the AUC "
                      "instead.\n" + "\n".join(lines))] + list(sections)
     problems = list(fs.dataset.problems) + list(fs.skipped)
-    cfg = {"model_backbone": model.backbone, "model_config": model.config,
+    metrics["subgroups"] = subgroup_metrics(Y, P, t, groups=groups, n_boot=min(n_boot, 200), seed=seed)
+    cfg = {"model_sha256": model.sha256, "model_backbone": model.backbone, "model_config": model.config,
            "data": fs.dataset.name, "data_fingerprint": fs.manifest.get("dataset_fingerprint"),
            "n_boot": n_boot} | (config or {})
+    links = []
+    if model.folder is not None and (Path(model.folder) / "card.html").is_file():
+        links.append(("The model card (intended use, training data, limits)",
+                      os.path.relpath(Path(model.folder) / "card.html", Path(out))))
     report = write_report(out, metrics=metrics, Y=Y, P=P, table=t, records=records,
-                          label_names=scored, thresholds=thresholds,
-                          config=cfg, problems=problems, title=title, sections=sections)
+                          label_names=scored, thresholds=thresholds, config=cfg,
+                          problems=problems, title=title, sections=sections, links=links)
     metrics["report"] = str(report)
     return metrics
 
@@ -458,6 +483,9 @@ def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None
              f"inner patient-wise CV), test on {len(te)} held-out images of other patients")
     train, test = fs.subset(tr), fs.subset(te)
     model = train_from_features(train, head={"random_state": seed})
+    model.config["command"] = (f"medxfer demo --out {out} --seed {seed}"
+                               + (f" --data {data}" if data else "") + (f" --limit {limit}" if limit else "")
+                               + f" --backbone {backbone} (the training part of the demo)")
     model.save(out / "model")
     # C from 1e-6 to 1e-2: the full default grid (to 1) takes minutes on 2,000-d features
     # on 2 cores and its upper half was never chosen on this data (docs/benchmarks.md).
@@ -491,4 +519,7 @@ def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None
     doc = json.loads((out / "report" / "metrics.json").read_text())
     doc["baselines"] = baseline
     (out / "report" / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
+    # the model folder's card, now with the held-out evaluation the report linked it from
+    for name in CARD_NAMES:
+        write_card(out / "model", out / "model" / name, [out / "report"])
     return DemoResult(Path(metrics["report"]), metrics, baseline, int(len(te)), time.time() - t0)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .model_io import TrainedModel
 from .ood import ood_reasons
+from .settings import NOTICE
 
 #: Decimals kept of probabilities, thresholds and OOD scores in every output.
 DECIMALS = 6
@@ -33,8 +34,6 @@ class OutOfDistribution:
 
 
 #: What every output that carries findings says of itself.
-NOTICE = ("medxfer is a research tool, not a medical device: its outputs are not a diagnosis "
-          "and must not guide the care of a patient.")
 
 #: How each threshold rule of PackageSettings.threshold_method is described in the records.
 THRESHOLD_RULES = {

@@ -162,13 +162,14 @@ def summary_markdown(metrics: dict, label_names, title: str) -> str:
 
 def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, label_names,
                  thresholds, config: dict, records=None, problems=(), title: str = "medxfer evaluation",
-                 sections: list[tuple[str, str]] = ()) -> Path:
+                 sections: list[tuple[str, str]] = (), links: list[tuple[str, str]] = ()) -> Path:
     """Write the report folder; returns the path of report.html. ``records``: the prediction
     records of the rows (medxfer.records.predict_records); without them they are made from
     P and ``thresholds``, with no out-of-distribution check.
 
     ``sections`` are extra (heading, markdown-ish preformatted text) blocks, e.g. a
-    baseline comparison, shown on the page after the main table.
+    baseline comparison, shown on the page after the main table. ``links`` are (text, href
+    relative to the report folder) shown under the headline, e.g. the model card.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,7 +191,11 @@ def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, l
     predictions_table(table, Y, records, label_names).to_csv(out / "predictions.csv", index=False)
     if problems:
         pd.DataFrame([p.as_dict() for p in problems]).to_csv(out / "problems.csv", index=False)
+    sub = _subgroup_text(metrics.get("subgroups"))
+    if sub:
+        sections = list(sections) + [("Subgroups", sub)]
     md = summary_markdown(metrics, label_names, title)
+    md += "".join(f"\n[{text}]({href})\n" for text, href in links)
     for head, text in ([("About the data", "\n".join(notes))] if notes else []) + list(sections):
         md += f"\n## {head}\n\n{text}\n"
     (out / "summary.md").write_text(md)
@@ -199,7 +204,7 @@ def write_report(out: str | Path, *, metrics: dict, Y, P, table: pd.DataFrame, l
     _reliability(metrics["calibration"], out / "reliability.png")
     if notes:
         sections = [("About the data", "\n".join(notes))] + list(sections)
-    page = _html(title, metrics, label_names, config, problems, sections, out)
+    page = _html(title, metrics, label_names, config, problems, sections, out, links)
     (out / "report.html").write_text(page, encoding="utf-8")
     return out / "report.html"
 
@@ -209,7 +214,22 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _html(title, metrics, label_names, config, problems, sections, out: Path) -> str:
+def _subgroup_text(sub: dict | None) -> str:
+    """The subgroup results (medxfer.metrics.subgroup_metrics) as a plain-text table."""
+    if not sub:
+        return ""
+    lines = [f"Macro AUC over the findings with {MIN_CI_POSITIVES} positive and negative images in "
+             "the group (their number: 'findings'); 95% CI over patients.",
+             f"{'by':<9} {'group':<8} {'images':>6} {'patients':>8}  macro AUC  95% CI       findings"]
+    for col, groups in sub.items():
+        for name, g in groups.items():
+            ci = g.get("withheld") or _ci(g["macro_auc_ci95"])
+            lines.append(f"{col.replace('_', ' '):<9} {name:<8} {g['n_images']:>6} {g['n_patients']:>8}  "
+                         f"{_fmt(g['macro_auc']):<9}  {ci:<12} {g['findings_with_auc']}")
+    return "\n".join(lines)
+
+
+def _html(title, metrics, label_names, config, problems, sections, out: Path, links=()) -> str:
     e = html.escape
     rows = []
     for name in label_names:
@@ -246,6 +266,7 @@ img {{ max-width: 100%; }} pre {{ background: #f6f6f6; padding: 8px; overflow-x:
 (95% CI {e(metrics.get('macro_auc_ci95_withheld') or _ci(metrics['macro_auc_ci95']))}, bootstrap over patients) on
 {metrics['n_images']} images of {metrics['n_patients']} patients;
 micro AUC {_fmt(metrics['micro_auc'])}; {_ece_words(metrics)}.</p>
+{''.join(f'<p class="link"><a href="{e(href)}">{e(text)}</a></p>' for text, href in links)}
 {''.join(f'<p class="data-note"><b>{e(line)}</b></p>' for line in _data_lines(metrics))}
 <p id="notice"><b>{e(NOTICE)}</b></p>
 <p>Accuracy is shown beside the accuracy of calling every image negative: a model is only

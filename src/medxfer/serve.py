@@ -1,8 +1,18 @@
 """An HTTP service for a trained model (`medxfer serve MODEL`), on FastAPI + uvicorn.
 
+    GET  /          the viewer: a page that takes a dropped or chosen image and shows each
+                    finding's probability against its threshold, the Grad-CAM overlay, the
+                    out-of-distribution warning, the model and its card (no network assets)
     POST /predict   one PNG, JPEG or DICOM upload (multipart field "file") -> per-finding
                     probabilities, thresholds, findings above threshold and the
                     out-of-distribution flag with its score, threshold and reason
+    POST /cam       the same upload -> PNG: the Grad-CAM of one finding (``finding``; default
+                    the most probable one above threshold, else the most probable) over the
+                    radiograph (``layer=overlay``) or the colour map alone (``layer=map``)
+    POST /preview   the same upload -> PNG of the image as the model decoded it (gray, at
+                    most 1024 px a side): what a browser cannot show of a DICOM file
+    GET  /info      the model: name, version, labels, thresholds, training summary
+    GET  /card      the model card (HTML; medxfer.card)
     GET  /health    {"status": "ok", "model": ..., "labels": [...]}
     GET  /docs, /openapi.json   the OpenAPI schema (FastAPI's)
 
@@ -19,6 +29,7 @@ fails (not the upload's fault: e.g. out of memory) is retried one request at a t
 request that still fails gets 503.
 """
 
+import io
 import logging
 import os
 import queue
@@ -26,23 +37,32 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 import torch
-from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
 from . import __version__
 from .backbones import rebuild_backbone
+from .cam import CAM_ALPHA, colour_map, grad_cam
+from .card import build_card, card_html
 from .engine import choose_engine, prepare
 from .errors import MedxferError
 from .images import load_image
 from .model_io import TrainedModel
 from .records import NOTICE, PredictionRecord, predict_records
 from .settings import ExtractSettings, ServeSettings, check_of, check_value
+
+#: The viewer page served at / (one file, its script and style inline: works offline).
+VIEWER = Path(__file__).with_name("viewer.html")
+#: The longest side of the images /preview and /cam answer with.
+DISPLAY_SIDE = 1024
 
 CONTENT_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "application/dicom": ".dcm"}
 SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
@@ -80,6 +100,7 @@ class Predictor:
         self.engine, make_forward = prepare(self.backbone, chosen, self.device, asked=engine)
         self._forward = make_forward(None)
         self.batch_sizes: dict[int, int] = {}
+        self._cam_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, daemon=True, name="medxfer-batcher")
         self._worker.start()
@@ -150,6 +171,72 @@ class Predictor:
         """The JSON answer for one image file: its prediction record."""
         return self.record(path, name).to_dict()
 
+    def preview(self, path: str) -> bytes:
+        """PNG of the image as the model decodes it, at most DISPLAY_SIDE px a side."""
+        return _png(_display(load_image(path, self.max_pixels)))
+
+    def cam(self, path: str, finding: str | None = None, layer: str = "overlay") -> tuple[bytes, str]:
+        """(PNG, finding) of the Grad-CAM of the deployed model for ``finding`` (default: the
+        most probable finding above threshold, else the most probable) on one image file:
+        over the radiograph (``layer="overlay"``) or the colour map alone (``"map"``), at
+        the size of :meth:`preview`. One map at a time (each holds a backward pass)."""
+        gray = load_image(path, self.max_pixels)
+        if finding is None:
+            rec = self.record(path)
+            above = [n for n in rec.above_threshold]
+            finding = max(above or rec.probabilities, key=rec.probabilities.get)
+        with self._cam_lock:
+            cam = grad_cam(self.model, gray, [finding], backbone=self.backbone)[finding]
+        shown, cam = _display(gray), _display(cam)
+        rgb = colour_map(cam)
+        if layer == "overlay":
+            base = np.repeat(shown[..., None], 3, axis=2)
+            rgb = (1 - CAM_ALPHA) * base + CAM_ALPHA * rgb
+        return _png(rgb), finding
+
+
+def _display(a: np.ndarray) -> np.ndarray:
+    """A (H, W) map in [0, 1] scaled down to at most DISPLAY_SIDE px a side."""
+    from PIL import Image
+
+    h, w = a.shape
+    scale = min(1.0, DISPLAY_SIDE / max(h, w))
+    if scale == 1.0:
+        return a
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+
+
+def _png(a: np.ndarray) -> bytes:
+    """PNG bytes of a gray (H, W) or RGB (H, W, 3) array in [0, 1]."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def model_info(model: TrainedModel, name: str) -> dict:
+    """What the viewer shows of the model (GET /info), read from its folder's description."""
+    sel = model.metrics or {}
+    val = sel.get("validation_metrics") or {}
+    data = (model.features or {}).get("training_data") or {}
+    return {
+        "model": name, "medxfer_version": __version__, "backbone": model.backbone.get("name"),
+        "labels": list(model.label_names),
+        "thresholds": {n: float(t) for n, t in zip(model.label_names, model.thresholds)},
+        "training": {
+            "images": data.get("images", model.features.get("n_rows")),
+            "patients": data.get("patients"),
+            "source": data.get("name", model.features.get("dataset_name")),
+            "macro_auc": val.get("macro_auc", sel.get("validation_macro_auc")),
+            "macro_auc_ci95": val.get("macro_auc_ci95"),
+            "predictions": val.get("predictions"),
+        },
+        "ood_threshold": None if model.ood is None else model.ood.threshold,
+        "notice": NOTICE, "card": "/card",
+    }
+
 
 class OOD(BaseModel):
     flag: bool
@@ -201,6 +288,26 @@ def create_app(model_dir, *, max_upload_mb: float = _S.max_upload_mb,
     def health() -> dict:
         return {"status": "ok", "model": str(model_dir), "labels": list(model.label_names)}
 
+    name = Path(model_dir).resolve().name
+    info = model_info(model, name)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def viewer() -> str:
+        return VIEWER.read_text(encoding="utf-8")
+
+    @app.get("/info", description="The model the service runs: name, version, labels, "
+                                  f"thresholds and training summary. {NOTICE}")
+    def get_info() -> dict:
+        return info
+
+    @app.get("/card", response_class=HTMLResponse,
+             description="The model card (medxfer.card), built from the model folder.")
+    def card() -> str:
+        path = Path(model_dir) / "card.html"
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+        return card_html(build_card(model_dir, name=name))
+
     async def one_file(request: Request) -> None:
         """Exactly one upload part named 'file' (FastAPI alone would take the first)."""
         if (request.headers.get("content-type") or "").startswith("multipart/form-data"):
@@ -211,12 +318,40 @@ def create_app(model_dir, *, max_upload_mb: float = _S.max_upload_mb,
 
     @app.post("/predict", response_model=Prediction, dependencies=[Depends(one_file)],
               description=f"The prediction record of one uploaded image. {NOTICE}",
-              responses={400: {"description": "more than one 'file' part"},
-                         413: {"description": "upload too large"},
-                         415: {"description": "not a PNG, JPEG or DICOM upload"},
-                         422: {"description": "the bytes do not decode as an image"},
-                         503: {"description": "the model could not compute an answer"}})
+              responses=UPLOAD_ERRORS)
     def predict(file: UploadFile = File(...)) -> dict:
+        with upload(file) as tmp:
+            return answer(file, tmp, lambda: predictor(tmp, file.filename or "upload"))
+
+    @app.post("/cam", dependencies=[Depends(one_file)], response_class=Response,
+              description="The Grad-CAM of the deployed model for one finding of one uploaded "
+                          "image, as PNG (at most 1024 px a side; the finding in the X-Finding "
+                          f"header). {NOTICE}",
+              responses={200: {"content": {"image/png": {}}}, **UPLOAD_ERRORS,
+                         422: {"description": "the bytes do not decode, or no such finding"}})
+    def cam(file: UploadFile = File(...),
+            finding: str | None = Query(None, description="a finding the model predicts (default: "
+                                        "the most probable above threshold, else the most probable)"),
+            layer: str = Query("overlay", pattern="^(overlay|map)$",
+                               description="overlay: the map over the radiograph; map: the colour map alone")):
+        if finding is not None and finding not in model.label_names:
+            raise HTTPException(422, f"the model predicts no finding named '{finding}'; it predicts "
+                                     + ", ".join(model.label_names))
+        with upload(file) as tmp:
+            png, chosen = answer(file, tmp, lambda: predictor.cam(tmp, finding, layer))
+        return Response(png, media_type="image/png", headers={"X-Finding": chosen})
+
+    @app.post("/preview", dependencies=[Depends(one_file)], response_class=Response,
+              description="The uploaded image as the model decoded it, as PNG (gray, at most "
+                          "1024 px a side).",
+              responses={200: {"content": {"image/png": {}}}, **UPLOAD_ERRORS})
+    def preview(file: UploadFile = File(...)):
+        with upload(file) as tmp:
+            return Response(answer(file, tmp, lambda: predictor.preview(tmp)), media_type="image/png")
+
+    @contextmanager
+    def upload(file: UploadFile):
+        """The upload in a temporary file (deleted on exit), or the 4xx it deserves."""
         ctype = (file.content_type or "").split(";")[0].strip().lower()
         suffix = Path(file.filename or "").suffix.lower()
         if ctype in CONTENT_TYPES:
@@ -233,19 +368,30 @@ def create_app(model_dir, *, max_upload_mb: float = _S.max_upload_mb,
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            try:
-                return predictor(tmp, file.filename or "upload")
-            except ServiceError as exc:
-                raise HTTPException(503, str(exc)) from exc
-            except MedxferError as exc:
-                reason = str(exc).replace(f"'{tmp}'", f"'{file.filename or 'upload'}'").replace(tmp, "upload")
-                raise HTTPException(422, reason) from exc
-            except (ValueError, RuntimeError) as exc:  # an image the backbone cannot take
-                raise HTTPException(422, f"the image cannot be processed: {exc}") from exc
+            yield tmp
         finally:
             os.unlink(tmp)
 
+    def answer(file: UploadFile, tmp: str, work):
+        """``work()``, its failures turned into the service's answers (503 or 422)."""
+        try:
+            return work()
+        except ServiceError as exc:
+            raise HTTPException(503, str(exc)) from exc
+        except MedxferError as exc:
+            reason = str(exc).replace(f"'{tmp}'", f"'{file.filename or 'upload'}'").replace(tmp, "upload")
+            raise HTTPException(422, reason) from exc
+        except (ValueError, RuntimeError) as exc:  # an image the backbone cannot take
+            raise HTTPException(422, f"the image cannot be processed: {exc}") from exc
+
     return app
+
+
+UPLOAD_ERRORS = {400: {"description": "more than one 'file' part"},
+                 413: {"description": "upload too large"},
+                 415: {"description": "not a PNG, JPEG or DICOM upload"},
+                 422: {"description": "the bytes do not decode as an image"},
+                 503: {"description": "the model could not compute an answer"}}
 
 
 def serve(model_dir: str | Path, *, host: str = _S.host, port: int = _S.port,

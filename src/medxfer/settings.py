@@ -161,6 +161,14 @@ MIN_IMAGE_SIDE = 32
 #: fewer, a patient bootstrap resamples the same few and its interval claims a precision the
 #: data cannot give (Hernia, 1 positive in 60, once showed [0.814, 0.966]); it is withheld.
 MIN_CI_POSITIVES = 5
+#: What every output of a model says it is not (records, reports, the service, cards, ONNX).
+NOTICE = ("medxfer is a research tool, not a medical device: its outputs are not a diagnosis "
+          "and must not guide the care of a patient.")
+#: Subgroup results (view, sex, age band) of reports and model cards: a subgroup with fewer
+#: images is listed with its count and no AUC.
+MIN_SUBGROUP_IMAGES = 20
+#: Age bands of the subgroup results, in years: [0, 40), [40, 60), [60, 80), [80, ...).
+AGE_BANDS = (40, 60, 80)
 #: The longest a service request waits for others to share its forward pass.
 MAX_BATCH_WAIT_MS = 1000.0
 #: The default extraction, chosen by nested patient-wise CV on the 421-image sample

@@ -247,6 +247,7 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             seen = count > 0
             Pv = (P_sum[seen] / count[seen][:, None]).astype(np.float32)
             self.validation_ = (X[seen], Y[seen], Pv)
+            self.validation_index_ = np.flatnonzero(seen)
             self.best_epoch_ = int(np.median([f["best_epoch"] for f in fits]))
             self.member_best_epochs_ = [f["best_epoch"] for f in fits]
             self.member_validation_indices_ = [f["validation_index"] for f in fits]

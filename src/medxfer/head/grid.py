@@ -171,6 +171,7 @@ def _fit_same_width(X, Y, tr, va, params: list[dict], k: int, progress) -> list[
         est = BottleneckClassifier.from_nets(p, [net], task="multilabel", best_epoch=res.best_epoch[s],
                                              best_score=res.best_score[s], history=res.history[s])
         est.validation_ = (Xv, Yv, est.predict_proba(Xv))
+        est.validation_index_ = va
         ests.append(est)
     return ests
 
