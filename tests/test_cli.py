@@ -22,6 +22,20 @@ def test_demo_end_to_end_on_a_few_real_images(tmp_path, capsys):
     html = (out / "report" / "report.html").read_text()
     assert "Macro AUC" in html and "data:image/png;base64," in html and "Baseline side by side" in html
     assert (out / "model" / "model.safetensors").is_file()
+    # issue 23: the model card, with the demo's own evaluation, linked from the report
+    assert 'href="../model/card.html"' in html
+    card = (out / "model" / "card.md").read_text()
+    model = json.loads((out / "model" / "model.json").read_text())
+    data, val = model["features"]["training_data"], model["selection_metrics"]["validation_metrics"]
+    assert data["images"] == metrics["config"]["demo"]["train_images"]
+    assert f"{data['images']} images of {data['patients']} patients." in card
+    for d in (val, m):  # out-of-fold, then the held-out report; a CI or why it is withheld
+        ci = d["macro_auc_ci95"]
+        why = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else d["macro_auc_ci95_withheld"]
+        assert f"macro AUC {d['macro_auc']:.3f} (95% CI {why})" in card
+    assert val["macro_auc_ci95"] or m["macro_auc_ci95"]  # at least one interval on 80 images
+    assert f"a distance score above {model['ood']['threshold']:.3f}" in card
+    assert "No evaluation on new patients" not in card
 
 
 @pytest.mark.slow
