@@ -119,7 +119,7 @@ class Browser:
         """Choose a file in a file input, as a user would (change event included)."""
         root = self.send("DOM.getDocument")["root"]["nodeId"]
         node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
-        self.send("DOM.setFileInputFiles", files=[str(path)], nodeId=node)
+        self.send("DOM.setFileInputFiles", files=[str(Path(path).resolve())], nodeId=node)
 
     def key(self, key: str, code: str, keycode: int, shift: bool = False) -> None:
         """One key press (down and up), e.g. key("Tab", "Tab", 9)."""

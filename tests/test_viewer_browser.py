@@ -1,9 +1,9 @@
 """The viewer at the service's / in a real browser: Debian's headless Chromium, driven over
 the DevTools protocol (tests/cdp.py), against a service on loopback.
 
-MEDXFER_VIEWER_MODEL=MODEL runs it on that model folder instead of the tiny test model, and
-MEDXFER_VIEWER_SCREENSHOT=FILE.png keeps the 1280x800 screenshot there (how
-docs/img/viewer.png is made; DEVELOPERS.md)."""
+MEDXFER_VIEWER_MODEL=MODEL runs it on that model folder instead of the tiny test model,
+MEDXFER_VIEWER_IMAGE=FILE uploads that radiograph, and MEDXFER_VIEWER_SCREENSHOT=FILE.png
+keeps the 1280x800 screenshot there (how docs/img/viewer.png is made; DEVELOPERS.md)."""
 
 import json
 import os
@@ -65,7 +65,7 @@ def test_the_viewer_in_headless_chromium(viewer, tmp_path):
     from medxfer.settings import NOTICE
 
     url, images = viewer
-    image = sorted(images.glob("*.png"))[3]
+    image = Path(os.environ.get("MEDXFER_VIEWER_IMAGE") or sorted(images.glob("*.png"))[3])
     _, expected = _post(url + "/predict", image.read_bytes(), image.name, "image/png")
     with urllib.request.urlopen(url + "/info") as r:
         info = json.loads(r.read())

@@ -595,7 +595,7 @@ def _cmd_demo(a) -> int:
     print(f"macro AUC on {r.test_images} held-out images: {r.metrics['macro_auc']:.3f} "
           f"(95% CI {ci[0]:.3f}-{ci[1]:.3f}); tuned logistic regression "
           f"{r.baseline['logistic_regression']['macro_auc']:.3f}. Small sample: wide intervals.")
-    print(f"report: {r.report}  ({r.seconds:.0f} s)")
+    print(f"report: {r.report}  ({r.seconds:.0f} s); model card: {Path(a.out) / 'model' / 'card.html'}")
     return 0
 
 
@@ -771,7 +771,16 @@ def _cmd_train(a) -> int:
     if terms and not a.json:
         print("loss terms at the solution (training rows of the first member): " + ", ".join(
             f"{k} {v:.4g}" for k, v in terms.items() if v is not None))
+    _card_line(a)
     return 0
+
+
+def _card_line(a) -> None:
+    """Where train wrote the model card, and how to add an evaluation to it."""
+    card = Path(a.out) / "card.html"
+    if card.is_file() and not a.json:
+        print(f"model card: {card} (after `medxfer evaluate`, add the report: medxfer card "
+              f"{a.out} --evaluation REPORT --out {card})")
 
 
 def _cmd_tune(a) -> int:
