@@ -485,7 +485,7 @@ def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None
     model = train_from_features(train, head={"random_state": seed})
     model.config["command"] = (f"medxfer demo --out {out} --seed {seed}"
                                + (f" --data {data}" if data else "") + (f" --limit {limit}" if limit else "")
-                               + f" --backbone {backbone} (the training part of the demo)")
+                               + f" --backbone {backbone}")
     model.save(out / "model")
     # C from 1e-6 to 1e-2: the full default grid (to 1) takes minutes on 2,000-d features
     # on 2 cores and its upper half was never chosen on this data (docs/benchmarks.md).
