@@ -29,6 +29,8 @@ from pynetdicom.sop_class import (ComprehensiveSRStorage, DigitalXRayImageStorag
 ORTHANC = shutil.which("Orthanc") or next((p for p in ("/usr/sbin/Orthanc",) if Path(p).is_file()), None)
 DSRDUMP = shutil.which("dsrdump")
 MR = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
+#: Debian's orthanc-dicomweb: Orthanc's DICOMweb (STOW-RS) plugin.
+DICOMWEB = next((p for p in ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",) if Path(p).is_file()), None)
 
 
 def _port() -> int:
@@ -135,7 +137,8 @@ def orthanc(tmp_path):
     cfg = {"Name": "medxfer-test", "StorageDirectory": str(tmp_path / "orthanc-db"),
            "IndexDirectory": str(tmp_path / "orthanc-db"), "HttpPort": http, "DicomPort": dicom,
            "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-           "HttpServerEnabled": True, "DicomServerEnabled": True, "Plugins": [],
+           "HttpServerEnabled": True, "DicomServerEnabled": True, "Plugins": [DICOMWEB] if DICOMWEB else [],
+           "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
            "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True,
            "DicomModalities": {"medxfer": ["MEDXFER", "127.0.0.1", node_port]},
            "DicomScuTimeout": 30, "StableAge": 1}
@@ -168,9 +171,9 @@ def rest(url, path, body=None):
     return raw if path.endswith("/file") else json.loads(raw)
 
 
-def srs_of_study(url, study_uid):
+def srs_of_study(url, study_uid, modality="SR"):
     found = rest(url, "/tools/find", {"Level": "Instance", "Query": {"StudyInstanceUID": study_uid,
-                                                                   "Modality": "SR"}})
+                                                                   "Modality": modality}})
     return [pydicom.dcmread(__import__("io").BytesIO(rest(url, f"/instances/{i}/file"))) for i in found]
 
 
@@ -211,7 +214,7 @@ def test_orthanc_round_trip_and_a_brain_mr(orthanc, tiny_trained, tmp_path, caps
         node.port = orthanc["node_port"]
         node.proc = subprocess.Popen(
             [sys.executable, "-m", "medxfer", "dicom-node", str(model), "--spool", str(spool),
-             "--port", str(node.port), "--send-to", f"ORTHANC@127.0.0.1:{orthanc['dicom']}"],
+             "--port", str(node.port), "--send-to", f"ORTHANC@127.0.0.1:{orthanc['dicom']}", "--cam"],
             stdout=open(tmp_path / "node.log", "ab"), stderr=subprocess.STDOUT, env=os.environ.copy())
         wait_for(lambda: node.proc.poll() is not None or echo(node.port), 180, "the node")
         assert node.proc.poll() is None, (tmp_path / "node.log").read_text()
@@ -224,6 +227,7 @@ def test_orthanc_round_trip_and_a_brain_mr(orthanc, tiny_trained, tmp_path, caps
         sr = wait_for(lambda: srs_of_study(url, source.StudyInstanceUID), 120, "the SR in Orthanc")[0]
         mr_src = pydicom.dcmread(MR, stop_before_pixels=True)
         mr_sr = wait_for(lambda: srs_of_study(url, mr_src.StudyInstanceUID), 120, "the MR's SR")[0]
+        wait_for(lambda: not list((spool / "outbox").glob("*.dcm")), 120, "every result sent")
     finally:
         if node is not None:
             node.stop()
@@ -248,6 +252,15 @@ def test_orthanc_round_trip_and_a_brain_mr(orthanc, tiny_trained, tmp_path, caps
         sr.save_as(path)
         dump = subprocess.run([DSRDUMP, str(path)], capture_output=True, text=True, check=True).stdout
         assert "Probability" in dump and "Imaging Measurement Report" in dump
+
+    # --cam: one Secondary Capture per finding at or above threshold, in a series of its own
+    assert rec["findings"]  # the tiny model calls some on this image: the overlays are checked
+    caps = srs_of_study(url, source.StudyInstanceUID, "OT")
+    assert sorted(c.ImageComments.split(" (medxfer)")[0].removeprefix("Grad-CAM of ") for c in caps) \
+        == sorted(rec["findings"])
+    assert {c.SeriesInstanceUID for c in caps} != {sr.SeriesInstanceUID, source.SeriesInstanceUID}
+    assert all(c.PhotometricInterpretation == "RGB" and c.pixel_array.ndim == 3 for c in caps)
+    assert not srs_of_study(url, mr_src.StudyInstanceUID, "OT")  # no overlay of a brain
 
     # the brain MR: an SR that says out of distribution, no finding called
     mvalues, mood = sr_values(mr_sr)
@@ -282,6 +295,27 @@ def test_a_node_killed_after_acknowledging_sends_after_a_restart(orthanc, tiny_t
     finally:
         node.stop()
     assert (tmp_path / "node.log").read_text().count("sent\n") == 1
+
+
+@pytest.mark.slow
+def test_reports_by_stow_rs(orthanc, tiny_trained, tmp_path):
+    """--dicomweb: the report goes to Orthanc's DICOMweb plugin by STOW-RS."""
+    if DICOMWEB is None:
+        pytest.skip("Orthanc's DICOMweb plugin not installed (.ci/run installs orthanc-dicomweb)")
+    from medxfer.dicom_node import DicomNode
+    from medxfer.settings import DicomNodeSettings
+
+    node = DicomNode(tiny_trained / "m", DicomNodeSettings(
+        port=_port(), spool=str(tmp_path / "spool"), dicomweb=orthanc["url"] + "/dicom-web"),
+        engine="torch").start()
+    try:
+        dx = make_dx(sorted((tiny_trained / "cxr" / "images").glob("*.png"))[4], tmp_path / "dx.dcm")
+        assert store("127.0.0.1", node.settings.port, "MEDXFER", pydicom.dcmread(dx)) == [0]
+        study = pydicom.dcmread(dx, stop_before_pixels=True).StudyInstanceUID
+        sr = wait_for(lambda: srs_of_study(orthanc["url"], study), 120, "the SR by STOW-RS")[0]
+        assert sr.StudyInstanceUID == study and node.counts["sent"] == 1
+    finally:
+        node.stop()
 
 
 @pytest.fixture
@@ -405,3 +439,24 @@ def test_the_cli_refuses_what_cannot_work(tiny_trained, tmp_path, capsys):
         port = held.getsockname()[1]
         assert main(["dicom-node", m, "--send-to", "X@h:1", "--port", str(port)]) == 2
         assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed (to make a test certificate)")
+def test_tls_associations_only(node_in_process, tiny_trained, tmp_path):
+    """--tls-cert/--tls-key: a TLS client is answered; a plain one gets no association."""
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    node = node_in_process(tls_cert=str(cert), tls_key=str(key))
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    ctx.check_hostname = False
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.settings.port, ae_title="MEDXFER", tls_args=(ctx, None))
+    assert assoc.is_established and int(assoc.send_c_echo().Status) == 0
+    assoc.release()
+    assert not echo(node.settings.port)

@@ -12,6 +12,8 @@ C-ECHO) on pynetdicom. For each image it receives it
    the algorithm (medxfer, its version, the model's name and weights hash), one container per
    finding (probability, threshold, present/absent, or withheld when the image is out of
    distribution), the flag with its reason, and the research-tool notice;
+   With ``--cam``, a Secondary Capture of the Grad-CAM overlay of each finding at or above
+   threshold goes with it, in a series of its own in the same study;
 4. sends the SR with C-STORE to ``--send-to`` (or STOW-RS to ``--dicomweb``), retrying with
    exponential backoff; what cannot be sent stays in ``outbox/``. The received image is
    deleted once its SR is out (``--keep-received`` moves it to ``kept/`` instead).
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 SUCCESS, NOT_AN_IMAGE, CANNOT_UNDERSTAND, OUT_OF_RESOURCES = 0x0000, 0x0122, 0xC210, 0xA700
 #: Codes of our own, for the SR's concepts that no standard vocabulary names.
 SCHEME = "99MEDXFER"
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
 class NodeError(MedxferError):
@@ -158,6 +161,29 @@ def build_sr(source, record, *, model_name: str, model_sha256: str, error: str |
         instance_number=1, manufacturer="medxfer")
     sr.SeriesDescription = "medxfer AI result - not a diagnosis"
     return sr
+
+
+def build_cam_sc(source, rgb, finding: str, *, model_sha256: str):
+    """A Secondary Capture of one finding's Grad-CAM overlay (RGB in [0, 1]) in a series of
+    its own in the source's study."""
+    import numpy as np
+    from highdicom.sc import SCImage
+    from pydicom.uid import generate_uid
+
+    orientation = tuple(source.get("PatientOrientation") or ()) or ("L", "F")  # frontal display
+    sc = SCImage.from_ref_dataset(
+        ref_dataset=source, pixel_array=(np.clip(rgb, 0, 1) * 255).round().astype(np.uint8),
+        photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
+        series_instance_uid=generate_uid(entropy_srcs=[str(source.StudyInstanceUID), model_sha256, "cam"]),
+        series_number=991, sop_instance_uid=generate_uid(
+            entropy_srcs=[str(source.SOPInstanceUID), model_sha256, "cam", finding]),
+        instance_number=1, manufacturer="medxfer", patient_orientation=orientation[:2])
+    sc.SeriesDescription = "medxfer Grad-CAM - not a diagnosis"
+    sc.ImageComments = (f"Grad-CAM of {finding} (medxfer): where the model's score for it rises "
+                        "most; not a segmentation, not a diagnosis")
+    sc.DerivationDescription = f"Grad-CAM of the medxfer model's {finding} score over the source image"
+    sc.BurnedInAnnotation = "NO"
+    return sc
 
 
 # -- the spool ---------------------------------------------------------------------------------
@@ -349,24 +375,29 @@ class DicomNode:
         except (MedxferError, ValueError, RuntimeError) as exc:
             error = str(exc).replace(str(path), "the received image")
             log.warning("an image of %s could not be analysed: %s", study, error)
-        sr = build_sr(ds, record, model_name=self.model_name, model_sha256=self.model.sha256 or "n/a",
-                      error=error)
-        uid = str(sr.SOPInstanceUID)
+        sha = self.model.sha256 or "n/a"
+        results = [build_sr(ds, record, model_name=self.model_name, model_sha256=sha, error=error)]
+        if self.settings.cam and record is not None and record.findings:
+            for finding in record.findings:  # empty when out of distribution
+                rgb, _ = self.predictor.cam_image(str(path), finding, "overlay")
+                results.append(build_cam_sc(ds, rgb, finding, model_sha256=sha))
         done = self.spool.processed / path.name
-        out = self.spool.outbox / f"{uid}.dcm"
         from io import BytesIO
 
-        buf = BytesIO()
-        sr.save_as(buf, enforce_file_format=True)
-        _write_atomic(out, buf.getvalue())
-        _write_atomic(out.with_suffix(".json"), json.dumps(
-            {"source": done.name, "study": study, "sop_class": str(sr.SOPClassUID)}).encode())
+        for res in results:
+            out = self.spool.outbox / f"{res.SOPInstanceUID}.dcm"
+            buf = BytesIO()
+            res.save_as(buf, enforce_file_format=True)
+            _write_atomic(out, buf.getvalue())
+            _write_atomic(out.with_suffix(".json"), json.dumps(
+                {"source": done.name, "study": study, "sop_class": str(res.SOPClassUID)}).encode())
         os.replace(path, done)
         self.counts["processed"] += 1
         flag = record is not None and record.out_of_distribution.flag
-        log.info("report for %s written%s", study, " (out of distribution)" if flag else "")
+        log.info("report for %s written%s%s", study, " (out of distribution)" if flag else "",
+                 f" with {len(results) - 1} Grad-CAM image(s)" if len(results) > 1 else "")
         self._wake.set()
-        return out
+        return self.spool.outbox / f"{results[0].SOPInstanceUID}.dcm"
 
     # the sender
     def _send_loop(self) -> None:
@@ -402,7 +433,9 @@ class DicomNode:
         else:
             self._stow(sr_path.read_bytes())
         src = self.spool.processed / meta.get("source", "")
-        if meta.get("source") and src.is_file():
+        others = [m for m in self.spool.outbox.glob("*.json") if m != meta_path
+                  and json.loads(m.read_text()).get("source") == meta.get("source")]
+        if meta.get("source") and src.is_file() and not others:  # its last result is out
             if self.settings.keep_received:
                 os.replace(src, self.spool.kept / src.name)
             else:
@@ -413,7 +446,8 @@ class DicomNode:
         sr_path.unlink()
         meta_path.unlink(missing_ok=True)
         self.counts["sent"] += 1
-        log.info("report for %s sent", meta.get("study"))
+        log.info("%s for %s sent", "report" if meta.get("sop_class") == COMPREHENSIVE_SR else "Grad-CAM image",
+                 meta.get("study"))
 
     def _c_store(self, ds) -> None:
         from pynetdicom import AE

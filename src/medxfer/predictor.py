@@ -139,7 +139,13 @@ class Predictor:
         return png(display(load_image(path, self.max_pixels)))
 
     def cam(self, path: str, finding: str | None = None, layer: str = "overlay") -> tuple[bytes, str]:
-        """(PNG, finding) of the Grad-CAM of the deployed model for ``finding`` (default: the
+        """(PNG, finding) of :meth:`cam_image`."""
+        rgb, finding = self.cam_image(path, finding, layer)
+        return png(rgb), finding
+
+    def cam_image(self, path: str, finding: str | None = None,
+                  layer: str = "overlay") -> tuple[np.ndarray, str]:
+        """(RGB array in [0, 1], finding) of the Grad-CAM of the deployed model for ``finding`` (default: the
         most probable finding above threshold, else the most probable) on one image file:
         over the radiograph (``layer="overlay"``) or the colour map alone (``"map"``), at
         the size of :meth:`preview`. One map at a time (each holds a backward pass)."""
@@ -155,7 +161,7 @@ class Predictor:
         if layer == "overlay":
             base = np.repeat(shown[..., None], 3, axis=2)
             rgb = (1 - CAM_ALPHA) * base + CAM_ALPHA * rgb
-        return png(rgb), finding
+        return rgb, finding
 
 
 def display(a: np.ndarray) -> np.ndarray:

@@ -370,6 +370,8 @@ class DicomNodeSettings:
     tls_key: str | None = setting(None, "TLS private key (PEM) of the node", Kind(str, none_ok=True))
     max_dataset_mb: float = setting(512.0, "larger datasets are refused (status A700)",
                                     Interval("float", 0.0, 4096.0, closed="right"))
+    cam: bool = setting(False, "also send a Secondary Capture of the Grad-CAM overlay of each "
+                        "finding at or above threshold, in a new series of the study", Kind(bool))
     keep_received: bool = setting(False, "keep each received image (spool/kept) after its "
                                   "report is sent, instead of deleting it", Kind(bool))
     retry_max_s: float = setting(300.0, "longest wait between two tries of a report that could "
