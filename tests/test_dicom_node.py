@@ -365,6 +365,17 @@ def test_bad_input_gets_a_status_and_the_association_goes_on(node_in_process, ti
         _config.STORE_SEND_CHUNKED_DATASET = False
     assert statuses[0] == 0x0122 and statuses[1] == 0xC210 and statuses[2] == 0
     wait_for(lambda: node.counts["processed"] == 1, 60, "the good image processed")
+    # a compressed image (JPEG-LS) is decoded; a brain MR's report says out of distribution
+    mr = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small_jpeg_ls_lossless.dcm"
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(MRImageStorage, pydicom.dcmread(mr).file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", node.settings.port, ae_title="MEDXFER")
+    assert int(assoc.send_c_store(pydicom.dcmread(mr)).Status) == 0
+    assoc.release()
+    wait_for(lambda: node.counts["processed"] == 2, 60, "the MR processed")
+    reports = [pydicom.dcmread(f) for f in node.spool.outbox.glob("*.dcm")]
+    values, ood = sr_values(next(r for r in reports if r.StudyInstanceUID == pydicom.dcmread(mr).StudyInstanceUID))
+    assert ood["flag"] == "Yes" and values  # analysed (decoded), flagged, not "not analysed"
 
     small = node_in_process(max_dataset_mb=0.001)
     assert store("127.0.0.1", small.settings.port, "MEDXFER", pydicom.dcmread(dx)) == [0xA700]
