@@ -377,6 +377,14 @@ def test_bad_input_gets_a_status_and_the_association_goes_on(node_in_process, ti
     values, ood = sr_values(next(r for r in reports if r.StudyInstanceUID == pydicom.dcmread(mr).StudyInstanceUID))
     assert ood["flag"] == "Yes" and values  # analysed (decoded), flagged, not "not analysed"
 
+    # an image no report can be made for is kept in failed/ with the reason, not retried
+    node.process = lambda path: (_ for _ in ()).throw(RuntimeError("highdicom refused it"))
+    assert store("127.0.0.1", node.settings.port, "MEDXFER", make_dx(
+        sorted((tiny_trained / "cxr" / "images").glob("*.png"))[5], tmp_path / "dx5.dcm")) == [0]
+    kept = wait_for(lambda: list(node.spool.failed.glob("*.dcm")), 30, "the image in failed/")
+    assert "highdicom refused it" in kept[0].with_suffix(".txt").read_text()
+    assert not list(node.spool.incoming.glob("*.dcm"))
+
     small = node_in_process(max_dataset_mb=0.001)
     assert store("127.0.0.1", small.settings.port, "MEDXFER", pydicom.dcmread(dx)) == [0xA700]
 

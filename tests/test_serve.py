@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,37 +21,51 @@ pytest.importorskip("multipart")
 
 
 def _post(url, data: bytes, filename: str, ctype: str):
+    """(status, JSON body) of a multipart upload."""
+    code, _, body, _ = _post_raw(url, data, filename, ctype)
+    return code, json.loads(body)
+
+
+def _post_raw(url, data: bytes, filename: str, ctype: str):
+    """(status, content type, body bytes, headers) of a multipart upload."""
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
             f"Content-Type: {ctype}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     req = urllib.request.Request(url, data=body, method="POST",
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.headers.get("content-type"), r.read(), r.headers
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        return e.code, e.headers.get("content-type"), e.read(), e.headers
+
+
+@contextmanager
+def running(app):
+    """The app served by uvicorn on a free loopback port; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    for _ in range(300):
+        if server.started:
+            break
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        th.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def service(tiny_trained):
     from medxfer.serve import create_app
 
-    base, root = tiny_trained, tiny_trained / "cxr"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(base / "m", max_upload_mb=1.0), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", root
-    server.should_exit = True
-    th.join(timeout=10)
+    with running(create_app(tiny_trained / "m", max_upload_mb=1.0)) as url:
+        yield url, tiny_trained / "cxr"
 
 
 def test_health_schema_and_a_prediction(service):
@@ -192,19 +207,6 @@ def test_a_1x1_upload_two_file_parts_and_the_research_notice(service, tmp_path):
         urllib.request.urlopen(req, timeout=60)
     assert e.value.code == 400 and "2 parts named 'file'" in json.loads(e.value.read())["detail"]
 
-
-def _post_raw(url, data: bytes, filename: str, ctype: str):
-    """(status, content type, body bytes, headers) of a multipart upload."""
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {ctype}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, r.headers.get("content-type"), r.read(), r.headers
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("content-type"), e.read(), e.headers
 
 
 def test_viewer_page_info_card_preview_and_cam(service, tmp_path):

@@ -8,9 +8,6 @@ keeps the 1280x800 screenshot there (how docs/img/viewer.png is made; DEVELOPERS
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,10 +15,10 @@ import numpy as np
 import pytest
 
 from .cdp import CHROMIUM, Browser
-from .test_serve import _post
+from .test_serve import _post, running
 
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 pytest.importorskip("websocket")
 
@@ -34,20 +31,8 @@ def viewer(tiny_trained):
     from medxfer.serve import create_app
 
     model = Path(os.environ.get("MEDXFER_VIEWER_MODEL") or tiny_trained / "m")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(model, max_upload_mb=8.0), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    for _ in range(300):
-        if server.started:
-            break
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", tiny_trained / "cxr" / "images"
-    server.should_exit = True
-    th.join(timeout=10)
+    with running(create_app(model, max_upload_mb=8.0)) as url:
+        yield url, tiny_trained / "cxr" / "images"
 
 
 def _js_list(expr: str) -> str:

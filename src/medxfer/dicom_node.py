@@ -205,14 +205,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class Spool:
     """incoming/ (acknowledged images), processed/ (images whose SR waits to be sent),
     outbox/ (SRs to send, each with a .json naming its source), kept/ (--keep-received),
-    sent.jsonl (what went out, by study hash)."""
+    failed/ (images no report could be made for, each with a .txt saying why: kept, not
+    retried), sent.jsonl (what went out, by study hash)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        for sub in ("incoming", "processed", "outbox", "kept"):
+        for sub in ("incoming", "processed", "outbox", "kept", "failed"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.incoming, self.processed = self.root / "incoming", self.root / "processed"
-        self.outbox, self.kept = self.root / "outbox", self.root / "kept"
+        self.outbox, self.kept, self.failed = self.root / "outbox", self.root / "kept", self.root / "failed"
 
     def receive(self, data: bytes, sop_uid: str) -> Path:
         path = self.incoming / f"{hashlib.sha256(sop_uid.encode()).hexdigest()[:24]}.dcm"
@@ -360,8 +361,11 @@ class DicomNode:
                     return
                 try:
                     self.process(path)
-                except Exception:  # the worker lives on; the file stays for the next start
-                    log.exception("could not process %s; it stays in the spool", path.name)
+                except Exception as exc:  # the worker lives on; the image is kept, not retried
+                    failed = self.spool.failed / path.name
+                    os.replace(path, failed)
+                    failed.with_suffix(".txt").write_text(f"{type(exc).__name__}: {exc}\n")
+                    log.exception("could not answer a received image; it is kept in %s", failed)
 
     def process(self, path: Path) -> Path:
         """incoming image -> SR in outbox/ (with its sidecar) -> image to processed/."""
