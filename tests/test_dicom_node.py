@@ -251,7 +251,7 @@ def test_orthanc_round_trip_and_a_brain_mr(orthanc, tiny_trained, tmp_path, caps
         path = tmp_path / "sr.dcm"
         sr.save_as(path)
         dump = subprocess.run([DSRDUMP, str(path)], capture_output=True, text=True, check=True).stdout
-        assert "Probability" in dump and "Imaging Measurement Report" in dump
+        assert "Probability" in dump and "AI result (medxfer), not a diagnosis" in dump
 
     # --cam: one Secondary Capture per finding at or above threshold, in a series of its own
     assert rec["findings"]  # the tiny model calls some on this image: the overlays are checked
@@ -479,3 +479,22 @@ def test_tls_associations_only(node_in_process, tiny_trained, tmp_path):
     assert assoc.is_established and int(assoc.send_c_echo().Status) == 0
     assoc.release()
     assert not echo(node.settings.port)
+
+
+def test_the_spool_recovers_from_a_stop_at_any_point(tmp_path):
+    """A sidecar without its result: the image goes back to incoming/; an image no sidecar
+    names has had all its results sent: it is removed; a complete result stays to be sent."""
+    from medxfer.dicom_node import Spool
+
+    sp = Spool(tmp_path / "spool")
+    (sp.processed / "a.dcm").write_bytes(b"a")  # results not all written
+    (sp.outbox / "r1.json").write_text(json.dumps({"source": "a.dcm"}))
+    (sp.processed / "b.dcm").write_bytes(b"b")  # its result is written, waiting to be sent
+    (sp.outbox / "r2.json").write_text(json.dumps({"source": "b.dcm"}))
+    (sp.outbox / "r2.dcm").write_bytes(b"sr")
+    (sp.processed / "c.dcm").write_bytes(b"c")  # every result sent
+    assert sp.recover() == {"reprocess": 1, "already_sent": 1}
+    assert (sp.incoming / "a.dcm").is_file() and not (sp.outbox / "r1.json").exists()
+    assert (sp.processed / "b.dcm").is_file() and (sp.outbox / "r2.dcm").is_file()
+    assert not (sp.processed / "c.dcm").exists()
+    assert oct((tmp_path / "spool" / "incoming").stat().st_mode & 0o777) == "0o700"

@@ -27,9 +27,12 @@ Refusals: a dataset without pixel data (a report, a plan, a presentation state) 
 larger than ``--max-dataset-mb`` gets 0xA700; the association goes on. An image that is not
 a chest radiograph (by header or by features) gets an SR that says so, without findings.
 
-Safe by default: binds 127.0.0.1; ``--allow-ae`` limits calling AE titles; TLS with
-``--tls-cert``/``--tls-key``; the log names studies by a hash of the Study Instance UID, never
-by patient.
+Safe by default: binds 127.0.0.1; ``--allow-ae`` limits calling AE titles (a title is a
+claim, not a proof: use TLS or a firewall where that matters); TLS for incoming
+associations with ``--tls-cert``/``--tls-key`` (client certificates are not checked;
+reports go out in the clear); the spool is readable by the node's user only; the log names
+studies by a hash of the Study Instance UID, never by patient. ``--max-dataset-mb`` is
+checked once pynetdicom holds the dataset in memory.
 """
 
 from __future__ import annotations
@@ -151,19 +154,20 @@ def build_sr(source, record, *, model_name: str, model_sha256: str, error: str |
                 CodeContentItem(_concept("at-or-above-threshold", "At or above threshold"), call, contains),
             ]
             items.append(box)
-    root = ContainerContentItem(codes.DCM.ImagingMeasurementReport)
+    # a title of our own: the tree is not TID 1500's, and must not be read as a measurement report
+    root = ContainerContentItem(_concept("ai-result", "AI result (medxfer), not a diagnosis"))
     root.ContentSequence = items
     seed = [str(source.SOPInstanceUID), model_sha256]
     sr = ComprehensiveSR(
         evidence=[source], content=root,
         series_instance_uid=generate_uid(entropy_srcs=[str(source.StudyInstanceUID), model_sha256, "series"]),
         series_number=990, sop_instance_uid=generate_uid(entropy_srcs=seed + ["sr"]),
-        instance_number=1, manufacturer="medxfer")
+        instance_number=int(source.get("InstanceNumber") or 1), manufacturer="medxfer")
     sr.SeriesDescription = "medxfer AI result - not a diagnosis"
     return sr
 
 
-def build_cam_sc(source, rgb, finding: str, *, model_sha256: str):
+def build_cam_sc(source, rgb, finding: str, *, model_sha256: str, number: int = 1):
     """A Secondary Capture of one finding's Grad-CAM overlay (RGB in [0, 1]) in a series of
     its own in the source's study."""
     import numpy as np
@@ -177,7 +181,7 @@ def build_cam_sc(source, rgb, finding: str, *, model_sha256: str):
         series_instance_uid=generate_uid(entropy_srcs=[str(source.StudyInstanceUID), model_sha256, "cam"]),
         series_number=991, sop_instance_uid=generate_uid(
             entropy_srcs=[str(source.SOPInstanceUID), model_sha256, "cam", finding]),
-        instance_number=1, manufacturer="medxfer", patient_orientation=orientation[:2])
+        instance_number=number, manufacturer="medxfer", patient_orientation=orientation[:2])
     sc.SeriesDescription = "medxfer Grad-CAM - not a diagnosis"
     sc.ImageComments = (f"Grad-CAM of {finding} (medxfer): where the model's score for it rises "
                         "most; not a segmentation, not a diagnosis")
@@ -212,6 +216,7 @@ class Spool:
         self.root = Path(root)
         for sub in ("incoming", "processed", "outbox", "kept", "failed"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root / sub, 0o700)  # patient data: the node's user only
         self.incoming, self.processed = self.root / "incoming", self.root / "processed"
         self.outbox, self.kept, self.failed = self.root / "outbox", self.root / "kept", self.root / "failed"
 
@@ -219,6 +224,29 @@ class Spool:
         path = self.incoming / f"{hashlib.sha256(sop_uid.encode()).hexdigest()[:24]}.dcm"
         _write_atomic(path, data)
         return path
+
+    def recover(self) -> dict:
+        """Put the spool in order after a stop at any point. Results are published sidecar
+        first, then the image moves to processed/, then the result files: a sidecar without
+        its result means the image's results were not all written (its image goes back to
+        incoming/ and is processed again: the UIDs are the same); an image in processed/ that
+        no sidecar names has had every result sent (it is deleted, or kept with
+        ``keep``)."""
+        redo, done = 0, 0
+        sidecars = list(self.outbox.glob("*.json"))
+        for meta in sidecars:
+            if not meta.with_suffix(".dcm").is_file():
+                src = self.processed / json.loads(meta.read_text()).get("source", "")
+                if src.is_file():
+                    os.replace(src, self.incoming / src.name)
+                    redo += 1
+                meta.unlink()
+        named = {json.loads(m.read_text()).get("source") for m in self.outbox.glob("*.json")}
+        for img in self.processed.glob("*.dcm"):
+            if img.name not in named:
+                done += 1
+                img.unlink()
+        return {"reprocess": redo, "already_sent": done}
 
     def waiting(self) -> list[Path]:
         return sorted(self.incoming.glob("*.dcm"), key=lambda p: p.stat().st_mtime)
@@ -298,6 +326,10 @@ class DicomNode:
                                       ssl_context=self._ssl(),
                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store),
                                                     (evt.EVT_C_ECHO, lambda e: SUCCESS)])
+        fixed = self.spool.recover()
+        if any(fixed.values()):
+            log.info("spool recovered: %d image(s) to process again, %d whose reports were all "
+                     "sent removed", fixed["reprocess"], fixed["already_sent"])
         for name, target in (("medxfer-node-worker", self._work), ("medxfer-node-sender", self._send_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -356,16 +388,29 @@ class DicomNode:
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
-            for path in self.spool.waiting():
+            try:
+                waiting = self.spool.waiting()
+            except OSError as exc:  # e.g. a file taken away while listed: list again
+                log.warning("could not list the spool (%s); trying again", exc)
+                continue
+            for path in waiting:
                 if self._stop.is_set():
                     return
                 try:
                     self.process(path)
-                except Exception as exc:  # the worker lives on; the image is kept, not retried
-                    failed = self.spool.failed / path.name
-                    os.replace(path, failed)
-                    failed.with_suffix(".txt").write_text(f"{type(exc).__name__}: {exc}\n")
-                    log.exception("could not answer a received image; it is kept in %s", failed)
+                except OSError as exc:  # the disk, not the image: it stays, tried again later
+                    log.error("could not write the answer to a received image (%s); it stays in "
+                              "%s and is tried again", exc, self.spool.incoming)
+                    self._stop.wait(5.0)
+                except Exception as exc:  # the image's fault: kept in failed/, not retried
+                    try:
+                        failed = self.spool.failed / path.name
+                        os.replace(path, failed)
+                        failed.with_suffix(".txt").write_text(f"{type(exc).__name__}: {exc}\n")
+                        log.exception("could not answer a received image; it is kept in %s", failed)
+                    except OSError as exc2:
+                        log.error("could not move a failed image to %s (%s); it stays in %s",
+                                  self.spool.failed, exc2, self.spool.incoming)
 
     def process(self, path: Path) -> Path:
         """incoming image -> SR in outbox/ (with its sidecar) -> image to processed/."""
@@ -383,19 +428,29 @@ class DicomNode:
         results = [build_sr(ds, record, model_name=self.model_name, model_sha256=sha, error=error)]
         if self.settings.cam and record is not None and record.findings:
             for finding in record.findings:  # empty when out of distribution
-                rgb, _ = self.predictor.cam_image(str(path), finding, "overlay")
-                results.append(build_cam_sc(ds, rgb, finding, model_sha256=sha))
+                try:
+                    rgb, _ = self.predictor.cam_image(str(path), finding, "overlay")
+                except Exception as exc:  # the report goes out without this overlay
+                    log.warning("no Grad-CAM of %s for an image of %s: %s", finding, study, exc)
+                    continue
+                results.append(build_cam_sc(ds, rgb, finding, model_sha256=sha,
+                                            number=list(record.probabilities).index(finding) + 1))
         done = self.spool.processed / path.name
         from io import BytesIO
 
+        encoded = []
         for res in results:
-            out = self.spool.outbox / f"{res.SOPInstanceUID}.dcm"
             buf = BytesIO()
             res.save_as(buf, enforce_file_format=True)
-            _write_atomic(out, buf.getvalue())
+            encoded.append((self.spool.outbox / f"{res.SOPInstanceUID}.dcm", buf.getvalue()))
+        # published in an order a stop at any point can be recovered from (Spool.recover):
+        # the sidecars, then the image to processed/, then the results the sender picks up
+        for out, res in zip([o for o, _ in encoded], results):
             _write_atomic(out.with_suffix(".json"), json.dumps(
                 {"source": done.name, "study": study, "sop_class": str(res.SOPClassUID)}).encode())
         os.replace(path, done)
+        for out, data in encoded:
+            _write_atomic(out, data)
         self.counts["processed"] += 1
         flag = record is not None and record.out_of_distribution.flag
         log.info("report for %s written%s%s", study, " (out of distribution)" if flag else "",
@@ -431,7 +486,7 @@ class DicomNode:
         import pydicom
 
         meta_path = sr_path.with_suffix(".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta = json.loads(meta_path.read_text())  # written before the result (Spool.recover)
         if self.dest is not None:
             self._c_store(pydicom.dcmread(sr_path))
         else:
@@ -466,8 +521,10 @@ class DicomNode:
             status = assoc.send_c_store(ds)
         finally:
             assoc.release()
+        from pynetdicom.status import code_to_category
+
         code = getattr(status, "Status", None)
-        if code is None or code not in (0x0000, 0xB000, 0xB007, 0xB006):
+        if code is None or code_to_category(int(code)) not in ("Success", "Warning"):
             raise NodeError(f"{self.dest.ae_title} answered C-STORE with status "
                             f"{'none' if code is None else hex(code)}")
 

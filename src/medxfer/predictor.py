@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class Predictor:
         self._forward = make_forward(None)
         self.batch_sizes: dict[int, int] = {}
         self._cam_lock = threading.Lock()
+        self._cam_backbone = None  # built on the first Grad-CAM
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, daemon=True, name="medxfer-batcher")
         self._worker.start()
@@ -117,7 +119,7 @@ class Predictor:
         self._queue.put((x, fut))
         try:
             return fut.result(timeout=self.timeout)[None]
-        except TimeoutError as exc:
+        except (TimeoutError, FutureTimeout) as exc:  # one class from Python 3.11, two before
             raise ServiceError(f"no answer from the model within {self.timeout:g} s") from exc
 
     def record(self, path: str, name: str | None = None) -> PredictionRecord:
@@ -145,17 +147,21 @@ class Predictor:
 
     def cam_image(self, path: str, finding: str | None = None,
                   layer: str = "overlay") -> tuple[np.ndarray, str]:
-        """(RGB array in [0, 1], finding) of the Grad-CAM of the deployed model for ``finding`` (default: the
-        most probable finding above threshold, else the most probable) on one image file:
-        over the radiograph (``layer="overlay"``) or the colour map alone (``"map"``), at
-        the size of :meth:`preview`. One map at a time (each holds a backward pass)."""
+        """(RGB array in [0, 1], finding) of the Grad-CAM of the deployed model for
+        ``finding`` (default: the most probable finding above threshold, else the most
+        probable) on one image file: over the radiograph (``layer="overlay"``) or the colour
+        map alone (``"map"``), at the size of :meth:`preview`. One map at a time (each holds a
+        backward pass), on a CPU copy of the backbone of its own: the forward passes of the
+        predictions (on a GPU, or through the stage hooks of multistage pooling) never share
+        a module with it."""
         gray = load_image(path, self.max_pixels)
         if finding is None:
             rec = self.record(path)
-            above = [n for n in rec.above_threshold]
-            finding = max(above or rec.probabilities, key=rec.probabilities.get)
+            finding = max(rec.above_threshold or rec.probabilities, key=rec.probabilities.get)
         with self._cam_lock:
-            cam = grad_cam(self.model, gray, [finding], backbone=self.backbone)[finding]
+            if self._cam_backbone is None:
+                self._cam_backbone = rebuild_backbone(self.model.backbone, self.model.backbone_state).eval()
+            cam = grad_cam(self.model, gray, [finding], backbone=self._cam_backbone)[finding]
         shown, cam = display(gray), display(cam)
         rgb = colour_map(cam)
         if layer == "overlay":
