@@ -493,14 +493,9 @@ def card_html(card: Card) -> str:
     return "\n".join(out)
 
 
-def write_card(model_dir: str | Path, out: str | Path, evaluations=(), *, name: str | None = None) -> Path:
-    """Write the card of ``model_dir`` to ``out``: HTML for .html/.htm, Markdown for .md."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".html", ".htm", ".md"):
-        raise CardError(f"--out '{out}': a card is written as .html or .md; name the file so")
-    card = build_card(model_dir, evaluations, name=name)
-    text = card_markdown(card) if suffix == ".md" else card_html(card)
+def _render(card: Card, out: Path) -> Path:
+    """Write ``card`` to ``out``: HTML for .html/.htm, Markdown for .md (atomically)."""
+    text = card_markdown(card) if out.suffix.lower() == ".md" else card_html(card)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.writing")
     tmp.write_text(text)
@@ -508,10 +503,20 @@ def write_card(model_dir: str | Path, out: str | Path, evaluations=(), *, name: 
     return out
 
 
-def write_model_card(folder: str | Path, name: str | None = None) -> list[Path]:
-    """card.md and card.html in a model folder, without evaluations (what `train` writes)."""
+def write_card(model_dir: str | Path, out: str | Path, evaluations=(), *, name: str | None = None) -> Path:
+    """Write the card of ``model_dir`` to ``out``: HTML for .html/.htm, Markdown for .md."""
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm", ".md"):
+        raise CardError(f"--out '{out}': a card is written as .html or .md; name the file so")
+    return _render(build_card(model_dir, evaluations, name=name), out)
+
+
+def write_model_card(folder: str | Path, evaluations=(), *, name: str | None = None) -> list[Path]:
+    """card.md and card.html in a model folder (what `train` writes, without evaluations;
+    the demo's, with its report): the card is built once and written in both forms."""
     folder = Path(folder)
-    return [write_card(folder, folder / n, name=name) for n in CARD_NAMES]
+    card = build_card(folder, evaluations, name=name)
+    return [_render(card, folder / n) for n in CARD_NAMES]
 
 
 __all__ = ["Card", "CardError", "Section", "build_card", "card_html", "card_markdown",

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .backbones import rebuild_backbone
 from .baselines import TunedLogisticRegression
-from .card import CARD_NAMES, write_card
+from .card import write_model_card
 from .data import (Dataset, bundled_sample, harmonised_label_index, read_dataset, read_image_paths,
                    shared_findings)
 from .errors import DataError
@@ -520,6 +520,5 @@ def run_demo(out: str | Path = "medxfer-demo", *, data: str | Path | None = None
     doc["baselines"] = baseline
     (out / "report" / "metrics.json").write_text(json.dumps(doc, indent=2, default=str))
     # the model folder's card, now with the held-out evaluation the report linked it from
-    for name in CARD_NAMES:
-        write_card(out / "model", out / "model" / name, [out / "report"])
+    write_model_card(out / "model", [out / "report"])
     return DemoResult(Path(metrics["report"]), metrics, baseline, int(len(te)), time.time() - t0)

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import rebuild_backbone
-from .cam import CAM_ALPHA, colour_map, grad_cam
+from .cam import CAM_ALPHA, backbone_for, colour_map, grad_cam
 from .engine import choose_engine, prepare
 from .errors import MedxferError
 from .images import load_image
@@ -57,7 +56,7 @@ class Predictor:
         for name, value in (("max_batch", max_batch), ("batch_wait_ms", batch_wait_ms)):
             check_value(name, value, check_of(ServeSettings, name), "Predictor")
         self.model = model
-        self.backbone = rebuild_backbone(model.backbone, model.backbone_state).eval()
+        self.backbone = backbone_for(model).eval()
         self.max_pixels = max_pixels
         self.max_batch, self.wait, self.timeout = max_batch, batch_wait_ms / 1000, timeout_s
         chosen, self.device = choose_engine(engine, device)
@@ -124,7 +123,10 @@ class Predictor:
 
     def record(self, path: str, name: str | None = None) -> PredictionRecord:
         """The prediction record of one image file (``name``: what the record calls it)."""
-        gray = load_image(path, self.max_pixels)
+        return self._record(load_image(path, self.max_pixels), path, name)
+
+    def _record(self, gray: np.ndarray, path: str, name: str | None = None) -> PredictionRecord:
+        """The record of an image file already decoded to ``gray``."""
         z = self.features(self.backbone.preprocessing(gray)[None])
         # rounded to the storage type of the training features, as `predict` stores them
         z = z.astype(self.model.feature_dtype).astype(np.float32)
@@ -156,11 +158,11 @@ class Predictor:
         a module with it."""
         gray = load_image(path, self.max_pixels)
         if finding is None:
-            rec = self.record(path)
+            rec = self._record(gray, path)
             finding = max(rec.above_threshold or rec.probabilities, key=rec.probabilities.get)
         with self._cam_lock:
             if self._cam_backbone is None:
-                self._cam_backbone = rebuild_backbone(self.model.backbone, self.model.backbone_state).eval()
+                self._cam_backbone = backbone_for(self.model).eval()
             cam = grad_cam(self.model, gray, [finding], backbone=self._cam_backbone)[finding]
         shown, cam = display(gray), display(cam)
         rgb = colour_map(cam)
