@@ -498,3 +498,6 @@ def test_the_spool_recovers_from_a_stop_at_any_point(tmp_path):
     assert (sp.processed / "b.dcm").is_file() and (sp.outbox / "r2.dcm").is_file()
     assert not (sp.processed / "c.dcm").exists()
     assert oct((tmp_path / "spool" / "incoming").stat().st_mode & 0o777) == "0o700"
+    (sp.processed / "d.dcm").write_bytes(b"d")  # every result sent, under --keep-received
+    assert sp.recover(keep=True) == {"reprocess": 0, "already_sent": 1}
+    assert (sp.kept / "d.dcm").read_bytes() == b"d"

@@ -44,6 +44,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,27 +226,35 @@ class Spool:
         _write_atomic(path, data)
         return path
 
-    def recover(self) -> dict:
+    def sources(self) -> dict[Path, str | None]:
+        """Each result's sidecar in outbox/ and the received image (in processed/) it names."""
+        return {m: json.loads(m.read_text()).get("source") for m in self.outbox.glob("*.json")}
+
+    def recover(self, keep: bool = False) -> dict:
         """Put the spool in order after a stop at any point. Results are published sidecar
         first, then the image moves to processed/, then the result files: a sidecar without
         its result means the image's results were not all written (its image goes back to
         incoming/ and is processed again: the UIDs are the same); an image in processed/ that
-        no sidecar names has had every result sent (it is deleted, or kept with
+        no sidecar names has had every result sent (it is deleted, or moved to kept/ with
         ``keep``)."""
         redo, done = 0, 0
-        sidecars = list(self.outbox.glob("*.json"))
-        for meta in sidecars:
+        sources = self.sources()
+        for meta, source in list(sources.items()):
             if not meta.with_suffix(".dcm").is_file():
-                src = self.processed / json.loads(meta.read_text()).get("source", "")
-                if src.is_file():
+                src = self.processed / (source or "")
+                if source and src.is_file():
                     os.replace(src, self.incoming / src.name)
                     redo += 1
                 meta.unlink()
-        named = {json.loads(m.read_text()).get("source") for m in self.outbox.glob("*.json")}
+                del sources[meta]
+        named = set(sources.values())
         for img in self.processed.glob("*.dcm"):
             if img.name not in named:
                 done += 1
-                img.unlink()
+                if keep:
+                    os.replace(img, self.kept / img.name)
+                else:
+                    img.unlink()
         return {"reprocess": redo, "already_sent": done}
 
     def waiting(self) -> list[Path]:
@@ -326,7 +335,7 @@ class DicomNode:
                                       ssl_context=self._ssl(),
                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store),
                                                     (evt.EVT_C_ECHO, lambda e: SUCCESS)])
-        fixed = self.spool.recover()
+        fixed = self.spool.recover(keep=self.settings.keep_received)
         if any(fixed.values()):
             log.info("spool recovered: %d image(s) to process again, %d whose reports were all "
                      "sent removed", fixed["reprocess"], fixed["already_sent"])
@@ -463,14 +472,16 @@ class DicomNode:
         backoff: dict[str, tuple[float, float]] = {}  # SR file -> (next try, delay)
         while not self._stop.is_set():
             now = time.monotonic()
-            for sr in self.spool.results():
+            results = self.spool.results()  # listed first: a result's sidecars precede it
+            pending = Counter(self.spool.sources().values()) if results else Counter()
+            for sr in results:
                 if self._stop.is_set():
                     return
                 when, delay = backoff.get(sr.name, (0.0, 0.0))
                 if now < when:
                     continue
                 try:
-                    self.send(sr)
+                    self.send(sr, pending)
                     backoff.pop(sr.name, None)
                 except Exception as exc:
                     delay = min(self.settings.retry_max_s, max(1.0, 2 * delay))
@@ -480,9 +491,11 @@ class DicomNode:
                                 exc, self.spool.outbox, delay)
             self._stop.wait(0.5)
 
-    def send(self, sr_path: Path) -> None:
-        """Send one SR; on success remove it, its sidecar and the received image (or keep
-        the image in kept/ with --keep-received). Raises on failure (the SR stays)."""
+    def send(self, sr_path: Path, pending: Counter | None = None) -> None:
+        """Send one result; on success remove it, its sidecar and, once it was the last
+        result of its image, the received image (or keep it in kept/ with --keep-received).
+        ``pending``: results not yet sent per received image (the sender counts them once
+        per pass; :meth:`Spool.sources` by default). Raises on failure (the result stays)."""
         import pydicom
 
         meta_path = sr_path.with_suffix(".json")
@@ -491,10 +504,12 @@ class DicomNode:
             self._c_store(pydicom.dcmread(sr_path))
         else:
             self._stow(sr_path.read_bytes())
-        src = self.spool.processed / meta.get("source", "")
-        others = [m for m in self.spool.outbox.glob("*.json") if m != meta_path
-                  and json.loads(m.read_text()).get("source") == meta.get("source")]
-        if meta.get("source") and src.is_file() and not others:  # its last result is out
+        if pending is None:
+            pending = Counter(self.spool.sources().values())
+        source = meta.get("source")
+        pending[source] -= 1
+        src = self.spool.processed / (source or "")
+        if source and src.is_file() and pending[source] <= 0:  # its last result is out
             if self.settings.keep_received:
                 os.replace(src, self.spool.kept / src.name)
             else:
