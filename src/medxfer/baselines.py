@@ -187,8 +187,6 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         if sp.issparse(X):
             X = X.toarray()
         Y, weights = self._targets(y, X.shape[0])
-        self.scaler_ = StandardScaler().fit(X)
-        Xs = self.scaler_.transform(X)
         Cs = [float(c) for c in np.atleast_1d(self.Cs)]
         if not Cs or any(not np.isfinite(c) or c <= 0 for c in Cs):
             raise ValueError(f"Cs must be positive finite numbers, got {self.Cs!r}")
@@ -209,8 +207,12 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
             # from small to large, warm-starting every fit from the previous one.
             oof = {C: np.full(Y.shape, np.nan) for C in Cs}
             for tr, te in folds:
-                models, basis = None, _row_space(Xs[tr])
-                Xtr, Xte = _rotate(Xs[tr], basis), _rotate(Xs[te], basis)
+                # The scaler is fitted inside the fold, on its training rows only, so no
+                # statistic of the held-out fold reaches the model that scores it.
+                sc = StandardScaler().fit(X[tr])
+                Xtr_s, Xte_s = sc.transform(X[tr]), sc.transform(X[te])
+                models, basis = None, _row_space(Xtr_s)
+                Xtr, Xte = _rotate(Xtr_s, basis), _rotate(Xte_s, basis)
                 for C in sorted(set(Cs)):
                     models = self._fit_fixed(Xtr, Y[tr], C,
                                              None if weights is None else weights[tr], warm=models)
@@ -237,6 +239,8 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
                         "macro AUC %.4f, %.4f at C=%g), so the best C may lie outside it; "
                         "widen the grid, e.g. %s.", self.C_, "smallest" if low else "largest",
                         self.cv_scores_[self.C_], self.cv_scores_[nxt], nxt, wider)
+        self.scaler_ = StandardScaler().fit(X)
+        Xs = self.scaler_.transform(X)
         self.basis_ = _row_space(Xs)
         self.models_ = self._fit_fixed(_rotate(Xs, self.basis_), Y, self.C_, weights)
         return self
