@@ -385,6 +385,18 @@ def build_parser() -> _Parser:
                    help="run the file in onnxruntime on bundled sample images and compare with "
                         "PyTorch (default: on)")
 
+    p = command("ledger", "check that a document's numbers are the ones in its result files",
+                "A results ledger for Markdown: every number marked <!--@ FILE#PREFIX: KEY, ...--> "
+                "must equal the value at that key of the JSON file (at the precision printed), "
+                "every <!--table FILE--> block must be FILE verbatim, every <!--history DATE "
+                "COMMIT--> region must say its date. --strict also refuses metric-like numbers "
+                "(0.dd...) that nothing covers. `update` rewrites the table blocks. "
+                "Exit 1 when a check fails.")
+    p.add_argument("action", choices=("check", "update"), help="check the documents, or rewrite their tables")
+    p.add_argument("documents", nargs="+", metavar="FILE", help="Markdown files")
+    p.add_argument("--strict", action="store_true",
+                   help="also refuse every metric-like number no marker, table or history covers")
+
     p = command("card", "a model card: intended use, data, method, performance, limits",
                 "Write the model card of a model folder (sections of Mitchell et al. 2019, the "
                 "model items of TRIPOD+AI): intended and out-of-scope uses, training data, how "
@@ -932,6 +944,24 @@ def _cmd_dicom_node(a) -> int:
     return 0
 
 
+def _cmd_ledger(a) -> int:
+    from .ledger import check, update
+
+    for doc in a.documents:
+        if not Path(doc).is_file():
+            raise UsageError(f"document '{doc}' not found")
+    if a.action == "update":
+        for doc in a.documents:
+            print(f"{doc}: {update(doc)} table(s) rewritten")
+        return 0
+    problems = [p for doc in a.documents for p in check(doc, strict=a.strict)]
+    for p in problems:
+        print(p)
+    print(f"{len(problems)} problem(s) in {len(a.documents)} document(s)" if problems
+          else f"every checked number in {len(a.documents)} document(s) matches its result file")
+    return 1 if problems else 0
+
+
 def _cmd_card(a) -> int:
     from .card import write_card
 
@@ -1074,7 +1104,7 @@ _COMMANDS = {"demo": _cmd_demo, "inspect": _cmd_inspect, "backbones": _cmd_backb
              "extract": _cmd_extract, "train": _cmd_train, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
              "finetune": _cmd_finetune, "tune": _cmd_tune, "predict": _cmd_predict,
              "study": _cmd_study, "export": _cmd_export, "serve": _cmd_serve, "card": _cmd_card,
-             "dicom-node": _cmd_dicom_node}
+             "ledger": _cmd_ledger, "dicom-node": _cmd_dicom_node}
 
 
 def main(argv: list[str] | None = None) -> int:
