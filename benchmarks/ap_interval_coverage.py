@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-boot", type=int, default=300)
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
+    prov = provenance(argv)  # at the start: the code that runs, not what is checked out later
     rng = np.random.default_rng(1)
     out = {"reps": a.reps, "n_boot": a.n_boot, "regimes": []}
     for n, prev, sep in REGIMES:
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
                "mean_width": {m: w / reps for m, w in width.items()}}
         print(row, flush=True)
         out["regimes"].append(row)
-    out["provenance"] = provenance(argv)
+    out["provenance"] = prov
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     return 0

@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--against", default=None, help="second features folder: paired comparison")
     ap.add_argument("--out", default=None, help="write the result JSON here (and .md beside it)")
     a = ap.parse_args(argv)
+    prov = provenance(argv)  # at the start: the code that runs, not what is checked out later
     folders = a.features.split(",")
     missing = [f for f in folders + ([a.against] if a.against else []) if not Path(f, "manifest.json").is_file()]
     if missing:
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
     res["features"] = folders
     res["feature_dim"] = int(fs.X.shape[1])
     res["seconds"] = round(time.time() - t0, 1)
-    res["provenance"] = provenance(argv)
+    res["provenance"] = prov
     print(text)
     if a.out:
         out = Path(a.out)

@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="result JSON")
     ap.add_argument("--n-boot", type=int, default=1000)
     a = ap.parse_args(argv)
+    prov = provenance(argv)  # at the start: the code that runs, not what is checked out later
     if not is_features_folder(a.features):
         print(f"'{a.features}' is not a features folder: run `medxfer extract "
               "../shared/data/nih14-sample --out FEATURES` first", file=sys.stderr)
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
         "distinct_feature_flag": rate(feature_flag[first]),
         "distinct_deployed_rule": rate((feature_flag | header)[first]),
         "copies_of_most_common": int(np.unique(hashes, return_counts=True)[1].max())}
-    out["provenance"] = provenance(argv)
+    out["provenance"] = prov
     print(json.dumps({k: v for k, v in out.items() if k != "corrupted"}, indent=1))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

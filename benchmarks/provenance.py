@@ -35,7 +35,8 @@ def cpu_name() -> str:
 
 
 def provenance(argv=None) -> dict:
-    """{"command", "commit", "uncommitted_changes", "date", "machine", "medxfer"}."""
+    """{"command", "commit", "uncommitted_changes", "date", "machine", "medxfer"}: call it
+    when the run starts (a commit made during a long run would otherwise be named)."""
     argv = sys.argv if argv is None else argv
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"command": "python " + " ".join(argv),

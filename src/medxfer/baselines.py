@@ -82,6 +82,7 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
     ----------
     C_ : the chosen C.  cv_scores_ : {C: macro AUC of the pooled inner out-of-fold
     predictions} (NaN where undefined).
+    C_fallback_ : True when no C could be scored and C_ is the grid's first, unchosen.
     C_at_edge_ : True when C_ is the smallest or largest of ``Cs`` (a warning is logged
     when its score still beats the next C by more than 0.001: the best C may lie outside).
     validation_ : (X, Y, inner out-of-fold probabilities at C_), 2-D form with a C grid only.
@@ -223,6 +224,13 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         finite = [C for C in Cs if not np.isnan(self.cv_scores_[C])]
         # First best in grid order (ties go to the earlier C).
         self.C_ = max(finite, key=self.cv_scores_.get) if finite else Cs[0]
+        # No C could be scored (every inner fold lacked a class for every finding): the
+        # first C is a fallback, not a choice; said and recorded.
+        self.C_fallback_ = len(set(Cs)) > 1 and not finite
+        if self.C_fallback_:
+            log.warning("TunedLogisticRegression could score no C by inner CV (no finding has "
+                        "both classes in the inner folds); C=%g, the grid's first, is used "
+                        "unchosen (C_fallback_ = True)", self.C_)
         self.C_at_edge_ = bool(finite) and len(set(Cs)) > 1 and self.C_ in (min(Cs), max(Cs))
         if len(set(Cs)) > 1 and self._multilabel:
             # Inner out-of-fold probabilities at the chosen C (as BottleneckCV keeps): for

@@ -33,7 +33,7 @@ from .baselines import TunedLogisticRegression
 from .features import FeatureSet
 from .head import BottleneckClassifier, BottleneckCV
 from .metrics import (apply_calibration, choose_thresholds, evaluate_predictions, fit_calibration,
-                      macro_auc, paired_bootstrap_auc)
+                      macro_auc, paired_bootstrap_auc, threshold_fallbacks)
 from .settings import (BOTTLENECK_GRID, CODE_PENALTY_GRID, DEFAULT_CV_GRID, LINEAR_GRID,
                        PAPER_GRID, PREVIOUS_DEFAULT, WIDE_CV_GRID, HeadSettings, defaults)
 from .splits import check_no_patient_overlap, patient_kfold
@@ -149,6 +149,16 @@ def training_thresholds(est) -> list | None:
     return [float(t) for t in choose_thresholds(np.asarray(v[1]), np.asarray(v[2]))]
 
 
+def thresholds_rule(r: dict, name: str) -> str:
+    """How a model's F1 thresholds in a :func:`fold_predictions` result were chosen, with
+    the fallbacks counted: "training folds", "training folds (3 finding-folds at 0.5)" or
+    "0.5" (a model that keeps no training predictions)."""
+    if r["thresholds"].get(name) is None:
+        return "0.5"
+    n = r.get("threshold_fallbacks", {}).get(name, 0)
+    return "training folds" + (f" ({n} finding-folds at 0.5: no both classes)" if n else "")
+
+
 def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=None,
                      tag: str = "", on_unit=None, on_fold=None) -> dict:
     """Out-of-fold probabilities of each model on the same folds: fit on each fold's
@@ -166,6 +176,7 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
 
     Returns {"oof": {name: (n, L) with NaN outside the test rows}, "per_fold": {name: [macro
     AUC of each fold]}, "seconds": {name}, "chosen": [{model, fold, chosen}],
+    "threshold_fallbacks": {name: findings x folds whose threshold stayed at 0.5},
     "thresholds": {name: (n, L) thresholds of each row's fold model (chosen on its training
     rows, :func:`training_thresholds`), or None for a model that keeps no such predictions}}.
     """
@@ -174,7 +185,7 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
     thresholds = {m: np.full(Y.shape, np.nan) for m in models}
     per_fold = {m: [] for m in models}
     seconds = {m: 0.0 for m in models}
-    chosen = []
+    chosen, fallbacks = [], {}
     for k, (tr, te) in enumerate(folds):
         check_no_patient_overlap(groups, tr, te)
         for name, make in models.items():
@@ -184,8 +195,10 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
                 t = time.time()
                 est = make(seed).fit(X[tr], Y[tr], groups=groups[tr])
                 pred = est.predict_proba(X[te])
+                v = getattr(est, "validation_", None)
                 meta = {"seconds": time.time() - t, "chosen": _chosen(est),
-                        "thresholds": training_thresholds(est)}
+                        "thresholds": training_thresholds(est),
+                        "threshold_fallbacks": None if v is None else len(threshold_fallbacks(np.asarray(v[1])))}
                 if store is not None:
                     store.put(key, pred, meta)
             else:
@@ -194,6 +207,8 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
             if meta.get("thresholds") is not None:
                 thresholds[name][te] = np.asarray(meta["thresholds"])[None, :]
             seconds[name] += meta["seconds"]
+            if meta.get("threshold_fallbacks") is not None:
+                fallbacks[name] = fallbacks.get(name, 0) + int(meta["threshold_fallbacks"])
             if meta.get("chosen"):
                 chosen.append({"model": name, "fold": k + 1, "chosen": meta["chosen"]})
             per_fold[name].append(macro_auc(Y[te], oof[name][te]))
@@ -203,7 +218,7 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
             on_fold(k + 1, {name: per_fold[name][-1] for name in models})
     thresholds = {m: None if np.isnan(t).all() else t for m, t in thresholds.items()}
     return {"oof": oof, "per_fold": per_fold, "seconds": seconds, "chosen": chosen,
-            "thresholds": thresholds}
+            "thresholds": thresholds, "threshold_fallbacks": fallbacks}
 
 
 def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bool = False,

@@ -106,8 +106,8 @@ def _blank(text: str, spans) -> str:
 
 
 class _Sources:
-    def __init__(self, document: Path):
-        self.base = document.parent
+    def __init__(self, base: Path):
+        self.base = base
         self.names: dict[str, Path] = {}
         self.cache: dict[Path, object] = {}
 
@@ -121,22 +121,24 @@ class _Sources:
         return self.cache[path]
 
 
-def check(document, *, strict: bool = False) -> list[Problem]:
+def check(document, *, strict: bool = False, base=None) -> list[Problem]:
     """Every problem of one Markdown document: a quoted number that differs from its
     source, a missing source or key, a table that is not its file, a history region without
-    its date; with ``strict``, every metric-like number nothing covers."""
+    its date; with ``strict``, every metric-like number nothing covers. Sources are
+    relative to ``base`` (default: the document's folder)."""
     document = Path(document)
+    base = document.parent if base is None else Path(base)
     text = document.read_text()
     name = str(document)
     problems: list[Problem] = []
-    sources = _Sources(document)
+    sources = _Sources(base)
     code = [m.span() for m in _CODE.finditer(text)]
     in_code = lambda off: any(a <= off < b for a, b in code)  # noqa: E731
     covered: list[tuple[int, int]] = list(code)
 
     for m in _TABLE.finditer(text):
         covered.append(m.span())
-        path = document.parent / m.group(1)
+        path = base / m.group(1)
         if not path.is_file():
             problems.append(Problem(name, _line_of(text, m.start()), f"table source {m.group(1)} not found"))
         elif m.group(2).strip() != path.read_text().strip():
@@ -171,7 +173,7 @@ def check(document, *, strict: bool = False) -> list[Problem]:
             if not target.strip():
                 problems.append(Problem(name, line, f"'<!--@source {body}-->' needs NAME = FILE"))
                 continue
-            sources.names[alias.strip()] = document.parent / target.strip()
+            sources.names[alias.strip()] = base / target.strip()
             continue
         if kind == "cite":
             covered.append((start, m.start()))
@@ -201,7 +203,7 @@ def check(document, *, strict: bool = False) -> list[Problem]:
                 if factor:
                     value = value * float(factor)
             except (KeyError, TypeError, ValueError) as e:
-                problems.append(Problem(name, line, f"{file_name}: {full}: {e}"))
+                problems.append(Problem(name, line, f"{file_name}: {full}: {e.args[0] if e.args else e}"))
                 continue
             if not matches(printed, value):
                 problems.append(Problem(name, line, f"{printed} is quoted, but {file_name} has "

@@ -503,20 +503,39 @@ def fit_calibration(Y: np.ndarray, P: np.ndarray, method: str = "platt") -> dict
     from sklearn.linear_model import LogisticRegression
 
     a, b = np.ones(L), np.zeros(L)
+    identity, shift_only = [], []
     for j in range(L):
         y, zj = _known(Y[:, j], z[:, j])
-        if 0 < y.sum() < len(y):
+        if not 0 < y.sum() < len(y):
+            identity.append(j)
+        else:
             lr = LogisticRegression(C=np.inf, max_iter=1000).fit(zj[:, None], y)
             a[j], b[j] = float(lr.coef_[0, 0]), float(lr.intercept_[0])
             if not (0 < a[j] < 1e3 and np.isfinite(b[j])):  # reversed, flat or separable
                 # A non-positive slope would reorder (or flatten) the test predictions on the
                 # word of a small validation set: keep the ranking, shift only the level.
                 a[j] = 1.0
+                shift_only.append(j)
                 grid = np.linspace(-10, 10, 401)
                 q = np.clip(1 / (1 + np.exp(-(zj[None, :] + grid[:, None]))), 1e-7, 1 - 1e-7)
                 loss = -(y * np.log(q) + (1 - y) * np.log(1 - q)).mean(1)
                 b[j] = float(grid[int(np.argmin(loss))])
-    return {"method": "platt", "a": a.tolist(), "b": b.tolist()}
+    # Which findings the fit could not calibrate as asked (column indices): kept as they
+    # were (no both classes) or shifted only (a slope that was reversed, flat or infinite).
+    return {"method": "platt", "a": a.tolist(), "b": b.tolist(),
+            "fallbacks": {"identity_no_both_classes": identity, "shift_only": shift_only}}
+
+
+def threshold_fallbacks(Y: np.ndarray) -> list[int]:
+    """Findings (column indices) for which :func:`choose_thresholds` keeps 0.5: no both
+    classes among the known labels of ``Y``."""
+    Y = np.asarray(Y, dtype=np.float64)
+    out = []
+    for j in range(Y.shape[1]):
+        y = Y[~np.isnan(Y[:, j]), j]
+        if not 0 < y.sum() < len(y):
+            out.append(j)
+    return out
 
 
 def apply_calibration(P: np.ndarray, cal: dict | None) -> np.ndarray:

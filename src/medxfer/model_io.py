@@ -36,7 +36,7 @@ from .errors import ModelError
 from .hashing import sha256_file
 from .head import BottleneckClassifier
 from .metrics import (apply_calibration, calibration_bins, choose_thresholds, evaluate_predictions,
-                      fit_calibration, subgroup_metrics)
+                      fit_calibration, subgroup_metrics, threshold_fallbacks)
 from .ood import FeatureDistance
 from .settings import PackageSettings
 
@@ -299,7 +299,7 @@ def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np
     thresholds = choose_thresholds(Yv, Pv, method=settings.threshold_method,
                                    target_sensitivity=settings.target_sensitivity)
     val = evaluate_predictions(Yv, Pv, list(label_names), thresholds, n_boot=0)
-    extra: dict = {}
+    extra: dict = {"fallbacks": fallback_record(Yv, cal, label_names)}
     if dataset is not None:
         features = dict(features) | {"training_data": dataset.summary()}
         if validation_index is None and len(Yv) == len(dataset):
@@ -321,6 +321,28 @@ def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np
         config=(config or {}) | asdict(settings), calibration=cal, backbone_state=backbone_state,
         ood=FeatureDistance.fit(train_features, groups=training_patients)
         if train_features is not None and len(train_features) >= 10 else None)
+
+
+def fallback_record(Yv, cal: dict, label_names) -> dict:
+    """Where packaging could not do what was asked, by finding name (model.json
+    ``metrics.fallbacks``), each also logged in one line: thresholds kept at 0.5 (no both
+    classes in the validation predictions), calibration kept as identity or reduced to a
+    shift."""
+    names = list(label_names)
+    fb = (cal or {}).get("fallbacks", {})
+    rec = {"threshold_0.5_no_both_classes": [names[j] for j in threshold_fallbacks(Yv)],
+           "calibration_identity_no_both_classes": [names[j] for j in fb.get("identity_no_both_classes", [])],
+           "calibration_shift_only": [names[j] for j in fb.get("shift_only", [])]}
+    why = {"threshold_0.5_no_both_classes": "threshold kept at 0.5 (the validation predictions "
+                                            "lack positives or negatives)",
+           "calibration_identity_no_both_classes": "not calibrated (the validation predictions "
+                                                   "lack positives or negatives)",
+           "calibration_shift_only": "calibration reduced to a shift (its Platt slope was reversed, "
+                                     "flat or infinite)"}
+    for k, found in rec.items():
+        if found:
+            log.warning("%s: %s; recorded in model.json metrics.fallbacks", ", ".join(found), why[k])
+    return rec
 
 
 def _json_default(o):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..experiments import fold_predictions, lineup
+from ..experiments import fold_predictions, lineup, thresholds_rule
 from ..metrics import paired_bootstrap_auc
 from ..settings import BOTTLENECK_GRID, LINEAR_GRID, PAPER_GRID
 from ..splits import patient_kfold
@@ -62,7 +62,7 @@ def run_compare(ctx: StudyContext, models: dict | None = None) -> dict:
             rows.append({"backbone": label, "model": name,
                          "role": "baseline" if name in BASELINES else "method",
                          **headline_ci(Y, r["oof"][name], r["thresholds"][name], groups, ctx),
-                         "f1_thresholds": "training folds" if r["thresholds"][name] is not None else "0.5",
+                         "f1_thresholds": thresholds_rule(r, name),
                          "per_fold_mean": float(np.mean(per)) if per else None,
                          "per_fold_sd": float(np.std(per)) if per else None,
                          "seconds": round(r["seconds"][name], 1)})
