@@ -39,7 +39,7 @@ def provenance(argv=None) -> dict:
     when the run starts (a commit made during a long run would otherwise be named)."""
     argv = sys.argv if argv is None else argv
     # Changes to the code (src/, benchmarks/) count; edits of the docs while a run goes on do not.
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/src", ":/benchmarks")
     return {"command": "python " + " ".join(argv),
             "commit": _git("rev-parse", "--short=12", "HEAD"),
             "uncommitted_changes": None if status is None else bool(status),
