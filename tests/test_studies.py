@@ -149,8 +149,13 @@ def test_imbalance_study_balanced_level_has_equal_positives_and_negatives(tiny, 
     table = pd.read_csv(tmp_path / "imbalance" / "imbalance.csv")
     assert list(dict.fromkeys(table["level"])) == list(LEVELS)
     assert set(table["imbalance"]) == {"none", "pos_weight", "class_balanced", "focal"}
-    assert {"macro_f1_lo", "macro_auc_hi", "minority_recall"} <= set(table.columns)
-    assert (tmp_path / "imbalance" / "imbalance_macro_f1.csv").is_file()
+    assert {"macro_f1_at_0.5_lo", "macro_f1_fold_thresholds_hi", "macro_auc_hi",
+            "minority_recall_at_0.5"} <= set(table.columns)
+    # F1 at thresholds chosen on the training part is its own number, and each row says how
+    # its thresholds were chosen
+    assert (table["macro_f1_fold_thresholds"] != table["macro_f1_at_0.5"]).any()
+    assert table["fold_thresholds"].str.startswith("F1-best on 3 inner folds").all()
+    assert (tmp_path / "imbalance" / "imbalance_macro_f1_fold_thresholds.csv").is_file()
 
 
 # ---------------------------------------------------------------------------- sensitivity
@@ -163,11 +168,16 @@ def test_sensitivity_grid_and_study(tiny, tmp_path):
     assert len(keys) == len(set(keys)) and center in grid
     run_study("sensitivity", _ctx(tiny, tmp_path, folds=2))
     table = pd.read_csv(tmp_path / "sensitivity" / "sensitivity.csv")
-    assert len(table) == len(grid)
-    heat = pd.read_csv(tmp_path / "sensitivity" / "sensitivity_l1_l2.csv")
-    assert len(heat) == len(CODE_GRID) ** 2
+    lbfgs = [g for g in grid if g["lr"] == center["lr"]]
+    assert len(table) == len(grid) + len(lbfgs)
+    # the shipped trainer's curve has every setting but a learning rate; the grid trainer's has all
+    assert (table["trainer"] == "lbfgs").sum() == len(lbfgs) and table[table.trainer == "lbfgs"]["lr"].isna().all()
+    for name in ("sensitivity_l1_l2", "sensitivity_l1_l2_adamw_es"):
+        assert len(pd.read_csv(tmp_path / "sensitivity" / f"{name}.csv")) == len(CODE_GRID) ** 2
     sweeps = pd.read_csv(tmp_path / "sensitivity" / "sensitivity_sweeps.csv")
     assert set(sweeps["parameter"]) == {"l1", "l2", "bottleneck_dim", "alpha", "lr"}
+    assert set(sweeps[sweeps.parameter == "lr"]["trainer"]) == {"adamw_es"}
+    assert set(sweeps[sweeps.parameter == "alpha"]["trainer"]) == {"lbfgs", "adamw_es"}
 
 
 # ---------------------------------------------------------------------------- disturbance
