@@ -290,3 +290,18 @@ def test_study_cli_runs_writes_the_page_and_refuses_bad_options(tiny, tiny_dir, 
     assert main(["-q", "study", "shift", str(folder), "--out", str(tmp_path / "s"), "--folds", "1"]) == 2
     assert "--folds must be" in capsys.readouterr().err
 
+
+
+def test_a_study_counts_the_images_extraction_could_not_decode(tiny, tmp_path, caplog):
+    from dataclasses import replace
+
+    from medxfer.data.contract import Problem
+    from medxfer.features import UNREADABLE
+
+    lost = replace(tiny, skipped=[Problem(UNREADABLE, "images/bad.png", "not a PNG")])
+    ctx = _ctx(lost, tmp_path)
+    with caplog.at_level("WARNING", logger="medxfer.studies"):
+        r = finish(ctx, "probe", {"rows": []}, 1.0)
+    assert r["images_skipped_at_extraction"] == 1 and r["images_used"] == len(tiny)
+    assert "1 image(s) of the dataset could not be decoded" in caplog.text
+    assert finish(_ctx(tiny, tmp_path / "b"), "probe", {}, 1.0)["images_skipped_at_extraction"] == 0

@@ -313,8 +313,16 @@ def heatmap_figure(folder: Path, name: str, df: pd.DataFrame, *, x: str, y: str,
 
 def finish(ctx: StudyContext, study: str, result: dict, seconds: float) -> dict:
     """Write ``<study>/result.json`` (the study is done) and return the result."""
+    skipped = list(getattr(ctx.features, "skipped", []) or [])
+    # Images the extraction could not decode are not in any row of any study: counted here,
+    # and named in the features folder's problems.csv.gz.
     result = {"study": study, "seconds": round(seconds, 1), "medxfer_version": __version__,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")} | result
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "images_skipped_at_extraction": len(skipped),
+              "images_used": int(len(ctx.features))} | result
+    if skipped:
+        log.warning("study %s: %d image(s) of the dataset could not be decoded at extraction and "
+                    "are in no row (listed in the features folder's problems.csv.gz)", study, len(skipped))
     (ctx.folder(study) / "result.json").write_text(json.dumps(result, indent=2, default=str))
     log.info("study %s: done in %.0f s; %s", study, seconds, ctx.folder(study))
     return result

@@ -48,7 +48,9 @@ def write_index(ctx: StudyContext) -> Path:
         if not res_path.is_file():
             continue
         res = json.loads(res_path.read_text())
+        lost = res.get("images_skipped_at_extraction")
         parts.append(f"<h2>{html.escape(study.title)}</h2><p>{res.get('seconds')} s; "
+                     + (f"{lost} image(s) could not be decoded at extraction and are in no row; " if lost else "")
                      + ", ".join(f'<a href="{name}/{t}">{t}</a>' for t in res.get("tables", []))
                      + "</p>")
         for t in res.get("tables", []):
