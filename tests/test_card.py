@@ -107,3 +107,17 @@ def test_card_refuses_bad_input(tiny_trained, tmp_path, capsys):
     assert main(["card", str(m), "--evaluation", str(tmp_path), "--out", str(tmp_path / "c.md")]) == 2
     assert "is not a medxfer report's metrics.json" in capsys.readouterr().err
     assert not (tmp_path / "c.md").exists()
+
+
+def test_a_card_names_the_fallbacks_packaging_took(tiny_trained, tmp_path):
+    folder = tmp_path / "fb"
+    shutil.copytree(tiny_trained / "m", folder)
+    meta = json.loads((folder / "model.json").read_text())
+    assert set(meta["selection_metrics"]["fallbacks"]) == {
+        "threshold_0.5_no_both_classes", "calibration_identity_no_both_classes", "calibration_shift_only"}
+    meta["selection_metrics"]["fallbacks"] |= {"threshold_0.5_no_both_classes": ["Hernia"],
+                                               "calibration_shift_only": ["Edema"]}
+    (folder / "model.json").write_text(json.dumps(meta))
+    md = card_markdown(build_card(folder))
+    assert "Fallback: Hernia: threshold left at 0.5" in md
+    assert "Fallback: Edema: calibration reduced to a shift" in md

@@ -81,3 +81,19 @@ def test_a_damaged_model_folder_names_the_file_and_the_fix(model_dir, damage, ca
     assert main(["-q", "predict", str(model_dir), str(model_dir / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "model." in err
+
+
+def test_packaging_fallbacks_are_recorded_by_name_and_said(caplog):
+    from medxfer.metrics import fit_calibration
+    from medxfer.model_io import fallback_record
+
+    rng = np.random.default_rng(0)
+    Y = (rng.random((60, 3)) < 0.3).astype(float)
+    Y[:, 1] = 0.0  # no positives among the validation labels
+    P = np.clip(rng.random((60, 3)), 0.01, 0.99)
+    P[:, 2] = np.where(Y[:, 2] == 1, 0.2, 0.8)  # reversed: Platt's slope would be negative
+    with caplog.at_level("WARNING", logger="medxfer.model_io"):
+        rec = fallback_record(Y, fit_calibration(Y, P), ["A", "B", "C"])
+    assert rec == {"threshold_0.5_no_both_classes": ["B"],
+                   "calibration_identity_no_both_classes": ["B"], "calibration_shift_only": ["C"]}
+    assert "B: threshold kept at 0.5" in caplog.text and "C: calibration reduced to a shift" in caplog.text

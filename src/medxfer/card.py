@@ -417,6 +417,16 @@ def build_card(model_dir: str | Path, evaluations=(), *, name: str | None = None
         gaps.append("Thresholds that decide nothing on the validation predictions (sensitivity or "
                     f"specificity at most 0.05): {', '.join(dead)}; read their probabilities, not "
                     "their above-threshold calls.")
+    fb = sel.get("fallbacks") or {}
+    said = {"threshold_0.5_no_both_classes": "threshold left at 0.5 (no positives or no negatives "
+                                             "in the validation predictions)",
+            "calibration_identity_no_both_classes": "not calibrated (no positives or no negatives "
+                                                    "in the validation predictions)",
+            "calibration_shift_only": "calibration reduced to a shift (its Platt slope was reversed, "
+                                      "flat or infinite)"}
+    for key, what in said.items():
+        if fb.get(key):
+            gaps.append(f"Fallback: {', '.join(fb[key])}: {what}.")
     s.ul(gaps) if gaps else s.p("None measured.")
     sections.append(s)
 

@@ -325,7 +325,7 @@ def package(estimator: BottleneckClassifier, label_names, Yv: np.ndarray, Pv: np
 
 def fallback_record(Yv, cal: dict, label_names) -> dict:
     """Where packaging could not do what was asked, by finding name (model.json
-    ``metrics.fallbacks``), each also logged in one line: thresholds kept at 0.5 (no both
+    ``selection_metrics.fallbacks``), each also logged in one line: thresholds kept at 0.5 (no both
     classes in the validation predictions), calibration kept as identity or reduced to a
     shift."""
     names = list(label_names)
@@ -341,7 +341,7 @@ def fallback_record(Yv, cal: dict, label_names) -> dict:
                                      "flat or infinite)"}
     for k, found in rec.items():
         if found:
-            log.warning("%s: %s; recorded in model.json metrics.fallbacks", ", ".join(found), why[k])
+            log.warning("%s: %s; recorded in model.json selection_metrics.fallbacks", ", ".join(found), why[k])
     return rec
 
 
