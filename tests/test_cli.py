@@ -54,6 +54,11 @@ def test_train_on_one_folder_evaluate_on_another(make_cxr14, sample_table, tmp_p
     m = json.loads(capsys.readouterr().out)
     assert 0.0 <= m["macro_auc"] <= 1.0 and m["n_images"] == 60
     assert len(list((tmp_path / "eval" / "features").glob("*/manifest.json"))) == 1
+    # the mismatch of calibrating single fold members and deploying their average, measured
+    mm = m["calibration_mismatch"]
+    assert mm["members"] >= 2 and 0 <= mm["ece_deployed"] <= 1 and 0 <= mm["ece_single_members"] <= 1
+    assert mm["ece_deployed"] == pytest.approx(m["macro"]["ece"])
+    assert f"applied to the average of {mm['members']}" in (tmp_path / "eval" / "summary.md").read_text()
 
 
 @pytest.mark.slow

@@ -339,6 +339,41 @@ def training_patient_guard(model: TrainedModel, patient_ids, allow: bool = False
     return overlap, what
 
 
+def calibration_mismatch(model: TrainedModel, X, Y, cols, thresholds, P) -> dict:
+    """How far the deployed model's inputs to calibration and thresholds differ from what
+    they were fitted on, measured on these (held-out) images: calibration and thresholds
+    are fitted on single fold members' out-of-fold predictions but applied to the average of
+    the members, which is smoother. Returns mean per-finding ECE and the share of
+    image-findings at or above threshold for the average (deployed) and for single members
+    (each calibrated the same way, then averaged over members); {"members": 0, "why": ...}
+    when the model has one member or no calibration."""
+    from .head.net import predict_proba_nets
+    from .metrics import apply_calibration, calibration_bins
+
+    est = model.estimator
+    nets = getattr(est, "members_", None) or []
+    if len(nets) < 2 or getattr(est, "task_", None) == "multiclass":
+        return {"members": 0, "why": "one member: calibration was fitted on the model that is deployed"}
+
+    def mean_ece(Pm):
+        vals = [calibration_bins(Y[:, j], Pm[:, j])["ece"] for j in range(Y.shape[1])
+                if (~np.isnan(Y[:, j])).any()]
+        vals = [v for v in vals if v is not None]
+        return float(np.mean(vals)) if vals else None
+
+    known = ~np.isnan(Y)
+    above = lambda Pm: float((Pm >= thresholds[None, :])[known].mean()) if known.any() else None  # noqa: E731
+    singles = [apply_calibration(predict_proba_nets([net], X, est.task_), model.calibration)[:, cols]
+               for net in nets]
+    eces = [e for e in (mean_ece(Pm) for Pm in singles) if e is not None]
+    return {"members": len(nets), "ece_deployed": mean_ece(P),
+            "ece_single_members": float(np.mean(eces)) if eces else None,
+            "above_threshold_deployed": above(P),
+            "above_threshold_single_members": float(np.mean([above(Pm) for Pm in singles])),
+            "what": "calibration and thresholds fitted on single fold members' out-of-fold "
+                    "predictions, applied to their average; measured on these images"}
+
+
 def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_boot: int = 1000,
                    seed: int = 0, title: str = "medxfer evaluation", config: dict | None = None,
                    sections=(), allow_training_patients: bool = False) -> dict:
@@ -363,6 +398,7 @@ def evaluate_model(model: TrainedModel, fs: FeatureSet, out: str | Path, *, n_bo
     metrics = evaluate_predictions(Y, P, scored, thresholds, groups=groups,
                                    n_boot=n_boot, seed=seed)
     metrics["findings"] = shared
+    metrics["calibration_mismatch"] = calibration_mismatch(model, X, Y, cols, thresholds, P)
     metrics["skipped_images"] = len(fs.skipped)
     metrics["training_patient_overlap"] = overlap
     metrics["duplicates_of_training_images"] = duplicate_images(model, fs)

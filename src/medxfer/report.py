@@ -76,8 +76,17 @@ def _data_lines(metrics: dict) -> list[str]:
 
 
 def _ece_words(metrics: dict) -> str:
-    return (f"expected calibration error {_fmt(metrics.get('calibration', {}).get('ece'))} pooled "
-            f"over findings, {_fmt(metrics['macro'].get('ece'))} mean per finding")
+    words = (f"expected calibration error {_fmt(metrics.get('calibration', {}).get('ece'))} pooled "
+             f"over findings, {_fmt(metrics['macro'].get('ece'))} mean per finding")
+    mm = metrics.get("calibration_mismatch") or {}
+    if mm.get("members"):
+        words += (f" (calibration and thresholds were fitted on single fold members' out-of-fold "
+                  f"predictions and are applied to the average of {mm['members']}: here the "
+                  f"average's mean per-finding ECE is {_fmt(mm['ece_deployed'])} against "
+                  f"{_fmt(mm['ece_single_members'])} for single members, and it calls "
+                  f"{_fmt(mm['above_threshold_deployed'])} of image-findings above threshold "
+                  f"against {_fmt(mm['above_threshold_single_members'])})")
+    return words
 
 
 def predictions_table(table: pd.DataFrame, Y, records, label_names) -> pd.DataFrame:
