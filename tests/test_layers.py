@@ -11,7 +11,7 @@ SRC = Path(medxfer.__file__).parent
 
 #: Stages from the bottom up; a module may import its own stage or a lower one.
 LAYERS = [
-    {"medxfer", "errors", "hashing", "settings", "cores"},
+    {"medxfer", "errors", "hashing", "settings", "cores", "ledger"},
     {"images", "preprocess", "corruptions", "metrics", "splits", "data", "card"},
     {"backbones"},
     {"engine"},

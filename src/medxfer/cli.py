@@ -345,6 +345,12 @@ def build_parser() -> _Parser:
     add_settings(p, EvalSettings, only=("folds",), title="folds")
     p.add_argument("--tune", action="store_true",
                    help="also the bottleneck chosen from a wider grid (default: off)")
+    p.add_argument("--against", default=None, metavar="FEATURES2",
+                   help="a second features folder of the same images: every model runs on both on "
+                        "the same outer folds, and the paired patient-bootstrap difference "
+                        "FEATURES2 - FEATURES is reported per model (cv_against.json)")
+    p.add_argument("--models", default=None, metavar="A,B",
+                   help="only these of the lineup (default: all of it)")
 
     p = command("study", "the paper's studies: compare, imbalance, sensitivity, disturbance, "
                 "shift, efficiency (or all)",
@@ -864,10 +870,38 @@ def _cmd_cv(a) -> int:
     if s.folds > patients:
         raise UsageError(f"--folds {s.folds} is more than the {patients} patients in "
                          f"'{a.features}': use at most {patients}")
-    from .experiments import default_models
+    from .errors import unknown_name_message
+    from .experiments import compare_feature_sets, default_models
 
-    steps = _Steps(a, s.folds * len(default_models(a.tune)), "cv: model x fold", every=1 << 30)
-    res = cross_validate(fs, n_splits=s.folds, seed=a.settings[RunSettings].seed, tune=a.tune,
+    models = default_models(a.tune)
+    if a.models:
+        names = [m.strip() for m in a.models.split(",") if m.strip()]
+        for m in names:
+            if m not in models:
+                raise UsageError(unknown_name_message("model", m, tuple(models)))
+        models = {m: models[m] for m in names}
+    seed = a.settings[RunSettings].seed
+    if a.against:
+        if not Path(a.against, "manifest.json").is_file():
+            raise UsageError(f"--against '{a.against}' is not a features folder: run `medxfer "
+                             "extract DATA --backbone OTHER --out FOLDER` on the same data first")
+        other = FeatureSet.load(a.against)
+        try:
+            res = compare_feature_sets(fs, other, models=models, n_splits=s.folds, seed=seed,
+                                       n_boot=s.n_boot)
+        except ValueError as exc:
+            raise UsageError(f"--against '{a.against}': {exc}") from exc
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        (Path(a.out) / "cv_against.json").write_text(json.dumps(res, indent=2, default=str))
+        lines = [f"| model | {a.features} | {a.against} | difference, paired (95% CI) |", "|---|---|---|---|"]
+        for m, d in res["paired"].items():
+            ci = d["ci95"] or [float("nan")] * 2
+            lines.append(f"| {m} | {d['macro_auc_a']:.3f} | {d['macro_auc_b']:.3f} | "
+                         f"{d['difference']:+.3f} ({ci[0]:+.3f}, {ci[1]:+.3f}) |")
+        print(json.dumps(res["paired"], indent=2) if a.json else "\n".join(lines))
+        return 0
+    steps = _Steps(a, s.folds * len(models), "cv: model x fold", every=1 << 30)
+    res = cross_validate(fs, n_splits=s.folds, seed=seed, models=models,
                          n_boot=s.n_boot,
                          on_unit=lambda name, k: steps(note=f"fold {k} {name}"))
     steps.close()
