@@ -73,8 +73,21 @@ def test_tables_updated_and_checked(tmp_path):
     (tmp_path / "t.md").write_text("| a | b |\n|---|---|\n| 1 | 0.643 |\n")
     doc = _doc(tmp_path, "Before.\n<!--table t.md-->\n| old |\n<!--/table-->\nAfter.\n")
     assert "table differs from t.md" in str(check(doc)[0])
-    assert update(doc) == 1 and check(doc, strict=True) == [] and update(doc) == 0
+    assert update(doc)["tables"] == 1 and check(doc, strict=True) == [] and update(doc)["tables"] == 0
     assert doc.read_text().startswith("Before.\n<!--table t.md-->\n| a | b |") and doc.read_text().endswith("After.\n")
+
+
+def test_update_fills_marked_numbers_at_their_printed_style(tmp_path):
+    doc = _doc(tmp_path, "<!--@source r = r.json-->\nAUC 0.0 (0.000-0.00)<!--@ r#m: auc, ci/0, ci/1--> "
+                         "and +0.000 (+0.000, +0.000)<!--@ r#d/b - a: difference, ci95/0, ci95/1-->, "
+                         "n = 0,000<!--@ r: n-->, -0.000<!--@ r: neg--> and 0.5<!--@ nope.json: x-->\n")
+    r = update(doc)
+    assert r["numbers"] == 8 and r["missing"] == ["nope.json"]
+    assert "AUC 0.6 (0.616-0.67)" in doc.read_text()
+    assert "+0.008 (+0.002, +0.014)" in doc.read_text() and "n = 4,952" in doc.read_text()
+    assert "-0.003<!--" in doc.read_text()
+    assert [str(p) for p in check(doc)] == [f"{doc}:2: source nope.json cannot be read ([Errno 2] "
+                                             f"No such file or directory: '{tmp_path / 'nope.json'}')"]
 
 
 def test_cli(tmp_path, capsys):

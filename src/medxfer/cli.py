@@ -396,9 +396,10 @@ def build_parser() -> _Parser:
                 "must equal the value at that key of the JSON file (at the precision printed), "
                 "every <!--table FILE--> block must be FILE verbatim, every <!--history DATE "
                 "COMMIT--> region must say its date. --strict also refuses metric-like numbers "
-                "(0.dd...) that nothing covers. `update` rewrites the table blocks. "
+                "(0.dd...) that nothing covers. `update` rewrites the table blocks and the marked "
+                "numbers from their sources (reread the words around them). "
                 "Exit 1 when a check fails.")
-    p.add_argument("action", choices=("check", "update"), help="check the documents, or rewrite their tables")
+    p.add_argument("action", choices=("check", "update"), help="check the documents, or rewrite their tables and marked numbers")
     p.add_argument("documents", nargs="+", metavar="FILE", help="Markdown files")
     p.add_argument("--strict", action="store_true",
                    help="also refuse every metric-like number no marker, table or history covers")
@@ -985,9 +986,15 @@ def _cmd_ledger(a) -> int:
         if not Path(doc).is_file():
             raise UsageError(f"document '{doc}' not found")
     if a.action == "update":
+        missing = []
         for doc in a.documents:
-            print(f"{doc}: {update(doc)} table(s) rewritten")
-        return 0
+            r = update(doc)
+            missing += [f"{doc}: {m}" for m in r["missing"]]
+            print(f"{doc}: {r['tables']} table(s) and {r['numbers']} number(s) rewritten from their "
+                  "sources; reread the words around them")
+        for m in missing:
+            print(f"source not found, left as it was: {m}")
+        return 1 if missing else 0
     problems = [p for doc in a.documents for p in check(doc, strict=a.strict)]
     for p in problems:
         print(p)

@@ -218,21 +218,79 @@ def check(document, *, strict: bool = False, base=None) -> list[Problem]:
     return problems
 
 
-def update(document) -> int:
-    """Rewrite every ``<!--table FILE-->`` block of ``document`` from its file; returns how
-    many blocks changed."""
+def _format_like(printed: str, value: float) -> str:
+    """``value`` written as ``printed`` is: its decimals, an explicit "+" if it had one,
+    thousands separators if it had them."""
+    d = _decimals(printed)
+    text = f"{value:{',' if ',' in printed else ''}.{d}f}"
+    if text.lstrip("-").strip("0.,") == "" and text.startswith("-"):
+        text = text[1:] if not printed.startswith("-") else text  # -0.000 only if printed so
+    if printed.startswith("+") and not text.startswith("-"):
+        text = "+" + text
+    return text
+
+
+def update(document, *, base=None) -> dict:
+    """Rewrite ``document`` from its sources: every ``<!--table FILE-->`` block from its
+    file, and every number a ``<!--@ ...-->`` marker covers from its value (at the
+    precision and sign style it is printed with). Returns {"tables": n rewritten,
+    "numbers": n rewritten, "missing": [sources not found]}. Read the text around each
+    rewritten number again: the words must still follow the numbers."""
     document = Path(document)
+    base = document.parent if base is None else Path(base)
     text = document.read_text()
-    changed = 0
+    counts = {"tables": 0, "numbers": 0, "missing": []}
 
     def fill(m):
-        nonlocal changed
-        body = (document.parent / m.group(1)).read_text().strip() + "\n"
+        path = base / m.group(1)
+        if not path.is_file():
+            counts["missing"].append(m.group(1))
+            return m.group(0)
+        body = path.read_text().strip() + "\n"
         if body.strip() != m.group(2).strip():
-            changed += 1
+            counts["tables"] += 1
         return f"<!--table {m.group(1)}-->\n{body}<!--/table-->"
 
-    new = _TABLE.sub(fill, text)
-    if new != text:
-        document.write_text(new)
-    return changed
+    text = _TABLE.sub(fill, text)
+    sources = _Sources(base)
+    edits, previous_end = [], 0
+    code = [c.span() for c in _CODE.finditer(text)]
+    for m in _MARK.finditer(text):
+        if any(a <= m.start() < b for a, b in code):
+            continue
+        kind, body = m.group(1), m.group(2).strip()
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        start = max(line_start, previous_end)
+        previous_end = m.end()
+        if kind == "source":
+            alias, _, target = body.partition("=")
+            sources.names[alias.strip()] = base / target.strip()
+            continue
+        if kind == "cite":
+            continue
+        file_part, _, keys_part = body.partition(":")
+        file_name, _, prefix = file_part.strip().partition("#")
+        keys = [k.strip() for k in keys_part.split(",") if k.strip()]
+        try:
+            data = sources.load(file_name)
+        except (OSError, ValueError):
+            counts["missing"].append(file_name)
+            continue
+        nums = _numbers(text[start:m.start()])
+        if not keys or len(nums) < len(keys):
+            continue
+        for (off, printed), key in zip(nums[-len(keys):], keys):
+            path, _, factor = key.partition("*")
+            full = "/".join(p for p in (prefix.strip(), path.strip()) if p)
+            try:
+                value = lookup(data, full) * (float(factor) if factor else 1.0)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if isinstance(value, (int, float)) and math.isfinite(value) and not matches(printed, value):
+                edits.append((start + off, start + off + len(printed), _format_like(printed, value)))
+    for a, b, new in sorted(edits, reverse=True):
+        text = text[:a] + new + text[b:]
+    counts["numbers"] = len(edits)
+    if text != document.read_text():
+        document.write_text(text)
+    return counts
