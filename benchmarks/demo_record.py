@@ -35,7 +35,7 @@ def main(argv=None) -> int:
            "model": {k: model.get(k) for k in ("selection_metrics", "metrics") if k in model},
            "provenance": prov}
     text = json.dumps(out, indent=1, default=str) + "\n"
-    print(f"demo: {seconds:.0f} s; macro AUC {metrics.get('macro_auc')}")
+    print(f"demo: {seconds:.0f} s; macro AUC {metrics['metrics'].get('macro_auc')}")
     if a.out:
         Path(a.out).write_text(text)
     return 0

@@ -40,6 +40,7 @@ def test_marked_numbers_checked(tmp_path):
                          "AUC 0.643 (0.616-0.671)<!--@ r#m: auc, ci/0, ci/1--> and +0.008 "
                          "(+0.002, +0.014)<!--@ r#d/b - a: difference, ci95/0, ci95/1-->; "
                          "4,952-d<!--@ r: n-->, 1.2%<!--@ r.json: rate*100-->, -0.003<!--@ r: neg-->.\n"
+                         "Again 0.643 (95% CI 0.616-0.671)<!--@ r#m: auc, ci/0, ci/1-->, the level skipped.\n"
                          "The paper: 0.953<!--@cite source paper-->. `--x 0.95` is code.\n"
                          "<!--history 2026-11-26 477006f-->\n(History, 2026-11-26.) 0.615\n<!--/history-->\n")
     assert check(doc, strict=True) == []

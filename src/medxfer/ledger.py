@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _SIGNED = re.compile(r"(?<![\w.)])([+-]?)((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?|\.\d+)(?![\w])")
+_LEVEL = re.compile(r"%\s*(?:CI|confidence)")
 _METRIC = re.compile(r"(?<![\w.])[+-]?0?\.\d{2,}(?![\d])")
 _MARK = re.compile(r"<!--@(cite|source)?\s*(.*?)-->", re.S)
 _TABLE = re.compile(r"<!--table\s+(\S+)\s*-->\n(.*?)<!--/table-->", re.S)
@@ -54,7 +55,9 @@ def _numbers(text: str) -> list[tuple[int, str]]:
     """(offset, printed number) of every number in ``text``, a sign kept when it is one
     (``-0.003``, ``(+0.002``) and not a range dash (``0.616-0.669``)."""
     text = text.replace("\u2212", "-")
-    return [(m.start(), m.group(1) + m.group(2)) for m in _SIGNED.finditer(text)]
+    # "95% CI" names an interval's level, not a quoted value
+    return [(m.start(), m.group(1) + m.group(2)) for m in _SIGNED.finditer(text)
+            if not _LEVEL.match(text, m.end())]
 
 
 def _decimals(printed: str) -> int:
