@@ -3,7 +3,7 @@ held-out radiographs (false alarms), on the same radiographs corrupted (8 distur
 severities 1, 3, 5) and on non-chest images; beside each corruption, the macro AUC it costs
 the deployed model, so a blind spot (an image that loses AUC and is not flagged) shows.
 
-    python benchmarks/ood_flags.py FEATURES [--work DIR] [--out docs/results/ood_flags.json]
+    python benchmarks/ood_flags.py FEATURES [--work DIR] [--out FILE]   # writes docs/results/ood_flags.json
 
 FEATURES is a features folder of `medxfer extract` (default extraction) of
 ../shared/data/nih14-sample. The split is the disturbance study's (`medxfer study
@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("features", help="features folder of ../shared/data/nih14-sample (default extraction)")
     ap.add_argument("--work", default="ood-flags-work", help="cache of the corrupted features")
-    ap.add_argument("--out", default=None, help="result JSON")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "results" / "ood_flags.json"),
+                    help="result JSON (default: docs/results/ood_flags.json, which README quotes)")
     ap.add_argument("--n-boot", type=int, default=1000)
     a = ap.parse_args(argv)
     prov = provenance(argv)  # at the start: the code that runs, not what is checked out later

@@ -10,7 +10,8 @@ Markers are HTML comments, invisible where the Markdown is rendered:
     FILE, each at the precision it is printed with (``0.643`` matches 0.6428; ``+0.008``
     matches 0.0082). Paths are ``/``-separated keys and list indices (``ci95/0``); ``#PREFIX``
     is optional; a key may end in ``*100`` (a percentage) or ``*-1`` (a sign flip). FILE is
-    relative to the document, or a name given by ``<!--@source NAME = FILE-->``.
+    relative to the document, or a name given by ``<!--@source NAME = FILE-->``. A level
+    such as "95% CI" is not counted as a quoted number; keep a marked group on one line.
 ``<!--table FILE-->`` ... ``<!--/table-->``
     The lines between are FILE (a Markdown table a script wrote) verbatim;
     :func:`update` rewrites them.
