@@ -98,6 +98,10 @@ def test_cli(tmp_path, capsys):
     assert main(["ledger", "check", str(doc)]) == 1
     assert "0.644 is quoted" in capsys.readouterr().out
     assert main(["ledger", "check", str(tmp_path / "nope.md")]) == 2
+    junk = tmp_path / "junk.md"
+    junk.write_bytes(b"\xd3\x00\xff junk")
+    assert main(["ledger", "check", str(junk)]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)

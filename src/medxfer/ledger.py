@@ -95,6 +95,13 @@ def lookup(data, path: str):
     return node
 
 
+def _read(document: Path) -> str:
+    try:
+        return document.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"'{document}' is not UTF-8 text: give the ledger a Markdown file") from None
+
+
 def _line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
@@ -132,7 +139,7 @@ def check(document, *, strict: bool = False, base=None) -> list[Problem]:
     relative to ``base`` (default: the document's folder)."""
     document = Path(document)
     base = document.parent if base is None else Path(base)
-    text = document.read_text()
+    text = _read(document)
     name = str(document)
     problems: list[Problem] = []
     sources = _Sources(base)
@@ -242,7 +249,7 @@ def update(document, *, base=None) -> dict:
     rewritten number again: the words must still follow the numbers."""
     document = Path(document)
     base = document.parent if base is None else Path(base)
-    text = document.read_text()
+    text = _read(document)
     counts = {"tables": 0, "numbers": 0, "missing": []}
 
     def fill(m):
