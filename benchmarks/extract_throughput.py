@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,21 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import cpu_name
 
 from medxfer.backbones import create_backbone
 from medxfer.data import read_dataset
 from medxfer.features import extract_features
 from medxfer.images import load_image
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None) -> int:
