@@ -116,9 +116,8 @@ def main(argv=None) -> int:
     else:
         res = cross_validate(fs, n_splits=a.folds, seed=a.seed, models=models, n_boot=a.n_boot,
                              progress=say)
-        res["paired"] = paired_differences(res, n_boot=a.n_boot)
-        for k in [k for k in res if k.startswith("_")] + ["oof"]:
-            res.pop(k)
+        res["paired"] = paired_differences(res, fs.Y, fs.dataset.patient_ids, n_boot=a.n_boot)
+        res.pop("oof")
         res["deployed_per_fold"] = {}
         for c in res.get("tuned_choices", []):
             res["deployed_per_fold"].setdefault(c["model"], []).append(deployed(c["chosen"]))

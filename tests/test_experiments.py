@@ -55,7 +55,7 @@ def test_paired_comparisons_of_models_and_of_feature_sets(make_cxr14, sample_tab
     fixed = lambda c: (lambda seed: TunedLogisticRegression((c,), random_state=seed))  # noqa: E731
     models = {"lr_weak": fixed(1e-4), "lr_strong": fixed(1e-1)}
     res = cross_validate(a, n_splits=2, n_boot=20, models=models)
-    pairs = paired_differences(res, n_boot=20)
+    pairs = paired_differences(res, a.Y, a.dataset.patient_ids, n_boot=20)
     d = pairs["lr_strong - lr_weak"]
     same = paired_bootstrap_auc(a.Y, res["oof"]["lr_weak"], res["oof"]["lr_strong"],
                                 groups=a.dataset.patient_ids, n_boot=20)

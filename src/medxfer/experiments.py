@@ -261,13 +261,13 @@ def cross_validate(fs: FeatureSet, *, n_splits: int = 5, seed: int = 0, tune: bo
     if chosen:
         out["tuned_choices"] = chosen
     out["oof"] = oof
-    out["_Y"], out["_groups"] = Y, groups  # for paired_differences; not written by write_cv
     return out
 
 
-def paired_differences(result: dict, pairs=None, *, n_boot: int = 1000) -> dict:
+def paired_differences(result: dict, Y, groups, pairs=None, *, n_boot: int = 1000) -> dict:
     """Paired patient-bootstrap macro-AUC differences between models of one
-    :func:`cross_validate` result (its ``oof`` predictions, the same images and folds).
+    :func:`cross_validate` result (its ``oof`` predictions of labels ``Y`` of patients
+    ``groups``: the same images and folds).
 
     pairs : [(a, b), ...] (default: every pair in the result's model order). Returns
     {"b - a": paired bootstrap of b - a}. This, not the fold SD, is the yardstick for
@@ -276,9 +276,8 @@ def paired_differences(result: dict, pairs=None, *, n_boot: int = 1000) -> dict:
     oof = result["oof"]
     names = list(result["models"])
     pairs = pairs or [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-    Y, groups, seed = result["_Y"], result["_groups"], result["seed"]
     return {f"{b} - {a}": paired_bootstrap_auc(Y, oof[a], oof[b], groups=groups, n_boot=n_boot,
-                                               seed=seed) for a, b in pairs}
+                                               seed=result["seed"]) for a, b in pairs}
 
 
 def compare_feature_sets(fs_a: FeatureSet, fs_b: FeatureSet, *, models: dict, n_splits: int = 5,
@@ -300,10 +299,10 @@ def compare_feature_sets(fs_a: FeatureSet, fs_b: FeatureSet, *, models: dict, n_
                         progress=progress)
     rb = cross_validate(fs_b, n_splits=n_splits, seed=seed, models=models, n_boot=n_boot,
                         progress=progress)
-    Y, groups = ra["_Y"], ra["_groups"]
-    paired = {m: paired_bootstrap_auc(Y, ra["oof"][m], rb["oof"][m], groups=groups,
-                                      n_boot=n_boot, seed=seed) for m in models}
-    strip = lambda r: {k: v for k, v in r.items() if not k.startswith("_") and k != "oof"}  # noqa: E731
+    paired = {m: paired_bootstrap_auc(fs_a.Y, ra["oof"][m], rb["oof"][m],
+                                      groups=fs_a.dataset.patient_ids, n_boot=n_boot, seed=seed)
+              for m in models}
+    strip = lambda r: {k: v for k, v in r.items() if k != "oof"}  # noqa: E731
     return {"a": strip(ra), "b": strip(rb), "paired": paired}
 
 
@@ -331,8 +330,7 @@ def write_cv(result: dict, out: str | Path, *, title: str) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "oof_predictions.npz", **result["oof"])
-    (out / "cv.json").write_text(json.dumps({k: v for k, v in result.items()
-                                             if k != "oof" and not k.startswith("_")},
+    (out / "cv.json").write_text(json.dumps({k: v for k, v in result.items() if k != "oof"},
                                             indent=2, default=str))
     (out / "cv.md").write_text(f"# {title}\n\n{cv_table(result)}\n")
     return out
