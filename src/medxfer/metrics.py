@@ -503,12 +503,10 @@ def fit_calibration(Y: np.ndarray, P: np.ndarray, method: str = "platt") -> dict
     from sklearn.linear_model import LogisticRegression
 
     a, b = np.ones(L), np.zeros(L)
-    identity, shift_only = [], []
+    identity, shift_only = threshold_fallbacks(Y), []  # no both classes: kept as they are
     for j in range(L):
         y, zj = _known(Y[:, j], z[:, j])
-        if not 0 < y.sum() < len(y):
-            identity.append(j)
-        else:
+        if j not in identity:
             lr = LogisticRegression(C=np.inf, max_iter=1000).fit(zj[:, None], y)
             a[j], b[j] = float(lr.coef_[0, 0]), float(lr.intercept_[0])
             if not (0 < a[j] < 1e3 and np.isfinite(b[j])):  # reversed, flat or separable
@@ -527,15 +525,10 @@ def fit_calibration(Y: np.ndarray, P: np.ndarray, method: str = "platt") -> dict
 
 
 def threshold_fallbacks(Y: np.ndarray) -> list[int]:
-    """Findings (column indices) for which :func:`choose_thresholds` keeps 0.5: no both
-    classes among the known labels of ``Y``."""
+    """Findings (column indices) for which :func:`choose_thresholds` keeps 0.5 and
+    :func:`fit_calibration` keeps the identity: no both classes among the known labels."""
     Y = np.asarray(Y, dtype=np.float64)
-    out = []
-    for j in range(Y.shape[1]):
-        y = Y[~np.isnan(Y[:, j]), j]
-        if not 0 < y.sum() < len(y):
-            out.append(j)
-    return out
+    return [j for j in range(Y.shape[1]) if not 0 < (y := Y[~np.isnan(Y[:, j]), j]).sum() < len(y)]
 
 
 def apply_calibration(P: np.ndarray, cal: dict | None) -> np.ndarray:
