@@ -178,6 +178,14 @@ def macro_ap(Y: np.ndarray, P: np.ndarray) -> float | None:
     return float(np.mean(out)) if out else None
 
 
+def beside_thresholded(Y, P, T):
+    """(Y twice, P beside P - T + 0.5) side by side: F1 at thresholds T ((n, L), each row's
+    fold model's) on P is F1 at 0.5 on P - T + 0.5, so columns L: of one bootstrap resample
+    score at T and columns :L at the probabilities themselves (T None: P twice)."""
+    shifted = P if T is None else P - T + 0.5
+    return np.concatenate([Y, Y], axis=1), np.concatenate([P, shifted], axis=1)
+
+
 def headline_ci(Y, P, T, groups, ctx: StudyContext) -> dict:
     """Macro AUC, macro average precision and macro F1 with CIs. F1 is at the thresholds
     ``T`` ((n, L): each row's fold model's, chosen on its training rows' out-of-fold
@@ -185,9 +193,7 @@ def headline_ci(Y, P, T, groups, ctx: StudyContext) -> dict:
     L = Y.shape[1]
     if T is not None:
         T = np.where(np.isnan(T), 0.5, T)
-    shifted = P if T is None else P - T + 0.5  # F1 at T on P is F1 at 0.5 on P - T + 0.5
-    both = np.concatenate([P, shifted], axis=1)
-    Y2 = np.concatenate([Y, Y], axis=1)
+    Y2, both = beside_thresholded(Y, P, T)
     return with_ci(Y2, both, groups, ctx, {
         "macro_auc": lambda Yb, Pb: macro_auc(Yb[:, :L], Pb[:, :L]),
         "macro_ap": lambda Yb, Pb: macro_ap(Yb[:, :L], Pb[:, :L]),

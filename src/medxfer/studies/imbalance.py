@@ -32,7 +32,8 @@ from ..experiments import rows_key
 from ..head import BottleneckClassifier
 from ..metrics import choose_thresholds, macro_auc, macro_f1, macro_recall, threshold_fallbacks
 from ..splits import patient_kfold
-from .common import Ledger, Progress, StudyContext, finish, line_figure, with_ci, write_table
+from .common import (Ledger, Progress, StudyContext, beside_thresholded, finish, line_figure, with_ci,
+                     write_table)
 from .registry import register_study
 
 #: name -> negatives per positive
@@ -114,8 +115,7 @@ def run_imbalance(ctx: StudyContext) -> dict:
                 fallbacks += int(meta["fallbacks"])
                 bar.step(what=f"{level} {opt} fold {k + 1}")
             L = Y.shape[1]
-            # F1 at T on P is F1 at 0.5 on P - T + 0.5: both sides resampled together.
-            both, Y2 = np.concatenate([P, P - T + 0.5], axis=1), np.concatenate([Y, Y], axis=1)
+            Y2, both = beside_thresholded(Y, P, T)  # both sides resampled together
             metrics = {"macro_f1_at_0.5": lambda Yb, Pb: macro_f1(Yb[:, :L], Pb[:, :L]),
                        "macro_f1_fold_thresholds": lambda Yb, Pb: macro_f1(Yb[:, L:], Pb[:, L:]),
                        "macro_auc": lambda Yb, Pb: macro_auc(Yb[:, :L], Pb[:, :L]),
