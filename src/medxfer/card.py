@@ -323,9 +323,16 @@ def build_card(model_dir: str | Path, evaluations=(), *, name: str | None = None
     s = Section("Method and how its settings were chosen")
     selection = cfg.get("selection") or {}
     if sel.get("selection"):
-        s.p(f"The width k and penalty alpha were chosen among {sel.get('selected_from')} settings by "
-            f"{selection.get('inner_folds', 'n/a')}-fold patient-wise cross-validation on the training "
-            f"images (pooled out-of-fold macro AUC); the chosen setting's fold models are averaged.")
+        if sel.get("selected_by") == "holdout":
+            s.p(f"The width k and penalty alpha were chosen among {sel.get('selected_from')} settings "
+                f"by the macro AUC on one patient-wise validation part (1/"
+                f"{selection.get('inner_folds', 'n/a')} of the training patients; the training set "
+                f"has at least {selection.get('holdout_from')} images); the chosen setting's model, "
+                f"trained on the other patients, is deployed.")
+        else:
+            s.p(f"The width k and penalty alpha were chosen among {sel.get('selected_from')} settings by "
+                f"{selection.get('inner_folds', 'n/a')}-fold patient-wise cross-validation on the training "
+                f"images (pooled out-of-fold macro AUC); the chosen setting's fold models are averaged.")
         keys = sorted({k for c in chosen for k in c})
         s.table(("k (bottleneck width)", "alpha", "out-of-fold macro AUC", "chosen"),
                 [[str(r.get("bottleneck_dim") or "none (linear head)"), str(r.get("alpha")),

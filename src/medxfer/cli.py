@@ -738,7 +738,7 @@ TRAIN_MODES = (
      for f in ("lr", "weight_decay", "batch_size", "max_epochs", "patience")]
     + [("max_iter", lambda h, s, p: h.solver == "lbfgs", "--solver lbfgs")]
     + [(f, lambda h, s, p: not s.select, "--no-select") for f in ("validation_fraction", "n_ensemble")]
-    + [(f, lambda h, s, p: s.select, "--select") for f in ("inner_folds", "inner_repeats", "grid")]
+    + [(f, lambda h, s, p: s.select, "--select") for f in ("inner_folds", "inner_repeats", "holdout_from", "grid")]
     + [("focal_gamma", lambda h, s, p: h.imbalance == "focal", "--imbalance focal"),
        ("cb_beta", lambda h, s, p: h.imbalance == "class_balanced", "--imbalance class_balanced"),
        ("target_sensitivity", lambda h, s, p: p.threshold_method == "sensitivity",
@@ -795,10 +795,16 @@ def _cmd_train(a) -> int:
         chosen = " + ".join(f"k={c.get('bottleneck_dim') or 'none (linear head)'}, "
                             f"alpha={c.get('alpha')}" for c in model.config["chosen"])
         auc = out["validation_macro_auc"]
+        if out.get("selected_by") == "holdout":
+            how, what, avg = ("one patient-wise validation part (holdout, from "
+                              f"{a.settings[SelectionSettings].holdout_from} images on)"), "validation", (
+                f"{out['members']} model(s) trained on the other patients")
+        else:
+            how, what, avg = (f"{a.settings[SelectionSettings].inner_folds}-fold patient-wise CV",
+                              "out-of-fold", f"{out['members']} fold models averaged")
         print(f"model saved to {a.out}: chose {chosen} among {out['selected_from']} settings by "
-              f"{a.settings[SelectionSettings].inner_folds}-fold patient-wise CV; out-of-fold "
-              f"macro AUC {_fmt_auc(auc)} on {out['validation_images']} "
-              f"images (optimistic: it won the selection); {out['members']} fold models averaged")
+              f"{how}; {what} macro AUC {_fmt_auc(auc)} on {out['validation_images']} "
+              f"images (optimistic: it won the selection); {avg}")
     else:
         print(_saved_line("model", a.out, out))
     terms = out.get("loss_terms") or {}

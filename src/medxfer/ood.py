@@ -40,7 +40,9 @@ class FeatureDistance:
             n_splits: int = 5, seed: int = 0) -> "FeatureDistance":
         """``groups``: patient IDs, so the out-of-fold scores behind the threshold are of
         patients the fitted part never saw (a patient's other images would score too low)."""
-        X = np.asarray(X, np.float32)
+        X = np.asarray(X)
+        if X.dtype not in (np.float16, np.float32):
+            X = X.astype(np.float32)
         n = len(X)
         if n < 10:
             raise ValueError("the out-of-distribution score needs at least 10 training images")
@@ -50,17 +52,25 @@ class FeatureDistance:
         n_splits = max(2, min(n_splits, len(uniq)))
         fold = (rng.permutation(len(uniq)) % n_splits)[inv]
         oof = np.empty(n, np.float64)
-        for k in range(n_splits):
-            part = _fit_parts(X[fold != k], max_components)
-            oof[fold == k] = _raw_score(X[fold == k], *part)
-        parts = _fit_parts(X, max_components)
+        if n - np.bincount(fold).max() > X.shape[1]:
+            # Tall: every fold's parts from per-fold sums and Gram matrices, one pass over X.
+            folds = _fold_moments(X, fold, n_splits)
+            for k in range(n_splits):
+                part = _parts_from_moments(_without(folds, k), max_components, X, fold != k)
+                oof[fold == k] = _raw_score(X[fold == k], *part)
+            parts = _parts_from_moments(_without(folds, None), max_components, X, None)
+        else:
+            for k in range(n_splits):
+                part = _fit_parts(X[fold != k].astype(np.float32), max_components)
+                oof[fold == k] = _raw_score(X[fold == k], *part)
+            parts = _fit_parts(X.astype(np.float32), max_components)
         norm = float(np.median(oof)) or 1.0
         return cls(*parts, norm=norm, threshold=float(np.quantile(oof / norm, quantile)),
                    quantile=quantile)
 
     def score(self, X) -> np.ndarray:
         """Distance from the training features; about 1 for a typical training-like image."""
-        return _raw_score(np.asarray(X, np.float32), self.mean, self.scale, self.components,
+        return _raw_score(np.asarray(X), self.mean, self.scale, self.components,
                           self.variances, self.residual_scale) / self.norm
 
     def flag(self, X) -> np.ndarray:
@@ -116,12 +126,82 @@ def _top_components(Z: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
     return s[:r], vt[:r]
 
 
+_ROWS = 8192  # rows per block of the products below
+
+
 def _raw_score(X, mean, scale, comps, var, rscale) -> np.ndarray:
-    Z = (X - mean) / scale
-    proj = Z @ comps.T
-    maha = (proj ** 2 / var).sum(1) / max(1, len(var))
-    resid = Z - proj @ comps
-    return np.sqrt(maha) + np.sqrt((resid ** 2).sum(1)) * rscale
+    """Scores of X's rows, 8,192 rows at a time in float32 (X may be float16)."""
+    out = np.empty(len(X), np.float64)
+    for i in range(0, len(X), _ROWS):
+        Z = (np.asarray(X[i:i + _ROWS], np.float32) - mean) / scale
+        proj = Z @ comps.T
+        maha = (proj ** 2 / var).sum(1) / max(1, len(var))
+        resid = Z - proj @ comps
+        out[i:i + _ROWS] = np.sqrt(maha) + np.sqrt((resid ** 2).sum(1)) * rscale
+    return out
+
+
+def _fold_moments(X, fold, n_splits) -> dict:
+    """Per fold: row count, column sums and Gram matrix of (x - c), c the column means of X
+    (shifted so that float32 block products lose nothing to large means), accumulated in
+    float64 over blocks of 8,192 rows; one pass over X."""
+    c = np.zeros(X.shape[1])
+    for i in range(0, len(X), _ROWS):
+        c += X[i:i + _ROWS].sum(0, dtype=np.float64)
+    c /= len(X)
+    c32 = c.astype(np.float32)
+    d = X.shape[1]
+    count = np.bincount(fold, minlength=n_splits)
+    sums = np.zeros((n_splits, d))
+    grams = np.zeros((n_splits, d, d))
+    for i in range(0, len(X), _ROWS):
+        B = np.asarray(X[i:i + _ROWS], np.float32) - c32
+        f = fold[i:i + _ROWS]
+        for k in np.unique(f):
+            b = B[f == k]
+            sums[k] += b.sum(0, dtype=np.float64)
+            grams[k] += b.T @ b
+    return {"c": c, "count": count, "sums": sums, "grams": grams}
+
+
+def _without(folds: dict, k) -> tuple:
+    """(n, shifted sums, shifted Gram, c) of every fold but k (k None: all rows)."""
+    keep = [j for j in range(len(folds["count"])) if j != k]
+    return (int(folds["count"][keep].sum()), folds["sums"][keep].sum(0),
+            folds["grams"][keep].sum(0), folds["c"])
+
+
+def _parts_from_moments(moments: tuple, max_components: int, X, rows):
+    """:func:`_fit_parts` of X's ``rows`` (a mask; None: all) from their moments: the
+    standardized Gram matrix is D^-1 (G - n u u^T) D^-1 (u = mean - c) and its top r
+    eigenvectors are the components. The residual scale is measured on the rows themselves,
+    in float32 block by block as scores measure it (from the eigenvalues it would be a
+    difference of near-equal numbers, and 0 where the components span every direction)."""
+    from scipy.linalg import eigh
+
+    n, sums, G, c = moments
+    u = sums / n
+    cov = G / n - np.outer(u, u)
+    mean = c + u
+    scale = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    scale[scale < 1e-6] = 1.0
+    Gz = cov * n / np.outer(scale, scale)
+    d = len(Gz)
+    r = int(min(max_components, n - 1, d))
+    w, v = eigh(Gz, subset_by_index=[d - r, d - 1])
+    w, v = w[::-1], v[:, ::-1]
+    s = np.sqrt(np.maximum(w, 0.0))
+    var = np.maximum((s ** 2) / max(1, n - 1), 1e-6)
+    mean, scale, comps = mean.astype(np.float32), scale.astype(np.float32), v.T.astype(np.float32)
+    resid_sq = 0.0
+    for i in range(0, len(X), _ROWS):
+        B = np.asarray(X[i:i + _ROWS], np.float32)
+        if rows is not None:
+            B = B[rows[i:i + _ROWS]]
+        Z = (B - mean) / scale
+        resid_sq += float(((Z - (Z @ comps.T) @ comps) ** 2).sum())
+    rscale = float(np.sqrt(resid_sq / n)) or 1.0
+    return mean, scale, comps, var.astype(np.float32), 1.0 / rscale
 
 
 def dicom_header_flags(path) -> list[str]:

@@ -148,15 +148,17 @@ def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = No
                     folds=selection.inner_folds if select else 2, multiclass=multiclass)
     if select:
         cv = BottleneckCV(grid, params=params, n_splits=selection.inner_folds,
-                          n_repeats=selection.inner_repeats, random_state=params["random_state"])
-        cv.fit(fs.X, fs.Y, groups=fs.dataset.patient_ids, progress=progress)
+                          n_repeats=selection.inner_repeats, holdout_from=selection.holdout_from,
+                          random_state=params["random_state"])
+        # the stored features (float16) as they are: no float32 copy of the whole matrix
+        cv.fit(fs.features, fs.Y, groups=fs.dataset.patient_ids, progress=progress)
         est = cv.best_estimator_
         _, Yv, Pv = cv.validation_
         keys = sorted({k for g in (grid or DEFAULT_CV_GRID) for k in g})
         chosen = cv.best_params_ if isinstance(cv.best_params_, list) else [cv.best_params_]
         config |= {"chosen": [{k: c[k] for k in keys} for c in chosen]}
         metrics = {"selection": cv.cv_results_, "selected_from": len(cv.cv_results_),
-                   "members": len(est.members_)}
+                   "selected_by": cv.selection_, "members": len(est.members_)}
     else:
         est = BottleneckClassifier(**params)
         y = fs.Y.argmax(1) if multiclass else fs.Y
@@ -170,13 +172,15 @@ def train_from_features(fs: FeatureSet, *, head: HeadSettings | dict | None = No
                             f"{len(est.classes_)} of {len(fs.dataset.label_names)} classes")
         if multiclass:  # one-vs-rest view of the classes, as the metrics expect
             Yv = np.eye(len(fs.dataset.label_names), dtype=np.float32)[Yv]
-    if select:
+    if select and cv.selection_ == "inner_cv":
         index, what = np.arange(len(fs)), OUT_OF_FOLD
+    elif select:
+        index, what = cv.validation_index_, VALIDATION_PART
     else:
         index, what = getattr(est, "validation_index_", None), VALIDATION_PART
     return package(est, fs.dataset.label_names, Yv, Pv, backbone=fs.manifest["backbone"],
                    features=_features_info(fs), settings=packaging, config=config, metrics=metrics,
-                   training_patients=fs.dataset.patient_ids, train_features=fs.X,
+                   training_patients=fs.dataset.patient_ids, train_features=fs.features,
                    dataset=fs.dataset, validation_index=index, validation_what=what)
 
 

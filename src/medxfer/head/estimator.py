@@ -33,6 +33,9 @@ from .net import BottleneckNet, predict_proba_nets
 from .training import early_stopping_loop
 
 _D = defaults(HeadSettings)
+#: Feature dtypes taken as they are (float16: the stored features, never copied whole to
+#: float32; each chunk is cast where the math runs); anything else becomes float32.
+FEATURE_DTYPES = [np.float32, np.float16]
 
 
 def task_macro_auc(Y: np.ndarray, P: np.ndarray, task: str) -> float:
@@ -209,7 +212,7 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """
         clear_fitted(self)  # a refit starts from a clean state
         self.validate_params()
-        X = validate_data(self, X, dtype=np.float32, ensure_min_samples=2)
+        X = validate_data(self, X, dtype=FEATURE_DTYPES, ensure_min_samples=2)
         Y, task = self._targets(y)
         if len(Y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(Y)}")
@@ -271,7 +274,7 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """One network: early-stopped on a patient-wise validation part (or eval_set)."""
         fit: dict = {}
         if eval_set is not None:
-            Xv = validate_data(self, eval_set[0], dtype=np.float32, reset=False)
+            Xv = validate_data(self, eval_set[0], dtype=FEATURE_DTYPES, reset=False)
             Xt, Yt, Yv = X, Y, self._encode(eval_set[1])
         elif self.validation_fraction > 0:
             split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=seed)
@@ -377,7 +380,7 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def _check_X(self, X) -> np.ndarray:
         self._check_fitted()
-        return validate_data(self, X, dtype=np.float32, reset=False)
+        return validate_data(self, X, dtype=FEATURE_DTYPES, reset=False)
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities, shape (n_samples, n_labels) (sigmoid) or (n_samples, n_classes)."""

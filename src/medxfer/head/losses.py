@@ -146,16 +146,25 @@ class HeadLoss:
     def total(self, logits: torch.Tensor, h: torch.Tensor, y: torch.Tensor,
               net: nn.Module) -> torch.Tensor:
         """L_ce + L_reg + the weight penalty of ``net``, from outputs computed elsewhere (e.g.
-        through DistributedDataParallel, which wraps the backbone and ``net`` together)."""
-        return self.ce(logits, y) + self.reg(h) + self.weight_penalty(net)
+        through DistributedDataParallel, which wraps the backbone and ``net`` together).
+        ``h`` is None for a linear head trained on chunks (no codes to penalize)."""
+        reg = self.reg(h) if h is not None else 0.0
+        return self.ce(logits, y) + reg + self.weight_penalty(net)
 
     def terms(self, net: nn.Module, X: np.ndarray, Y: np.ndarray) -> dict:
         """Each term's size on (X, Y) and the sparsity of the codes: what the training
         summary reports, so a reader sees whether the paper's regularizer acts."""
+        X = np.asarray(X)
         with torch.no_grad():
-            x = torch.as_tensor(np.asarray(X, dtype=np.float32), device=net.device)
             y = torch.as_tensor(Y, device=net.device)
-            logits, h = net.eval()(x)
+            logits, codes = [], []
+            for i in range(0, len(X), 16384):  # batches: no float32 copy of X
+                out, h = net.eval()(torch.as_tensor(X[i:i + 16384], device=net.device))
+                logits.append(out)
+                if self.has_codes:  # a linear head's h is z itself (n x d): not kept
+                    codes.append(h)
+            logits = torch.cat(logits)
+            h = torch.cat(codes) if self.has_codes else logits.new_zeros((1, 1))
             top = h.abs().max().clamp(min=1e-12)
             return {"ce": float(self.ce(logits, y)), "code_l1": float(self.code_l1(h)),
                     "code_l2": float(self.code_l2(h)),

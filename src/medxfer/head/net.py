@@ -3,6 +3,12 @@
     z = (x - mean) / scale        standardized backbone features, statistics of the training rows
     h = W^T z                     W in R^{d x k}; no bottleneck (k = None) gives h = z
     logits = V^T h + b
+
+In training, the first product (W^T z, or V^T z without a bottleneck) is taken over row
+chunks of x (:class:`StandardizedProduct`): x may be the stored float16 features, each chunk
+is standardized in float32 on the fly, and the backward pass recomputes the chunk instead
+of keeping z. The peak memory of a full-batch step is then x itself plus one chunk, not
+two float32 copies of the whole matrix (docs/full_scale.md).
 """
 
 from __future__ import annotations
@@ -12,8 +18,57 @@ import torch
 from torch import nn
 
 
+#: Rows per chunk of the standardized product: 4096 x 4,952 float32 is 81 MB.
+CHUNK_ROWS = 4096
+
+
+class StandardizedProduct(torch.autograd.Function):
+    """((x - mean) / scale) @ weight.T over row chunks of x, differentiable in ``weight``
+    only (x is data; mean and scale are buffers). x can be float16: each chunk is cast to
+    float32 before the arithmetic, so the math is that of the float32 formula."""
+
+    @staticmethod
+    def forward(ctx, x, mean, scale, weight):
+        ctx.save_for_backward(x, mean, scale, weight)
+        out = weight.new_empty((len(x), weight.shape[0]))
+        for start in range(0, len(x), CHUNK_ROWS):
+            z = (x[start:start + CHUNK_ROWS].to(weight.dtype) - mean) / scale
+            torch.matmul(z, weight.T, out=out[start:start + CHUNK_ROWS])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, mean, scale, weight = ctx.saved_tensors
+        grad = torch.zeros_like(weight)
+        for start in range(0, len(x), CHUNK_ROWS):
+            z = (x[start:start + CHUNK_ROWS].to(weight.dtype) - mean) / scale
+            grad.addmm_(grad_out[start:start + CHUNK_ROWS].T, z)
+        return None, None, None, grad
+
+
+def column_moments(x: np.ndarray, chunk: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and population variances of x (n, d), two passes in float64 over row
+    chunks (any float dtype; memory: one chunk)."""
+    n = len(x)
+    total = np.zeros(x.shape[1])
+    for start in range(0, n, chunk):
+        total += x[start:start + chunk].sum(0, dtype=np.float64)
+    mean = total / max(n, 1)
+    sq = np.zeros(x.shape[1])
+    for start in range(0, n, chunk):
+        sq += np.square(x[start:start + chunk].astype(np.float64) - mean).sum(0)
+    return mean, sq / max(n, 1)
+
+
+def _chunked(x: torch.Tensor, layer: nn.Linear) -> bool:
+    """Training on data (x needs no gradient, the layer does) outside an export trace."""
+    return (torch.is_grad_enabled() and layer.weight.requires_grad and not x.requires_grad
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
+
+
 class BottleneckNet(nn.Module):
-    """Returns (logits (n, n_out), codes h (n, k))."""
+    """Returns (logits (n, n_out), codes h (n, k)); h is None for a linear head in training
+    (z is never materialized there)."""
 
     def __init__(self, d: int, k: int | None, n_out: int):
         super().__init__()
@@ -23,15 +78,23 @@ class BottleneckNet(nn.Module):
         self.head = nn.Linear(k or d, n_out)
 
     def standardize_like(self, X: np.ndarray | torch.Tensor) -> "BottleneckNet":
-        """Set mean and scale from training rows X (n, d)."""
-        x = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, np.float32)
+        """Set mean and scale (population standard deviation + 1e-6) from training rows X
+        (n, d), in float64 over row chunks: no float32 copy of X."""
+        x = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+        mean, var = column_moments(x)
         with torch.no_grad():
-            self.mean.copy_(torch.from_numpy(x.mean(0)))
-            self.scale.copy_(torch.from_numpy(x.std(0) + 1e-6))
+            self.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+            self.scale.copy_(torch.from_numpy((np.sqrt(var) + 1e-6).astype(np.float32)))
         return self
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = (x - self.mean) / self.scale
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        first = self.bottleneck if self.bottleneck is not None else self.head
+        if _chunked(x, first):
+            out = StandardizedProduct.apply(x, self.mean, self.scale, first.weight)
+            if self.bottleneck is None:  # the linear head on z; z is not materialized
+                return out + self.head.bias, None
+            return self.head(out), out
+        z = (x.to(self.mean.dtype) - self.mean) / self.scale
         h = self.bottleneck(z) if self.bottleneck is not None else z
         return self.head(h), h
 
@@ -45,10 +108,13 @@ def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     return torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, -1)
 
 
-def predict_proba_nets(nets: list[nn.Module], X, task: str, *, batch_size: int = 65536) -> np.ndarray:
-    """Mean probability over ``nets`` for X (n, d); inputs go to each net's own device, the
-    one code path for every caller (estimator, grid, fine-tuning)."""
-    X = np.asarray(X, dtype=np.float32)
+def predict_proba_nets(nets: list[nn.Module], X, task: str, *, batch_size: int = 16384) -> np.ndarray:
+    """Mean probability over ``nets`` for X (n, d); inputs go to each net's own device in
+    batches (float16 X stays float16 until a batch is cast), the one code path for every
+    caller (estimator, grid, fine-tuning)."""
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float16):
+        X = X.astype(np.float32)
     out = []
     with torch.no_grad():
         for net in nets:

@@ -24,13 +24,17 @@ from sklearn.utils.validation import validate_data
 from ..settings import (DEFAULT_CV_GRID, HeadSettings, SelectionSettings, check_of, check_value,
                         defaults)
 from ..splits import patient_kfold
-from .estimator import BottleneckClassifier, clear_fitted, ravel_label_column, task_macro_auc
+from .estimator import FEATURE_DTYPES, BottleneckClassifier, clear_fitted, ravel_label_column, task_macro_auc
+from .joint import fit_lbfgs_shared
+from .losses import HeadLoss
 
 log = logging.getLogger(__name__)
 
 #: BottleneckCV's own parameters, checked against the `medxfer train` options they mirror.
 CONSTRAINTS = {"n_splits": ("inner_folds", SelectionSettings),
-               "n_repeats": ("inner_repeats", SelectionSettings)}
+               "n_repeats": ("inner_repeats", SelectionSettings),
+               "holdout_from": ("holdout_from", SelectionSettings)}
+_S = defaults(SelectionSettings)
 
 def _auc(Y, P) -> float:
     return task_macro_auc(Y, P, "multilabel")
@@ -49,6 +53,11 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         Each setting's out-of-fold predictions are averaged over the R partitions before
         they are scored (a steadier choice than one partition's), and all R*K fold models
         are averaged in the deployed model.
+    holdout_from : from this many rows on, one patient-wise validation part (the first of
+        the K folds, 1/K of the patients) replaces the K folds and the repeats: every setting
+        is trained once on the rest, scored on that part, and the chosen one's model is
+        deployed (None: always K folds). At ChestX-ray14's size the part holds thousands of
+        patients, K times cheaper than the folds (docs/full_scale.md).
     blend : also try the average of the best bottleneck setting and the best linear-head
         setting, and keep it when its pooled out-of-fold macro AUC is higher than the best
         single setting's (then ``best_params_`` lists both and all 2*R*K fold models average).
@@ -57,16 +66,23 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
     Fitted attributes: ``best_params_``, ``best_score_`` (pooled out-of-fold macro AUC of
     the chosen setting: optimistic, it won the selection), ``cv_results_`` (one row per
     setting), ``best_estimator_`` (a BottleneckClassifier whose members are the R*K fold
-    models), ``validation_`` (X, Y, out-of-fold probabilities of the chosen setting).
+    models), ``validation_`` (X, Y, out-of-fold probabilities of the chosen setting; with
+    the holdout, those of the validation part), ``validation_index_`` (holdout only: its
+    rows), ``selection_`` ("inner_cv" or "holdout").
+
+    With solver "lbfgs" (the default) the settings of a fold are trained together, each by
+    its own L-BFGS, sharing every pass over the fold's rows (:mod:`medxfer.head.joint`).
     """
 
-    def __init__(self, grid=None, *, params=None, n_splits=5, n_repeats=1, blend=True,
+    def __init__(self, grid=None, *, params=None, n_splits=_S["inner_folds"],
+                 n_repeats=_S["inner_repeats"], holdout_from=_S["holdout_from"], blend=True,
                  random_state=0):
         self.grid = grid
         self.params = params
         self.blend = blend
         self.n_splits = n_splits
         self.n_repeats = n_repeats
+        self.holdout_from = holdout_from
         self.random_state = random_state
 
     def _base(self) -> dict:
@@ -78,7 +94,7 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         clear_fitted(self)  # e.g. no blend_score_ left from an earlier fit
         if Y is None:
             raise ValueError("BottleneckCV requires y to be passed, but the target y is None")
-        X = validate_data(self, X, dtype=np.float32, ensure_min_samples=2)
+        X = validate_data(self, X, dtype=FEATURE_DTYPES, ensure_min_samples=2)
         Y = ravel_label_column(np.asarray(Y))
         if Y.ndim == 1:
             # Single-label y (binary or multiclass): selected one-vs-rest on its one-hot
@@ -105,25 +121,54 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
         if n_groups < 2:
             raise ValueError("BottleneckCV needs at least 2 patients (groups) for its inner CV")
         # Fewer patients than folds: one patient per fold (as TunedLogisticRegression does).
+        holdout = self.holdout_from is not None and len(X) >= self.holdout_from
         partitions = [patient_kfold(groups, min(self.n_splits, n_groups), Y=Y, seed=self.random_state + r)
                       for r in range(self.n_repeats)]
+        if holdout:  # one fold of the first partition is the validation part
+            tr, te = partitions[0][0]
+            partitions = [[(tr, te)]]
+            self.validation_index_ = np.sort(te)
+            scored = self.validation_index_
+        else:
+            scored = np.arange(len(X))
+        self.selection_ = "holdout" if holdout else "inner_cv"
+        oofs = [np.zeros(Y.shape, dtype=np.float32) for _ in settings]
+        members: list[list] = [[] for _ in settings]
+        seconds = np.zeros(len(settings))
+        shared = all(st["solver"] == "lbfgs" and st["imbalance"] != "balanced_sampler"
+                     for st in settings)
+        n_fits, done = sum(len(f) for f in partitions), 0
+        for r, folds in enumerate(partitions):  # repeat r: as a run with seed random_state + r
+            for tr, te in folds:
+                t0 = time.time()
+                seed = self.random_state + r
+                if shared:  # every setting's L-BFGS shares each pass over the fold's rows
+                    nets, _, _ = fit_lbfgs_shared(X[tr], Y[tr], settings, seed=seed)
+                    fitted = [BottleneckClassifier.from_nets(st | {"random_state": seed}, [net],
+                                                             task="multilabel") for st, net in zip(settings, nets)]
+                    seconds += (time.time() - t0) / len(settings)
+                else:
+                    fitted = []
+                    for i, st in enumerate(settings):
+                        t1 = time.time()
+                        fitted.append(BottleneckClassifier(**(st | {"random_state": seed})).fit(
+                            X[tr], Y[tr], groups=groups[tr]))
+                        seconds[i] += time.time() - t1
+                for i, m in enumerate(fitted):
+                    oofs[i][te] += m.predict_proba(X[te]) / len(partitions)
+                    members[i].append(m)
+                done += 1
+                log.info("fold %d/%d: %d settings trained in %.1f s", done, n_fits,
+                         len(settings), time.time() - t0)
         runs = []  # (score, setting, fold members, oof) per grid point
         self.cv_results_ = []
-        for i, (g, s) in enumerate(zip(grid, settings)):
-            t0 = time.time()
-            oof = np.zeros(Y.shape, dtype=np.float32)
-            members = []
-            for r, folds in enumerate(partitions):  # repeat r: as a run with seed random_state + r
-                for tr, te in folds:
-                    m = BottleneckClassifier(**(s | {"random_state": self.random_state + r})).fit(
-                        X[tr], Y[tr], groups=groups[tr])
-                    oof[te] += m.predict_proba(X[te]) / len(partitions)
-                    members.append(m)
-            score = _auc(Y, oof)
-            runs.append((score, s, members, oof))
+        for i, (g, st) in enumerate(zip(grid, settings)):
+            score = _auc(Y[scored], oofs[i][scored])
+            runs.append((score, st, members[i], oofs[i]))
             self.cv_results_.append(dict(g) | {"oof_macro_auc": score,
-                                               "seconds": round(time.time() - t0, 2)})
-            log.info("setting %d/%d %s: out-of-fold macro AUC %s", i + 1, len(grid), g,
+                                               "seconds": round(float(seconds[i]), 2)})
+            log.info("setting %d/%d %s: %s macro AUC %s", i + 1, len(grid), g,
+                     "validation" if holdout else "out-of-fold",
                      "n/a (no finding has both classes in the folds)" if np.isnan(score)
                      else f"{score:.4f}")
             if progress is not None:
@@ -141,19 +186,21 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
             if low and lin:
                 pair = [max(low, key=lambda r: r[0]), max(lin, key=lambda r: r[0])]
                 blend = (pair[0][3] + pair[1][3]) / 2
-                self.blend_score_ = _auc(Y, blend)
+                self.blend_score_ = _auc(Y[scored], blend[scored])
                 if self.blend_score_ > chosen[0][0]:
                     chosen = pair
         self.best_params_ = [r[1] for r in chosen] if len(chosen) > 1 else chosen[0][1]
-        oof = np.mean([r[3] for r in chosen], axis=0).astype(np.float32)
-        self.best_score_ = _auc(Y, oof)
+        oof = np.mean([r[3] for r in chosen], axis=0).astype(np.float32)[scored]
+        Xs = X if not holdout else X[scored]
+        self.best_score_ = _auc(Y[scored], oof)
         members = [m for r in chosen for m in r[2]]
+        terms = [HeadLoss(m, "multilabel", Y, Y.shape[1]).terms(m.members_[0], X, Y)
+                 for m in members]  # the chosen members' penalties on every training row
         self.best_estimator_ = BottleneckClassifier.from_nets(
             chosen[0][1], [m.members_[0] for m in members], task="multilabel", best_epoch=0,
-            best_score=self.best_score_, validation=(X, Y, oof),
-            loss_terms=members[0].loss_terms_)
-        self.best_estimator_.member_loss_terms_ = [m.loss_terms_ for m in members]
-        self.validation_ = (X, Y, oof)
+            best_score=self.best_score_, validation=(Xs, Y[scored], oof), loss_terms=terms[0])
+        self.best_estimator_.member_loss_terms_ = terms
+        self.validation_ = (Xs, Y[scored], oof)
         self.n_outputs_ = Y.shape[1]
         return self
 

@@ -1,0 +1,119 @@
+"""What lets training scale to ChestX-ray14's full size (benchmarks/full_scale.py measures it):
+float16 features used as stored, chunked products, settings sharing each pass over the
+features, the holdout selection, and the out-of-distribution score from moments."""
+
+import tracemalloc
+
+import numpy as np
+import torch
+
+from medxfer.head import BottleneckClassifier, BottleneckCV
+from medxfer.head.joint import fit_lbfgs_shared
+from medxfer.head.net import BottleneckNet, StandardizedProduct, column_moments, predict_proba_nets
+from medxfer.settings import DEFAULT_CV_GRID, HeadSettings, defaults
+
+from .conftest import multilabel_data
+
+
+def test_standardized_product_equals_the_float32_formula_and_its_gradient():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy((rng.standard_normal((9000, 50)) * 2 + 3).astype(np.float16))
+    mean, scale = x.float().mean(0), x.float().std(0) + 1e-6
+    w = torch.randn(6, 50, requires_grad=True)
+    g = torch.randn(9000, 6)  # 9,000 rows: three chunks of 4,096
+    out = StandardizedProduct.apply(x, mean, scale, w)
+    (out * g).sum().backward()
+    grad, w.grad = w.grad.clone(), None
+    ref = ((x.float() - mean) / scale) @ w.T
+    (ref * g).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad, w.grad, rtol=1e-4, atol=1e-2)
+
+
+def test_column_moments_equal_numpys():
+    X = (np.random.default_rng(1).standard_normal((10000, 7)) * 3 + 100).astype(np.float16)
+    mean, var = column_moments(X, chunk=999)
+    Xf = X.astype(np.float64)
+    np.testing.assert_allclose(mean, Xf.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(var, Xf.var(0), rtol=1e-9)
+
+
+def test_float16_features_train_as_their_float32_values_without_a_float32_copy():
+    """The stored float16 matrix is used as it is: the fitted model equals the one fitted on
+    its float32 values, and numpy never holds a float32 (or wider) copy of the whole matrix."""
+    rng = np.random.default_rng(0)
+    X16 = rng.standard_normal((40000, 200)).astype(np.float16)
+    Y = (rng.random((40000, 3)) < 0.2).astype(np.float32)
+    params = dict(bottleneck_dim=4, solver="lbfgs", max_iter=5, validation_fraction=0.0)
+    BottleneckClassifier(**params).fit(X16[:100], Y[:100])  # imports done before tracing
+    tracemalloc.start()
+    m16 = BottleneckClassifier(**params).fit(X16, Y)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 0.5 * X16.size * 4, f"numpy peak {peak / 1e6:.0f} MB: a float32 copy was made"
+    m32 = BottleneckClassifier(**params).fit(X16.astype(np.float32), Y)
+    np.testing.assert_allclose(m16.predict_proba(X16[:500]), m32.predict_proba(X16[:500]),
+                               atol=1e-5)
+
+
+def test_settings_sharing_passes_reach_what_each_reaches_alone():
+    """Each setting runs its own L-BFGS; they only share the passes over the features, so each
+    model equals the one trained alone (up to the rounding of a wider product), in fewer
+    passes than the settings' evaluations summed."""
+    X, Y = multilabel_data(n=300)
+    base = defaults(HeadSettings) | {"solver": "lbfgs", "validation_fraction": 0.0}
+    settings = [base | g for g in DEFAULT_CV_GRID[:2] + DEFAULT_CV_GRID[-3:]]
+    nets, iters, passes = fit_lbfgs_shared(X, Y, settings, seed=3)
+    alone = [BottleneckClassifier(**(s | {"random_state": 3})).fit(X, Y) for s in settings]
+    for net, m, it in zip(nets, alone, iters):
+        assert isinstance(net, BottleneckNet)
+        np.testing.assert_allclose(predict_proba_nets([net], X, "multilabel"), m.predict_proba(X),
+                                   atol=2e-3)
+        assert abs(it - m.n_iter_) <= max(3, 0.1 * m.n_iter_)
+    assert max(iters) <= passes < sum(iters)
+
+
+def test_holdout_selection_picks_what_the_inner_cv_picks_on_a_subsample():
+    """From ``holdout_from`` rows on, one patient-wise validation part replaces the inner folds:
+    on data where the grid has a clear best setting, both pick the same one; the holdout model
+    is calibrated on that part only."""
+    rng = np.random.default_rng(0)
+    n, d = 3000, 40
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    W = rng.standard_normal((d, 4)) / np.sqrt(d)
+    Y = (rng.random((n, 4)) < 1 / (1 + np.exp(-(X @ W * 3 - 1.5)))).astype(np.float32)
+    groups = np.arange(n) // 3
+    grid = [dict(bottleneck_dim=8, alpha=0.03)] + [dict(bottleneck_dim=None, alpha=a)
+                                                   for a in (1.0, 30.0, 1000.0)]
+    full = BottleneckCV(grid, holdout_from=None, blend=False).fit(X, Y, groups=groups)
+    hold = BottleneckCV(grid, holdout_from=1000, blend=False).fit(X, Y, groups=groups)
+    assert full.selection_ == "inner_cv" and hold.selection_ == "holdout"
+    assert hold.best_params_ == full.best_params_
+    assert len(hold.best_estimator_.members_) == 1 and len(full.best_estimator_.members_) == 5
+    Xv, Yv, Pv = hold.validation_
+    idx = hold.validation_index_
+    assert 0.15 < len(idx) / n < 0.25 and len(Pv) == len(idx)
+    # patient-wise: no validation patient among the deployed model's training rows
+    assert not set(groups[idx]) & set(np.delete(groups, idx))
+    np.testing.assert_allclose(Pv, hold.predict_proba(X[idx]), atol=1e-6)
+
+
+def test_feature_distance_from_moments_equals_the_direct_fit():
+    """Tall features (more rows than columns): the score's parts come from per-fold sums and
+    Gram matrices in one pass; they equal the parts fitted on the rows directly."""
+    import medxfer.ood as O
+
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((600, 10)) @ rng.standard_normal((10, 30))
+         + rng.standard_normal((600, 30)) * 0.3 + 5).astype(np.float16)
+    fold = rng.integers(0, 3, 600)
+    mom = O._fold_moments(X, fold, 3)
+    for k in (0, None):
+        rows = fold != k if k is not None else None
+        direct = O._fit_parts(X[rows if rows is not None else slice(None)].astype(np.float32), 8)
+        moments = O._parts_from_moments(O._without(mom, k), 8, X, rows)
+        for name, a, b in zip(("mean", "scale", "components", "variances", "residual"), direct, moments):
+            if name == "components":  # up to sign
+                np.testing.assert_allclose(np.abs((np.asarray(a) * b).sum(1)), 1, atol=1e-4)
+            else:
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
