@@ -98,6 +98,20 @@ def test_compare_table_paired_to_best_baseline_and_resume(tiny, tmp_path):
 
 
 @pytest.mark.slow
+def test_compare_in_parallel_gives_the_serial_tables(tiny, tmp_path):
+    """--jobs 2: the (model, fold) units run in two worker processes, each with its share of
+    the cores; the tables are the serial run's, value for value."""
+    serial = run_study("compare", _ctx(tiny, tmp_path / "serial"))["compare"]
+    parallel = run_study("compare", _ctx(tiny, tmp_path / "parallel", jobs=2))["compare"]
+    for name in ("compare.csv", "paired.csv"):
+        a = pd.read_csv(tmp_path / "serial" / "compare" / name)
+        b = pd.read_csv(tmp_path / "parallel" / "compare" / name)
+        pd.testing.assert_frame_equal(a.drop(columns=["seconds"], errors="ignore"),
+                                      b.drop(columns=["seconds"], errors="ignore"))
+    assert [x["macro_auc"] for x in parallel["rows"]] == [x["macro_auc"] for x in serial["rows"]]
+
+
+@pytest.mark.slow
 def test_a_cached_unit_is_reused_only_for_the_same_rows_and_patients(tiny, tmp_path):
     """A fold whose rows changed (or a table whose patients changed) never gets the
     predictions of another fold's model back."""

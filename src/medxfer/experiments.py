@@ -159,8 +159,23 @@ def thresholds_rule(r: dict, name: str) -> str:
     return "training folds" + (f" ({n} finding-folds at 0.5: no both classes)" if n else "")
 
 
+def _fit_unit(make, seed: int, X, Y, groups, tr, te, threads: int | None = None):
+    """One (model, fold) unit: fit on the fold's training rows, predict its test rows."""
+    if threads:  # a worker process: its share of the cores
+        from .cores import use_threads
+
+        use_threads(threads)
+    t = time.time()
+    est = make(seed).fit(X[tr], Y[tr], groups=groups[tr])
+    pred = est.predict_proba(X[te])
+    v = getattr(est, "validation_", None)
+    return pred, {"seconds": time.time() - t, "chosen": _chosen(est),
+                  "thresholds": training_thresholds(est),
+                  "threshold_fallbacks": None if v is None else len(threshold_fallbacks(np.asarray(v[1])))}
+
+
 def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=None,
-                     tag: str = "", on_unit=None, on_fold=None) -> dict:
+                     tag: str = "", on_unit=None, on_fold=None, jobs: int = 1) -> dict:
     """Out-of-fold probabilities of each model on the same folds: fit on each fold's
     training rows, predict its test rows.
 
@@ -173,6 +188,9 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
         so an interrupted run resumes. ``tag`` prefixes the keys.
     on_unit : called with (model name, fold number) after each unit.
     on_fold : called with (fold number, {model name: that fold's macro AUC}) after each fold.
+    jobs : worker processes (joblib) for the units not in ``store``, each with its share of
+        the cores; every unit is seeded by ``seed`` alone, so the results are those of the
+        serial run (jobs=1), in the same order.
 
     Returns {"oof": {name: (n, L) with NaN outside the test rows}, "per_fold": {name: [macro
     AUC of each fold]}, "seconds": {name}, "chosen": [{model, fold, chosen}],
@@ -186,23 +204,32 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
     per_fold = {m: [] for m in models}
     seconds = {m: 0.0 for m in models}
     chosen, fallbacks = [], {}
-    for k, (tr, te) in enumerate(folds):
+    for tr, te in folds:
         check_no_patient_overlap(groups, tr, te)
+    key_of = lambda k, name: f"{tag}{name}-fold{k + 1}-{rows_key(*folds[k])}"  # noqa: E731
+    units = [(k, name) for k in range(len(folds)) for name in models]
+    done = {u: store.get(key_of(*u)) if store is not None else None for u in units}
+    missing = [u for u in units if done[u] is None]
+    if jobs > 1 and len(missing) > 1:
+        from joblib import Parallel, delayed
+
+        from .cores import usable_cores
+
+        threads = max(1, usable_cores() // jobs)
+        results = Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(_fit_unit)(models[name], seed, X, Y, groups, *folds[k], threads)
+            for k, name in missing)
+        for u, result in zip(missing, results):  # in order, each stored as it arrives
+            done[u] = result
+            if store is not None:
+                store.put(key_of(*u), *result)
+    for k, (tr, te) in enumerate(folds):
         for name, make in models.items():
-            key = f"{tag}{name}-fold{k + 1}-{rows_key(tr, te)}"
-            hit = store.get(key) if store is not None else None
-            if hit is None:
-                t = time.time()
-                est = make(seed).fit(X[tr], Y[tr], groups=groups[tr])
-                pred = est.predict_proba(X[te])
-                v = getattr(est, "validation_", None)
-                meta = {"seconds": time.time() - t, "chosen": _chosen(est),
-                        "thresholds": training_thresholds(est),
-                        "threshold_fallbacks": None if v is None else len(threshold_fallbacks(np.asarray(v[1])))}
+            if done[(k, name)] is None:
+                done[(k, name)] = _fit_unit(make, seed, X, Y, groups, tr, te)
                 if store is not None:
-                    store.put(key, pred, meta)
-            else:
-                pred, meta = hit
+                    store.put(key_of(k, name), *done[(k, name)])
+            pred, meta = done[(k, name)]
             oof[name][te] = pred
             if meta.get("thresholds") is not None:
                 thresholds[name][te] = np.asarray(meta["thresholds"])[None, :]

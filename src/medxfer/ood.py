@@ -151,8 +151,9 @@ def _raw_score(X, mean, scale, comps, var, rscale) -> np.ndarray:
 
 def _fold_moments(X, fold, n_splits) -> dict:
     """Per fold: row count, column sums and Gram matrix of (x - c), c the column means of X
-    (shifted so that float32 block products lose nothing to large means), accumulated in
-    float64 over blocks of 8,192 rows; one pass over X."""
+    (shifted so that float32 block products lose nothing to large means); one pass over X.
+    The Gram matrices are float32 (K x d x d: 490 MB at d = 4,952 and 5 folds), summed in
+    float64 where the folds are combined."""
     c = np.zeros(X.shape[1])
     for i in range(0, len(X), _ROWS):
         c += X[i:i + _ROWS].sum(0, dtype=np.float64)
@@ -161,7 +162,7 @@ def _fold_moments(X, fold, n_splits) -> dict:
     d = X.shape[1]
     count = np.bincount(fold, minlength=n_splits)
     sums = np.zeros((n_splits, d))
-    grams = np.zeros((n_splits, d, d))
+    grams = np.zeros((n_splits, d, d), np.float32)
     for i in range(0, len(X), _ROWS):
         B = np.asarray(X[i:i + _ROWS], np.float32) - c32
         f = fold[i:i + _ROWS]
@@ -175,8 +176,10 @@ def _fold_moments(X, fold, n_splits) -> dict:
 def _without(folds: dict, k) -> tuple:
     """(n, shifted sums, shifted Gram, c) of every fold but k (k None: all rows)."""
     keep = [j for j in range(len(folds["count"])) if j != k]
-    return (int(folds["count"][keep].sum()), folds["sums"][keep].sum(0),
-            folds["grams"][keep].sum(0), folds["c"])
+    G = np.zeros(folds["grams"].shape[1:])
+    for j in keep:
+        G += folds["grams"][j]
+    return int(folds["count"][keep].sum()), folds["sums"][keep].sum(0), G, folds["c"]
 
 
 def _parts_from_moments(moments: tuple, max_components: int, X, rows):
@@ -189,11 +192,13 @@ def _parts_from_moments(moments: tuple, max_components: int, X, rows):
 
     n, sums, G, c = moments
     u = sums / n
-    cov = G / n - np.outer(u, u)
     mean = c + u
-    scale = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    scale = np.sqrt(np.maximum(np.diag(G) / n - u * u, 0.0))
     scale[scale < 1e-6] = 1.0
-    Gz = cov * n / np.outer(scale, scale)
+    Gz = G  # in place: D^-1 (G - n u u^T) D^-1, no other d x d copy
+    Gz -= n * np.outer(u, u)
+    Gz /= scale[:, None]
+    Gz /= scale[None, :]
     d = len(Gz)
     r = int(min(max_components, n - 1, d))
     w, v = eigh(Gz, subset_by_index=[d - r, d - 1])

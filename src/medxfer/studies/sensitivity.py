@@ -5,7 +5,8 @@ Two trainers, each its own curve in every table and figure:
 
 * ``lbfgs``: what `medxfer train` fits (full-batch L-BFGS on every training row, no early
   stopping; :class:`medxfer.head.BottleneckClassifier` with ``solver="lbfgs"``), every
-  setting except the learning rate, which L-BFGS does not have. This is the curve that says
+  setting except the learning rate, which L-BFGS does not have. The settings of a fold share
+  each pass over its rows (:func:`medxfer.head.joint.fit_lbfgs_shared`; each its own L-BFGS). This is the curve that says
   how sensitive the shipped model is.
 * ``adamw_es``: the one-pass grid trainer of `medxfer tune` (:func:`medxfer.head.fit_grid`:
   AdamW minibatches with its weight decay, early stopping on a patient-wise validation part
@@ -24,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ..experiments import rows_key
-from ..head import BottleneckClassifier, fit_grid
+from ..head import fit_grid, predict_proba_nets
 from ..head.grid import GRID_IMBALANCE
+from ..head.joint import fit_lbfgs_shared
 from ..metrics import macro_auc
 from ..splits import patient_kfold
 from .common import (Ledger, Progress, StudyContext, finish, heatmap_figure, line_figure, with_ci,
@@ -77,8 +79,9 @@ def run_sensitivity(ctx: StudyContext) -> dict:
                            "refit": False, "random_state": s.seed}
             if base["imbalance"] == "balanced_sampler":  # a sampler needs minibatches
                 base["imbalance"] = "pos_weight"
-            return np.stack([BottleneckClassifier(**(base | g)).fit(X[tr], Y[tr], groups=groups[tr])
-                             .predict_proba(X[te]) for g in lbfgs_grid]), {}
+            # every setting its own L-BFGS, all sharing each pass over the fold's rows
+            nets, _, _ = fit_lbfgs_shared(X[tr], Y[tr], [base | g for g in lbfgs_grid], seed=s.seed)
+            return np.stack([predict_proba_nets([net], X[te], "multilabel") for net in nets]), {}
 
         def fit_adamw(tr=tr, te=te):
             base = {q: v for q, v in head.items()
