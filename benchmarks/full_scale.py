@@ -21,7 +21,8 @@ An entry that runs past ``--limit`` seconds is stopped and recorded as such, wit
 a bound measured, not a number guessed. ``train`` also records a profile (the functions with
 the most cumulative time) and the passes over the features its selection made.
 
-Results are merged into ``--out`` as each entry ends (a rerun skips what is there unless
+Results are merged into ``--out`` (and its table into docs/results/full_scale.md, which
+README and docs/full_scale.md quote) as each entry ends (a rerun skips what is there unless
 ``--redo``), with provenance taken when the run starts.
 """
 
@@ -138,6 +139,27 @@ def run_entry(entry: str, n: int, d: int) -> dict:
     return out
 
 
+def table(res: dict) -> str:
+    """Markdown: one row per entry, one column per size, "seconds s, peak GB" in each cell."""
+    results = res.get("results", {})
+    sizes = sorted({r["n"] for r in results.values()})
+    lines = ["| entry | " + " | ".join(f"n = {n:,}" for n in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for entry in ENTRIES:
+        cells = []
+        for n in sizes:
+            r = results.get(f"{entry}@{n}")
+            if r is None:
+                cells.append("not run")
+            elif r["status"] == "ok":
+                cells.append(f"{r['seconds']:.0f} s, {r['peak_rss_gb']:.2f} GB")
+            else:
+                cells.append(f"{r['status']} ({r['seconds']} s)")
+        if any(c != "not run" for c in cells):
+            lines.append(f"| {entry} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="28000,56000,112120")
@@ -147,6 +169,10 @@ def main(argv=None) -> int:
                     help="seconds an entry may run before it is stopped and recorded so")
     ap.add_argument("--out", default="docs/full_scale.json")
     ap.add_argument("--redo", action="store_true", help="rerun entries already in --out")
+    ap.add_argument("--table", default=None,
+                    help="also write the Markdown table here (default: docs/results/full_scale.md)")
+    ap.add_argument("--table-only", action="store_true",
+                    help="only rewrite the Markdown table from --out")
     ap.add_argument("--child", nargs=2, metavar=("ENTRY", "N"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -158,6 +184,9 @@ def main(argv=None) -> int:
         ap.error(f"unknown entries {unknown}; known: {', '.join(ENTRIES)}")
     out = Path(a.out)
     res = json.loads(out.read_text()) if out.exists() else {}
+    if a.table_only:
+        Path(a.table or "docs/results/full_scale.md").write_text(table(res))
+        return 0
     res.setdefault("results", {})
     res["d"], res["cores"], res["limit_s"] = a.d, os.cpu_count(), a.limit
     res.setdefault("runs", []).append(provenance())
@@ -185,6 +214,7 @@ def main(argv=None) -> int:
                   flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(res, indent=2, default=str) + "\n")
+            Path(a.table or "docs/results/full_scale.md").write_text(table(res))
     return 0
 
 

@@ -117,3 +117,36 @@ def test_feature_distance_from_moments_equals_the_direct_fit():
                 np.testing.assert_allclose(np.abs((np.asarray(a) * b).sum(1)), 1, atol=1e-4)
             else:
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_train_with_the_holdout_says_so_in_metrics_card_and_output(tiny_trained, tmp_path, capsys):
+    """`medxfer train --holdout-from N` on more than N images: the model records that one
+    validation part chose it and is calibrated on that part alone; the command and the card
+    say so (not "fold models averaged")."""
+    import json
+
+    from medxfer.card import build_card, card_markdown
+    from medxfer.cli import main
+
+    feats = tiny_trained / "f"  # 30 bundled images, tiny backbone
+    assert main(["train", str(feats), "--out", str(tmp_path / "m"), "--holdout-from", "20",
+                 "--max-iter", "30"]) == 0
+    printed = capsys.readouterr().out
+    assert "one patient-wise validation part" in printed and "fold models averaged" not in printed
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    found = dict(_walk(meta))
+    assert found.get("selected_by") == "holdout"
+    assert 3 <= found["validation_images"] <= 10  # the part (1/5 of the patients), not all 30
+    assert found["members"] in (1, 2)
+    assert "one patient-wise validation part" in card_markdown(build_card(tmp_path / "m"))
+
+
+def _walk(obj, key=None):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk(v, k)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk(v, key)
+    else:
+        yield key, obj

@@ -73,12 +73,13 @@ class _Batcher:
                 self.cond.notify_all()
 
 
-def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int
+def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int, rows=None
                      ) -> tuple[list[BottleneckNet], list[int], int]:
     """Train one BottleneckNet per setting (dicts of BottleneckClassifier parameters with
-    solver "lbfgs"; multi-label Y (n, L) 1/0/NaN) on every row of X (n, d; float16 stays
-    float16), each by its own L-BFGS, sharing every pass over X. Initial weights are drawn
-    as a lone ``BottleneckClassifier(random_state=seed)`` draws them.
+    solver "lbfgs"; multi-label Y (n, L) 1/0/NaN of the rows trained on) on X's ``rows``
+    (default: every row; X (N, d), float16 stays float16 and the rows are read chunk by
+    chunk, never copied out), each by its own L-BFGS, sharing every pass over them. Initial
+    weights are drawn as a lone ``BottleneckClassifier(random_state=seed)`` draws them.
 
     Returns (networks in settings order, L-BFGS iterations per setting, passes over X).
     """
@@ -98,12 +99,20 @@ def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int
         for e in ests:  # as a lone BottleneckClassifier(random_state=seed) draws them
             torch.manual_seed(seed)
             nets.append(BottleneckNet(X.shape[1], e.bottleneck_dim, n_out))
-    nets[0].standardize_like(X)
+    from .net import column_moments
+
+    mean, var = column_moments(X, rows=rows)
+    with torch.no_grad():
+        nets[0].mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        nets[0].scale.copy_(torch.from_numpy((np.sqrt(var) + 1e-6).astype(np.float32)))
     for net in nets[1:]:
         net.mean.copy_(nets[0].mean)
         net.scale.copy_(nets[0].scale)
     losses = [HeadLoss(e, "multilabel", Y, n_out) for e in ests]
     x, y = torch.from_numpy(X), torch.from_numpy(Y)
+    idx = None if rows is None else torch.as_tensor(np.asarray(rows), dtype=torch.int64)
+    if len(y) != (len(x) if idx is None else len(idx)):
+        raise ValueError(f"Y has {len(y)} rows for {len(x) if idx is None else len(idx)} training rows")
     opts = [torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=e.max_iter, history_size=20,
                               tolerance_grad=1e-7, tolerance_change=1e-10,
                               line_search_fn="strong_wolfe") for net, e in zip(nets, ests)]
@@ -115,7 +124,7 @@ def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int
             net.zero_grad(set_to_none=True)
         with torch.enable_grad():
             weight = torch.cat([_first(net).weight for net in live])
-            outs = StandardizedProduct.apply(x, nets[0].mean, nets[0].scale, weight).split(
+            outs = StandardizedProduct.apply(x, nets[0].mean, nets[0].scale, weight, idx).split(
                 [_first(net).out_features for net in live], 1)
             values = []
             for s, net, out in zip(batch, live, outs):

@@ -25,38 +25,48 @@ CHUNK_ROWS = 4096
 class StandardizedProduct(torch.autograd.Function):
     """((x - mean) / scale) @ weight.T over row chunks of x, differentiable in ``weight``
     only (x is data; mean and scale are buffers). x can be float16: each chunk is cast to
-    float32 before the arithmetic, so the math is that of the float32 formula."""
+    float32 before the arithmetic, so the math is that of the float32 formula. ``rows``
+    (optional, int64) selects x's rows chunk by chunk, so a fold's training rows are never
+    copied out of the whole matrix."""
 
     @staticmethod
-    def forward(ctx, x, mean, scale, weight):
-        ctx.save_for_backward(x, mean, scale, weight)
-        out = weight.new_empty((len(x), weight.shape[0]))
-        for start in range(0, len(x), CHUNK_ROWS):
-            z = (x[start:start + CHUNK_ROWS].to(weight.dtype) - mean) / scale
+    def forward(ctx, x, mean, scale, weight, rows=None):
+        ctx.save_for_backward(x, mean, scale, weight, rows)
+        n = len(x) if rows is None else len(rows)
+        out = weight.new_empty((n, weight.shape[0]))
+        for start in range(0, n, CHUNK_ROWS):
+            z = (_chunk(x, rows, start).to(weight.dtype) - mean) / scale
             torch.matmul(z, weight.T, out=out[start:start + CHUNK_ROWS])
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, mean, scale, weight = ctx.saved_tensors
+        x, mean, scale, weight, rows = ctx.saved_tensors
         grad = torch.zeros_like(weight)
-        for start in range(0, len(x), CHUNK_ROWS):
-            z = (x[start:start + CHUNK_ROWS].to(weight.dtype) - mean) / scale
+        for start in range(0, len(grad_out), CHUNK_ROWS):
+            z = (_chunk(x, rows, start).to(weight.dtype) - mean) / scale
             grad.addmm_(grad_out[start:start + CHUNK_ROWS].T, z)
-        return None, None, None, grad
+        return None, None, None, grad, None
 
 
-def column_moments(x: np.ndarray, chunk: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and population variances of x (n, d), two passes in float64 over row
-    chunks (any float dtype; memory: one chunk)."""
-    n = len(x)
+def _chunk(x: torch.Tensor, rows: torch.Tensor | None, start: int) -> torch.Tensor:
+    if rows is None:
+        return x[start:start + CHUNK_ROWS]
+    return x.index_select(0, rows[start:start + CHUNK_ROWS])
+
+
+def column_moments(x: np.ndarray, chunk: int = CHUNK_ROWS, rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and population variances of x (n, d) (or of its ``rows``), two passes in
+    float64 over row chunks (any float dtype; memory: one chunk)."""
+    n = len(x) if rows is None else len(rows)
+    part = (lambda a: x[a:a + chunk]) if rows is None else (lambda a: x[rows[a:a + chunk]])  # noqa: E731
     total = np.zeros(x.shape[1])
     for start in range(0, n, chunk):
-        total += x[start:start + chunk].sum(0, dtype=np.float64)
+        total += part(start).sum(0, dtype=np.float64)
     mean = total / max(n, 1)
     sq = np.zeros(x.shape[1])
     for start in range(0, n, chunk):
-        sq += np.square(x[start:start + chunk].astype(np.float64) - mean).sum(0)
+        sq += np.square(part(start).astype(np.float64) - mean).sum(0)
     return mean, sq / max(n, 1)
 
 

@@ -143,7 +143,7 @@ class BottleneckCV(ClassifierMixin, BaseEstimator):
                 t0 = time.time()
                 seed = self.random_state + r
                 if shared:  # every setting's L-BFGS shares each pass over the fold's rows
-                    nets, _, _ = fit_lbfgs_shared(X[tr], Y[tr], settings, seed=seed)
+                    nets, _, _ = fit_lbfgs_shared(X, Y[tr], settings, seed=seed, rows=tr)
                     fitted = [BottleneckClassifier.from_nets(st | {"random_state": seed}, [net],
                                                              task="multilabel") for st, net in zip(settings, nets)]
                     seconds += (time.time() - t0) / len(settings)
