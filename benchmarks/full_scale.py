@@ -139,6 +139,37 @@ def run_entry(entry: str, n: int, d: int) -> dict:
     return out
 
 
+def kernels(d: int, chunk: int = 4096, repeats: int = 30) -> dict:
+    """What one pass of the head's training is made of, per chunk of ``chunk`` rows: the
+    float16 -> float32 cast with the centering (one op), and the forward (z @ W.T) and
+    backward (grad_out.T @ z) products at the widths a selection pass multiplies by (8, 14,
+    32: one setting's; 150: the 9 default settings side by side), in GFLOP/s."""
+    import torch
+
+    x = torch.randn(chunk, d).half()
+    mean, z = torch.randn(d), torch.randn(chunk, d)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        torch.sub(x, mean)
+    out = {"chunk_rows": chunk, "threads": torch.get_num_threads(),
+           "cast_and_center_ms_per_chunk": round((time.perf_counter() - t) / repeats * 1e3, 2),
+           "gflops": {}}
+    for k in (8, 14, 32, 64, 150):
+        w, o = torch.randn(k, d), torch.empty(chunk, k)
+        g, go = torch.zeros(k, d), torch.randn(chunk, k)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            torch.matmul(z, w.T, out=o)
+        fwd = (time.perf_counter() - t) / repeats
+        t = time.perf_counter()
+        for _ in range(repeats):
+            g.addmm_(go.T, z)
+        bwd = (time.perf_counter() - t) / repeats
+        flop = 2 * chunk * d * k
+        out["gflops"][str(k)] = {"forward": round(flop / fwd / 1e9, 1), "backward": round(flop / bwd / 1e9, 1)}
+    return out
+
+
 def table(res: dict) -> str:
     """Markdown: one row per entry, one column per size, "seconds s, peak GB" in each cell."""
     results = res.get("results", {})
@@ -171,6 +202,8 @@ def main(argv=None) -> int:
     ap.add_argument("--redo", action="store_true", help="rerun entries already in --out")
     ap.add_argument("--table", default=None,
                     help="also write the Markdown table here (default: docs/results/full_scale.md)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="only measure the pass's kernels (cast, products by width) into --out")
     ap.add_argument("--table-only", action="store_true",
                     help="only rewrite the Markdown table from --out")
     ap.add_argument("--child", nargs=2, metavar=("ENTRY", "N"), help=argparse.SUPPRESS)
@@ -186,6 +219,11 @@ def main(argv=None) -> int:
     res = json.loads(out.read_text()) if out.exists() else {}
     if a.table_only:
         Path(a.table or "docs/results/full_scale.md").write_text(table(res))
+        return 0
+    if a.kernels:
+        res["kernels"] = kernels(a.d) | {"provenance": provenance()}
+        print(json.dumps(res["kernels"], indent=2))
+        out.write_text(json.dumps(res, indent=2, default=str) + "\n")
         return 0
     res.setdefault("results", {})
     res["d"], res["cores"], res["limit_s"] = a.d, os.cpu_count(), a.limit
