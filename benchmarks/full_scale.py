@@ -48,12 +48,6 @@ ENTRIES = ("train", "logistic_regression", "cv") + STUDY_ENTRIES
 
 def synthetic_feature_set(n: int, d: int, seed: int = 0):
     """A FeatureSet of n x d float16 synthetic features, filled 8,192 rows at a time."""
-    import pandas as pd
-
-    from medxfer.data import Dataset
-    from medxfer.data.contract import CHESTXRAY14_FINDINGS
-    from medxfer.features import FeatureSet
-
     rng = np.random.default_rng(seed)
     W = rng.standard_normal((d, 14)).astype(np.float32) / np.sqrt(d)
     prev = np.array(PREVALENCE)
@@ -64,7 +58,19 @@ def synthetic_feature_set(n: int, d: int, seed: int = 0):
         X[i:i + len(block)] = block
         logit = block.astype(np.float16).astype(np.float32) @ W * 1.5 + np.log(prev / (1 - prev))
         Y[i:i + len(block)] = rng.random(logit.shape) < 1 / (1 + np.exp(-logit))
-    groups = np.arange(n) // 4
+    return as_feature_set(X, Y, np.arange(n) // 4, rng)
+
+
+def as_feature_set(X, Y, groups, rng):
+    """A FeatureSet around synthetic features: image ids, patients ``groups`` and random
+    view/sex/age columns (for the shift study) drawn from ``rng``."""
+    import pandas as pd
+
+    from medxfer.data import Dataset
+    from medxfer.data.contract import CHESTXRAY14_FINDINGS
+    from medxfer.features import FeatureSet
+
+    n, d = X.shape
     table = pd.DataFrame({"image_id": [f"{i:08d}.png" for i in range(n)], "path": "",
                           "patient_id": groups.astype(str),
                           "view": np.where(rng.random(n) < 0.6, "PA", "AP"),

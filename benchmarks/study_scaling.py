@@ -26,13 +26,11 @@ import tempfile
 import time
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, os.path.dirname(__file__))
+from full_scale import as_feature_set  # noqa: E402
 from head_training import synthetic  # noqa: E402
 
-from medxfer.data import Dataset  # noqa: E402
-from medxfer.data.contract import CHESTXRAY14_FINDINGS  # noqa: E402
 from medxfer.features import FeatureSet  # noqa: E402
 from medxfer.settings import StudySettings  # noqa: E402
 from medxfer.studies import STUDIES, StudyContext  # noqa: E402
@@ -40,15 +38,7 @@ from medxfer.studies import STUDIES, StudyContext  # noqa: E402
 
 def feature_set(n: int, d: int, seed: int = 0) -> FeatureSet:
     X, Y, groups = synthetic(n, d, seed)
-    rng = np.random.default_rng(seed)
-    table = pd.DataFrame({"image_id": [f"{i:08d}.png" for i in range(n)], "path": "",
-                          "patient_id": groups.astype(str),
-                          "view": np.where(rng.random(n) < 0.6, "PA", "AP"),
-                          "sex": np.where(rng.random(n) < 0.55, "M", "F"),
-                          "age": rng.integers(1, 95, n)})
-    ds = Dataset(table, Y, CHESTXRAY14_FINDINGS, name=f"synthetic-{n}")
-    manifest = {"dataset_fingerprint": ds.fingerprint(), "backbone": {"name": "synthetic", "feature_dim": d}}
-    return FeatureSet(X, ds, manifest)
+    return as_feature_set(X, Y, groups, np.random.default_rng(seed))
 
 
 def main(argv=None) -> int:
