@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from medxfer.head import BottleneckCV
+from medxfer.head import BottleneckClassifier, BottleneckCV
 from medxfer.head.net import predict_proba_nets
 
 from .conftest import multilabel_data as _data
@@ -90,3 +90,44 @@ def test_bottleneck_cv_passes_sklearn_check_estimator():
                                   on_fail=None)
     failed = [(r["check_name"], repr(r["exception"])[:200]) for r in results if r["status"] == "failed"]
     assert len(results) > 50 and failed == []
+
+
+def test_row_space_training_solves_the_feature_space_problem(monkeypatch):
+    """Fewer rows than features, weight penalty on: training on the row space's coordinates
+    (medxfer.head.joint.row_space) gives the model trained on the features themselves (the
+    linear head, a convex problem: the same predictions on new rows), and the bottleneck's
+    weights lie in the row space of the standardized training rows, at a loss no worse."""
+    import torch
+
+    from medxfer.head import joint
+    from medxfer.head.losses import HeadLoss
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 300)).astype(np.float32)
+    Y = (X[:, :3] + 0.5 * rng.normal(size=(60, 3)) > 0.8).astype(np.float32)
+    new = rng.normal(size=(25, 300)).astype(np.float32)
+    base = dict(solver="lbfgs", validation_fraction=0.0, n_ensemble=1, refit=False, max_iter=500)
+    settings = [base | dict(bottleneck_dim=None, alpha=1.0), base | dict(bottleneck_dim=4, alpha=0.1)]
+    fits = {}
+    for on in (True, False):
+        monkeypatch.setattr(joint, "ROW_SPACE", on)
+        fits[on] = joint.fit_lbfgs_shared(X, Y, settings, seed=0)[0]
+    with torch.no_grad():
+        p = {on: torch.sigmoid(fits[on][0](torch.from_numpy(new))[0]).numpy() for on in fits}
+    np.testing.assert_allclose(p[True], p[False], atol=2e-3)
+    net = fits[True][1]
+    z = ((X - net.mean.numpy()) / net.scale.numpy()).astype(np.float64)
+    _, sv, vt = np.linalg.svd(z, full_matrices=False)
+    B = vt[sv > sv[0] * 1e-7].T
+    W = net.bottleneck.weight.detach().numpy().astype(np.float64)
+    assert np.abs(W - W @ B @ B.T).max() < 1e-4 * np.abs(W).max()
+    est = BottleneckClassifier(**settings[1])
+    loss = {on: HeadLoss(est, "multilabel", Y, 3)(fits[on][1].train(), torch.from_numpy(X),
+                                                  torch.from_numpy(Y)).item() for on in fits}
+    assert loss[True] <= loss[False] + 1e-3
+    # the one-setting path (BottleneckClassifier.fit with solver lbfgs) takes it too
+    monkeypatch.setattr(joint, "ROW_SPACE", True)
+    a = BottleneckClassifier(**settings[0], random_state=0).fit(X, Y).predict_proba(new)
+    monkeypatch.setattr(joint, "ROW_SPACE", False)
+    b = BottleneckClassifier(**settings[0], random_state=0).fit(X, Y).predict_proba(new)
+    np.testing.assert_allclose(a, b, atol=2e-3)

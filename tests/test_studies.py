@@ -101,7 +101,7 @@ def test_compare_table_paired_to_best_baseline_and_resume(tiny, tmp_path):
 def test_compare_in_parallel_gives_the_serial_tables(tiny, tmp_path):
     """--jobs 2: the (model, fold) units run in two worker processes, each with its share of
     the cores; the tables are the serial run's, value for value."""
-    serial = run_study("compare", _ctx(tiny, tmp_path / "serial"))["compare"]
+    serial = run_study("compare", _ctx(tiny, tmp_path / "serial", jobs=1))["compare"]
     parallel = run_study("compare", _ctx(tiny, tmp_path / "parallel", jobs=2))["compare"]
     for name in ("compare.csv", "paired.csv"):
         a = pd.read_csv(tmp_path / "serial" / "compare" / name)
@@ -231,6 +231,21 @@ def test_shift_never_trains_on_the_test_group_or_its_patients(tiny, tmp_path):
     assert {"in_distribution_auc", "shifted_auc", "gap", "gap_lo"} <= set(out.columns)
 
 
+@pytest.mark.slow
+def test_shift_and_imbalance_in_parallel_give_the_serial_tables(tiny, tmp_path):
+    """Their units (a shift pair; a level x option x fold) run in two worker processes
+    (medxfer.studies.common.cached_units): the tables are the serial run's, value for value."""
+    kw = {"shifts": "sex:M:F,view:PA:AP"}
+    for study, table in (("shift", "shift.csv"), ("imbalance", "imbalance.csv")):
+        tables = {}
+        for jobs in (1, 2):
+            out = tmp_path / f"{study}{jobs}"
+            run_study(study, _ctx(tiny, out, jobs=jobs, folds=2, **kw))
+            tables[jobs] = pd.read_csv(out / study / table)
+            assert len(list((out / study / "parts").glob("*/*.npz"))) > 1  # units kept
+        pd.testing.assert_frame_equal(tables[1], tables[2])
+
+
 # ---------------------------------------------------------------------------- efficiency
 
 @pytest.mark.slow
@@ -252,6 +267,27 @@ def test_learning_curve_full_point_equals_a_plain_run(tiny, tmp_path):
     assert set(tiny.dataset.patient_ids[sub]) < set(tiny.dataset.patient_ids)
     with pytest.raises(MedxferError, match="in \\(0, 1\\]"):
         parse_fractions("0,0.5")
+
+
+def test_efficiency_reads_compares_full_fold_units_back(tiny, tmp_path):
+    """In one run, the learning curve's 100% point is compare's models on the same folds:
+    read from the run's unit cache, not fitted again, and the same numbers."""
+    from medxfer.studies.compare import run_compare
+
+    ctx = _ctx(tiny, tmp_path, fractions="1.0", draws=1, folds=2, jobs=1)
+    models = {m: compare_models()[m] for m in ("logistic_regression", "linear_head")}
+    comp = run_compare(ctx, models)
+    assert ctx.units.hits == 0
+    eff = run_efficiency(ctx, models)
+    assert ctx.units.hits == 2 * len(models)
+    for m in models:
+        a = [x["macro_auc"] for x in comp["rows"] if x["model"] == m][0]
+        b = [x["macro_auc"] for x in eff["rows"] if x["model"] == m][0]
+        assert a == pytest.approx(b, abs=1e-12)
+    # another seed is another model: nothing of this run's cache is reused
+    other = _ctx(tiny, tmp_path, fractions="1.0", draws=1, folds=2, jobs=1, seed=1)
+    run_efficiency(other, models)
+    assert other.units.hits == 0
 
 
 # ---------------------------------------------------------------------------- registry

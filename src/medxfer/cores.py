@@ -83,3 +83,23 @@ def use_threads(threads: int | None = None) -> int:
             return n
         threadpool_limits(limits=n)
     return n
+
+
+def granted_threads() -> int:
+    """The threads this process was given: torch's pool once torch is loaded (sized by
+    ``--threads`` or :func:`use_threads`), else :func:`usable_cores`."""
+    if "torch" in sys.modules:
+        import torch
+
+        return max(1, min(torch.get_num_threads(), usable_cores()))
+    return usable_cores()
+
+
+def worker_split(jobs: int, units: int) -> tuple[int, int]:
+    """(worker processes, threads each) for ``units`` independent units of work:
+    ``jobs`` workers (0: one per granted thread, :func:`granted_threads`), never more than
+    the units, each with an equal share of the granted threads (at least 1)."""
+    granted = granted_threads()
+    n = granted if jobs <= 0 else jobs
+    n = max(1, min(n, units))
+    return n, max(1, granted // n)

@@ -174,8 +174,16 @@ def _fit_unit(make, seed: int, X, Y, groups, tr, te, threads: int | None = None)
                   "threshold_fallbacks": None if v is None else len(threshold_fallbacks(np.asarray(v[1])))}
 
 
+def _keep(store, key, shared, skey, result) -> None:
+    if store is not None:
+        store.put(key, *result)
+    if shared is not None:
+        shared.put(skey, *result)
+
+
 def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=None,
-                     tag: str = "", on_unit=None, on_fold=None, jobs: int = 1) -> dict:
+                     tag: str = "", on_unit=None, on_fold=None, jobs: int = 1,
+                     shared=None) -> dict:
     """Out-of-fold probabilities of each model on the same folds: fit on each fold's
     training rows, predict its test rows.
 
@@ -188,9 +196,15 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
         so an interrupted run resumes. ``tag`` prefixes the keys.
     on_unit : called with (model name, fold number) after each unit.
     on_fold : called with (fold number, {model name: that fold's macro AUC}) after each fold.
+    shared : optional store of the same kind for the whole run (the studies' unit cache,
+        :attr:`medxfer.studies.common.StudyContext.units`), keyed by model name, seed and
+        rows only (no ``tag``): a unit one study fitted (compare's models on the full
+        folds) is read back by another (efficiency's 100% point), never fitted twice.
+        A model name means one model everywhere (:data:`MODELS`), so the key is enough.
     jobs : worker processes (joblib) for the units not in ``store``, each with its share of
-        the cores; every unit is seeded by ``seed`` alone, so the results are those of the
-        serial run (jobs=1), in the same order.
+        the cores (0: one per core this process was given, :func:`medxfer.cores.worker_split`);
+        every unit is seeded by ``seed`` alone, so the results are those of the serial run
+        (jobs=1), in the same order.
 
     Returns {"oof": {name: (n, L) with NaN outside the test rows}, "per_fold": {name: [macro
     AUC of each fold]}, "seconds": {name}, "chosen": [{model, fold, chosen}],
@@ -207,28 +221,33 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
     for tr, te in folds:
         check_no_patient_overlap(groups, tr, te)
     key_of = lambda k, name: f"{tag}{name}-fold{k + 1}-{rows_key(*folds[k])}"  # noqa: E731
+    shared_key = lambda k, name: f"{name}-seed{seed}-{rows_key(*folds[k])}"  # noqa: E731
     units = [(k, name) for k in range(len(folds)) for name in models]
     done = {u: store.get(key_of(*u)) if store is not None else None for u in units}
+    if shared is not None:  # units another study of the run fitted on the same rows
+        for u in units:
+            if done[u] is None:
+                done[u] = shared.get(shared_key(*u))
+                if done[u] is not None and store is not None:
+                    store.put(key_of(*u), *done[u])
     missing = [u for u in units if done[u] is None]
-    if jobs > 1 and len(missing) > 1:
+    from .cores import worker_split
+
+    jobs, threads = worker_split(jobs, len(missing))
+    if jobs > 1:
         from joblib import Parallel, delayed
 
-        from .cores import usable_cores
-
-        threads = max(1, usable_cores() // jobs)
         results = Parallel(n_jobs=jobs, return_as="generator")(
             delayed(_fit_unit)(models[name], seed, X, Y, groups, *folds[k], threads)
             for k, name in missing)
         for u, result in zip(missing, results):  # in order, each stored as it arrives
             done[u] = result
-            if store is not None:
-                store.put(key_of(*u), *result)
+            _keep(store, key_of(*u), shared, shared_key(*u), result)
     for k, (tr, te) in enumerate(folds):
         for name, make in models.items():
             if done[(k, name)] is None:
                 done[(k, name)] = _fit_unit(make, seed, X, Y, groups, tr, te)
-                if store is not None:
-                    store.put(key_of(k, name), *done[(k, name)])
+                _keep(store, key_of(k, name), shared, shared_key(k, name), done[(k, name)])
             pred, meta = done[(k, name)]
             oof[name][te] = pred
             if meta.get("thresholds") is not None:

@@ -393,9 +393,10 @@ class StudySettings:
     folds: int = setting(5, "patient-wise outer folds (compare, imbalance, sensitivity, "
                          "efficiency)", Interval("int", 2))
     n_boot: int = setting(1000, "patient bootstrap resamples for every 95% CI", POS_INT)
-    jobs: int = setting(1, "worker processes for the (model, fold) units of compare and "
-                        "efficiency, each with its share of the cores; the results equal "
-                        "the serial run's", POS_INT)
+    jobs: int = setting(0, "worker processes for the (model, fold) units of compare and "
+                        "efficiency, each with its share of the cores; 0: one per core this "
+                        "run may use (--threads, CPU affinity, cgroup quota); the results "
+                        "equal the serial run's (1)", NONNEG_INT)
     test_fraction: float = setting(0.3, "share of patients held out as the test group "
                                    "(disturbance, shift)", Interval("float", 0.0, 1.0,
                                                                     closed="neither"))

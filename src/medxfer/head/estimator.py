@@ -308,6 +308,14 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if lbfgs and sampler_w is not None:
             raise ValueError("imbalance='balanced_sampler' draws minibatches; solver='lbfgs' uses "
                              "every row at once: choose another imbalance option or solver='adamw'")
+        full, basis = net, None
+        from .joint import expanded, reduced, row_space, use_row_space
+
+        if lbfgs and Xv is None and dev.type == "cpu" and use_row_space(n, Xt.shape[1], [self.alpha]):
+            # Fewer rows than features: the same problem on the row space's coordinates
+            # (medxfer.head.joint.row_space), mapped back to the features after training.
+            basis, Z = row_space(Xt, None, net.mean.numpy(), net.scale.numpy())
+            net, xt = reduced(net, basis), torch.from_numpy(Z)
         if lbfgs:
             opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=self.max_iter,
                                     history_size=20, tolerance_grad=1e-7, tolerance_change=1e-10,
@@ -359,6 +367,8 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         # iterations for L-BFGS (its state records them), epochs for AdamW
         res.n_iter = (int(opt.state_dict()["state"].get(0, {}).get("n_iter", 0)) if lbfgs
                       else res.epochs_run)
+        if basis is not None:
+            net = expanded(net, full, basis)
         return net.eval(), res
 
     # ------------------------------------------------------------------ predict

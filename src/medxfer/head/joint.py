@@ -26,6 +26,15 @@ from .losses import HeadLoss
 from .net import BottleneckNet, StandardizedProduct
 
 
+#: Train on the row space's coordinates when there are fewer rows than features and the
+#: weight penalty is on (:func:`row_space`); False: always on the features themselves.
+ROW_SPACE = True
+
+
+def use_row_space(n_rows: int, d: int, alphas) -> bool:
+    return ROW_SPACE and n_rows < d and all(a > 0 for a in alphas)
+
+
 def _first(net: BottleneckNet) -> torch.nn.Linear:
     return net.bottleneck if net.bottleneck is not None else net.head
 
@@ -109,10 +118,19 @@ def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int, rows=
         net.mean.copy_(nets[0].mean)
         net.scale.copy_(nets[0].scale)
     losses = [HeadLoss(e, "multilabel", Y, n_out) for e in ests]
-    x, y = torch.from_numpy(X), torch.from_numpy(Y)
-    idx = None if rows is None else torch.as_tensor(np.asarray(rows), dtype=torch.int64)
-    if len(y) != (len(x) if idx is None else len(idx)):
-        raise ValueError(f"Y has {len(y)} rows for {len(x) if idx is None else len(idx)} training rows")
+    n_rows = len(X) if rows is None else len(rows)
+    if len(Y) != n_rows:
+        raise ValueError(f"Y has {len(Y)} rows for {n_rows} training rows")
+    full = nets
+    basis = None
+    if use_row_space(n_rows, X.shape[1], [e.alpha for e in ests]):
+        basis, Z = row_space(X, rows, full[0].mean.numpy(), full[0].scale.numpy())
+        nets = [reduced(net, basis) for net in full]
+        x, idx = torch.from_numpy(Z), None
+    else:
+        x = torch.from_numpy(X)
+        idx = None if rows is None else torch.as_tensor(np.asarray(rows), dtype=torch.int64)
+    y = torch.from_numpy(Y)
     opts = [torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=e.max_iter, history_size=20,
                               tolerance_grad=1e-7, tolerance_change=1e-10,
                               line_search_fn="strong_wolfe") for net, e in zip(nets, ests)]
@@ -135,6 +153,16 @@ def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int, rows=
             torch.stack(values).sum().backward()  # settings share no parameter
         return {s: v.detach() for s, v in zip(batch, values)}
 
+    if basis is not None:
+        # r <= n - 1 columns: a pass costs less than the hand-offs between threads, so each
+        # setting runs alone, one after another, on its own evaluations.
+        passes = 0
+        for s in range(len(nets)):
+            opts[s].step(lambda s=s: evaluate([s])[s])
+            passes = max(passes, int(opts[s].state_dict()["state"].get(0, {}).get("func_evals", 0)))
+        iters = [int(o.state_dict()["state"].get(0, {}).get("n_iter", 0)) for o in opts]
+        return [expanded(net, big, basis).eval() for net, big in zip(nets, full)], iters, passes
+
     batcher = _Batcher(len(nets))
     errors: list[BaseException] = []
 
@@ -156,3 +184,46 @@ def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int, rows=
         raise errors[0]
     iters = [int(o.state_dict()["state"].get(0, {}).get("n_iter", 0)) for o in opts]
     return [net.eval() for net in nets], iters, batcher.passes
+
+
+def row_space(X: np.ndarray, rows, mean: np.ndarray, scale: np.ndarray
+              ) -> tuple[torch.Tensor, np.ndarray]:
+    """(B (d, r) with orthonormal columns spanning the standardized training rows, Z = Zs B
+    (n, r) float32): the training rows in coordinates of their own row space.
+
+    With fewer rows than features (n < d) and a positive weight penalty, every stationary
+    point of the loss has its first-layer weights in the row space of the standardized
+    training rows: the data part of their gradient is G^T Zs, which lies in it, so the
+    penalty 2 alpha W is zero outside it. Training on Z with weights W_r (out, r) and
+    mapping back by W = W_r B^T is then the same problem (the Frobenius penalty is the same
+    for W_r and W_r B^T) over r <= n - 1 columns instead of d: the products and the
+    L-BFGS vectors shrink by d / r."""
+    part = X if rows is None else X[np.asarray(rows)]
+    zs = (part.astype(np.float64) - mean) / scale
+    u, sv, vt = np.linalg.svd(zs, full_matrices=False)
+    r = int((sv > sv[0] * 1e-7).sum()) if len(sv) and sv[0] > 0 else 0
+    r = max(r, 1)
+    B = torch.from_numpy(np.ascontiguousarray(vt[:r].T).astype(np.float32))
+    return B, np.ascontiguousarray((u[:, :r] * sv[:r]).astype(np.float32))
+
+
+def reduced(net: BottleneckNet, B: torch.Tensor) -> BottleneckNet:
+    """``net``'s twin on row-space coordinates: first weights W B, mean 0, scale 1."""
+    k = net.bottleneck.out_features if net.bottleneck is not None else None
+    small = BottleneckNet(B.shape[1], k, net.head.out_features)
+    with torch.no_grad():
+        _first(small).weight.copy_(_first(net).weight @ B)
+        if net.bottleneck is not None:
+            small.head.weight.copy_(net.head.weight)
+        small.head.bias.copy_(net.head.bias)
+    return small
+
+
+def expanded(small: BottleneckNet, net: BottleneckNet, B: torch.Tensor) -> BottleneckNet:
+    """Back to the features: first weights W_r B^T, the head as trained."""
+    with torch.no_grad():
+        _first(net).weight.copy_(_first(small).weight @ B.T)
+        if net.bottleneck is not None:
+            net.head.weight.copy_(small.head.weight)
+        net.head.bias.copy_(small.head.bias)
+    return net

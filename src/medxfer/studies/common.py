@@ -91,6 +91,16 @@ class StudyContext:
                 "rows_sha256": rows, "backbone": m.get("backbone"), "medxfer_version": __version__,
                 "settings": {k: s[k] for k in ("seed",) + settings}, "head": asdict(self.head)}
 
+    @property
+    def units(self) -> "Ledger":
+        """The run's cache of (model, fold) units shared between studies: compare's models
+        on the outer folds are efficiency's 100% point (same features, rows, seed and
+        model), read back instead of fitted again. Under ``out/units/``, fingerprinted like
+        a study's ledger."""
+        if getattr(self, "_units", None) is None:
+            self._units = Ledger(self.out / "units", self.fingerprint())
+        return self._units
+
     def folder(self, study: str) -> Path:
         f = self.out / study
         f.mkdir(parents=True, exist_ok=True)
@@ -141,6 +151,43 @@ class Ledger:
             hit = compute()
             self.put(key, *hit)
         return hit
+
+
+def _run_unit(compute, threads: int):
+    from ..cores import use_threads
+
+    use_threads(threads)  # a worker process: its share of the cores
+    return compute()
+
+
+def cached_units(ctx: StudyContext, ledger: "Ledger", units: list, on_unit=None) -> list:
+    """``[(array, meta)]`` of each ``(key, compute)`` unit in ``units``, in order: read
+    from the ledger, the missing ones computed in ``ctx.settings.jobs`` worker processes
+    (joblib; 0: one per core the run may use), each with its share of the cores, and put in
+    the ledger as they arrive. A unit's result depends on its own seeded computation only,
+    so the results are those of the serial run. ``on_unit(i)`` after each unit."""
+    from ..cores import worker_split
+
+    done = [ledger.get(key) for key, _ in units]
+    missing = [i for i, d in enumerate(done) if d is None]
+    jobs, threads = worker_split(ctx.settings.jobs, len(missing))
+    if jobs > 1:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(_run_unit)(units[i][1], threads) for i in missing)
+    else:
+        results = (units[i][1]() for i in missing)
+    todo = iter(missing)
+    for i, d in enumerate(done):  # cached ones first come back in order too
+        if d is not None and on_unit is not None:
+            on_unit(i)
+    for i, result in zip(todo, results):
+        ledger.put(units[i][0], *result)
+        done[i] = result
+        if on_unit is not None:
+            on_unit(i)
+    return done
 
 
 class Progress:

@@ -56,6 +56,7 @@ def run_compare(ctx: StudyContext, models: dict | None = None) -> dict:
         folds = patient_kfold(groups, s.folds, Y=Y, seed=s.seed)
         bar.stage(f"{label}: {len(models)} models x {s.folds} folds")
         r = fold_predictions(models, X, Y, groups, folds, seed=s.seed, store=ledger, tag=f"{label}-", jobs=s.jobs,
+                             shared=ctx.units if fs is ctx.features else None,
                              on_unit=lambda name, k: bar.step(what=f"{label} {name} fold {k}"))
         for name in models:
             per = [v for v in r["per_fold"][name] if v is not None]

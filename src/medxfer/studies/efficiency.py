@@ -63,6 +63,7 @@ def run_efficiency(ctx: StudyContext, models: dict | None = None) -> dict:
         sub = [(subsample_patients(tr, groups, f, rng), te) for tr, te in folds]
         bar.stage(f"{f:g} of the training patients, draw {d + 1}")
         r = fold_predictions(models, X, Y, groups, sub, seed=s.seed, store=ledger, tag=f"f{f:g}-d{d}-", jobs=s.jobs,
+                             shared=ctx.units,
                              on_unit=lambda name, k: bar.step(what=f"{f:g} draw {d + 1} {name}"))
         n_train = float(np.mean([len(tr) for tr, _ in sub]))
         for name in models:

@@ -24,6 +24,7 @@ whose threshold stayed at 0.5 for want of both classes. Recall of the "minority 
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,8 @@ from ..experiments import rows_key
 from ..head import BottleneckClassifier
 from ..metrics import choose_thresholds, macro_auc, macro_f1, macro_recall, threshold_fallbacks
 from ..splits import patient_kfold
-from .common import (Ledger, Progress, StudyContext, beside_thresholded, finish, line_figure, with_ci,
-                     write_table)
+from .common import (Ledger, Progress, StudyContext, beside_thresholded, cached_units, finish,
+                     line_figure, with_ci, write_table)
 from .registry import register_study
 
 #: name -> negatives per positive
@@ -84,36 +85,42 @@ def run_imbalance(ctx: StudyContext) -> dict:
     bar = Progress(ctx, "imbalance", len(LEVELS) * len(OPTIONS) * len(folds))
     base = asdict(ctx.head) | {"random_state": s.seed, "validation_fraction": 0.0, "solver": "lbfgs",
                                "n_ensemble": 1, "refit": False}
-    level_rows, rows = [], []
+    level_rows, rows, masked = [], [], {}
     for li, (level, ratio) in enumerate(LEVELS.items()):
-        masked = []
         for k, (tr, te) in enumerate(folds):
             rng = np.random.default_rng([s.seed, li, k])
             Ym, rec = subsample_to_ratio(Y[tr], ratio, rng)
-            masked.append(Ym)
+            masked[level, k] = Ym
             level_rows += [{"level": level, "ratio": f"1:{ratio}", "fold": k + 1,
                             "finding": names[r.pop("finding")], **r} for r in rec]
-        bar.stage(f"{level} (1:{ratio})")
+
+    def fit(tr, te, Ym, opt):
+        keep = ~np.isnan(Ym).all(axis=1)
+        Xk, Yk, gk = X[tr][keep], Ym[keep], groups[tr][keep]
+        make = lambda: BottleneckClassifier(**(base | {"imbalance": opt}))  # noqa: E731
+        est = make().fit(Xk, Yk, groups=gk)
+        inner = np.full(Yk.shape, np.nan)
+        for itr, ite in patient_kfold(gk, min(THRESHOLD_FOLDS, len(np.unique(gk))),
+                                      Y=np.nan_to_num(Yk), seed=s.seed):
+            inner[ite] = make().fit(Xk[itr], Yk[itr], groups=gk[itr]).predict_proba(Xk[ite])
+        thr = choose_thresholds(Yk, inner)
+        return est.predict_proba(X[te]), {"train_rows": int(keep.sum()),
+                                          "thresholds": [float(t) for t in thr],
+                                          "fallbacks": len(threshold_fallbacks(Yk))}
+
+    plan = [(level, opt, k) for level in LEVELS for opt in OPTIONS for k in range(len(folds))]
+    units = [(f"{level}-{opt}-fold{k + 1}-{rows_key(*folds[k])}",
+              partial(fit, *folds[k], masked[level, k], opt)) for level, opt, k in plan]
+    bar.stage(f"{len(LEVELS)} levels x {len(OPTIONS)} options x {len(folds)} folds")
+    results = dict(zip(plan, cached_units(ctx, ledger, units, on_unit=lambda i: bar.step(
+        what="{} {} fold {}".format(plan[i][0], plan[i][1], plan[i][2] + 1)))))
+    for level, ratio in LEVELS.items():
         for opt in OPTIONS:
             P, T, fallbacks = np.full(Y.shape, np.nan), np.full(Y.shape, np.nan), 0
             for k, (tr, te) in enumerate(folds):
-                def fit(tr=tr, te=te, Ym=masked[k]):
-                    keep = ~np.isnan(Ym).all(axis=1)
-                    Xk, Yk, gk = X[tr][keep], Ym[keep], groups[tr][keep]
-                    make = lambda: BottleneckClassifier(**(base | {"imbalance": opt}))  # noqa: E731
-                    est = make().fit(Xk, Yk, groups=gk)
-                    inner = np.full(Yk.shape, np.nan)
-                    for itr, ite in patient_kfold(gk, min(THRESHOLD_FOLDS, len(np.unique(gk))),
-                                                  Y=np.nan_to_num(Yk), seed=s.seed):
-                        inner[ite] = make().fit(Xk[itr], Yk[itr], groups=gk[itr]).predict_proba(Xk[ite])
-                    thr = choose_thresholds(Yk, inner)
-                    return est.predict_proba(X[te]), {"train_rows": int(keep.sum()),
-                                                      "thresholds": [float(t) for t in thr],
-                                                      "fallbacks": len(threshold_fallbacks(Yk))}
-                pred, meta = ledger.cached(f"{level}-{opt}-fold{k + 1}-{rows_key(tr, te)}", fit)
+                pred, meta = results[level, opt, k]
                 P[te], T[te] = pred, np.asarray(meta["thresholds"])[None, :]
                 fallbacks += int(meta["fallbacks"])
-                bar.step(what=f"{level} {opt} fold {k + 1}")
             L = Y.shape[1]
             Y2, both = beside_thresholded(Y, P, T)  # both sides resampled together
             metrics = {"macro_f1_at_0.5": lambda Yb, Pb: macro_f1(Yb[:, :L], Pb[:, :L]),

@@ -20,6 +20,7 @@ setting's pooled out-of-fold macro AUC over the outer folds has a patient-bootst
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -30,8 +31,8 @@ from ..head.grid import GRID_IMBALANCE
 from ..head.joint import fit_lbfgs_shared
 from ..metrics import macro_auc
 from ..splits import patient_kfold
-from .common import (Ledger, Progress, StudyContext, finish, heatmap_figure, line_figure, with_ci,
-                     write_table)
+from .common import (Ledger, Progress, StudyContext, cached_units, finish, heatmap_figure, line_figure,
+                     with_ci, write_table)
 from ..settings import SENSITIVITY_CODE_GRID, SENSITIVITY_SWEEPS
 from .registry import register_study
 
@@ -73,28 +74,32 @@ def run_sensitivity(ctx: StudyContext) -> dict:
     oof = {"lbfgs": np.full((len(lbfgs_grid),) + Y.shape, np.nan),
            "adamw_es": np.full((len(grid),) + Y.shape, np.nan)}
     head = asdict(ctx.head)
-    for k, (tr, te) in enumerate(folds):
-        def fit_lbfgs(tr=tr, te=te):
-            base = head | {"solver": "lbfgs", "validation_fraction": 0.0, "n_ensemble": 1,
-                           "refit": False, "random_state": s.seed}
-            if base["imbalance"] == "balanced_sampler":  # a sampler needs minibatches
-                base["imbalance"] = "pos_weight"
-            # every setting its own L-BFGS, all sharing each pass over the fold's rows
-            nets, _, _ = fit_lbfgs_shared(X[tr], Y[tr], [base | g for g in lbfgs_grid], seed=s.seed)
-            return np.stack([predict_proba_nets([net], X[te], "multilabel") for net in nets]), {}
 
-        def fit_adamw(tr=tr, te=te):
-            base = {q: v for q, v in head.items()
-                    if q in ("imbalance", "focal_gamma", "cb_beta", "weight_decay")}
-            if base["imbalance"] not in GRID_IMBALANCE:  # a sampler needs its own minibatches
-                base["imbalance"] = "pos_weight"
-            ests = fit_grid(X[tr], Y[tr], [base | g for g in grid], groups=groups[tr],
-                            random_state=s.seed)
-            return np.stack([e.predict_proba(X[te]) for e in ests]), {}
-        oof["lbfgs"][:, te] = ledger.cached(f"lbfgs-fold{k + 1}-{rows_key(tr, te)}", fit_lbfgs)[0]
-        bar.step(what=f"fold {k + 1} L-BFGS")
-        oof["adamw_es"][:, te] = ledger.cached(f"fold{k + 1}-{rows_key(tr, te)}", fit_adamw)[0]
-        bar.step(what=f"fold {k + 1} AdamW")
+    def fit_lbfgs(tr, te):
+        base = head | {"solver": "lbfgs", "validation_fraction": 0.0, "n_ensemble": 1,
+                       "refit": False, "random_state": s.seed}
+        if base["imbalance"] == "balanced_sampler":  # a sampler needs minibatches
+            base["imbalance"] = "pos_weight"
+        # every setting its own L-BFGS, all sharing each pass over the fold's rows
+        nets, _, _ = fit_lbfgs_shared(X[tr], Y[tr], [base | g for g in lbfgs_grid], seed=s.seed)
+        return np.stack([predict_proba_nets([net], X[te], "multilabel") for net in nets]), {}
+
+    def fit_adamw(tr, te):
+        base = {q: v for q, v in head.items()
+                if q in ("imbalance", "focal_gamma", "cb_beta", "weight_decay")}
+        if base["imbalance"] not in GRID_IMBALANCE:  # a sampler needs its own minibatches
+            base["imbalance"] = "pos_weight"
+        ests = fit_grid(X[tr], Y[tr], [base | g for g in grid], groups=groups[tr],
+                        random_state=s.seed)
+        return np.stack([e.predict_proba(X[te]) for e in ests]), {}
+
+    plan = [(k, trainer) for k in range(len(folds)) for trainer in ("lbfgs", "adamw_es")]
+    units = [(f"{'lbfgs-' if t == 'lbfgs' else ''}fold{k + 1}-{rows_key(*folds[k])}",
+              partial(fit_lbfgs if t == "lbfgs" else fit_adamw, *folds[k])) for k, t in plan]
+    done = cached_units(ctx, ledger, units, on_unit=lambda i: bar.step(
+        what=f"fold {plan[i][0] + 1} {'L-BFGS' if plan[i][1] == 'lbfgs' else 'AdamW'}"))
+    for (k, trainer), (P, _) in zip(plan, done):
+        oof[trainer][:, folds[k][1]] = P
     rows = []
     for trainer, settings_ in (("lbfgs", lbfgs_grid), ("adamw_es", grid)):
         for g, P in zip(settings_, oof[trainer]):

@@ -22,6 +22,8 @@ same size: external.csv/.md, external_findings.csv and external_auc.png (:func:`
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -29,7 +31,7 @@ from ..errors import MedxferError
 from ..experiments import CalibratedBottleneckCV, rows_key
 from ..metrics import bootstrap_metrics, macro_auc
 from ..splits import check_no_patient_overlap, patient_holdout
-from .common import Ledger, Progress, StudyContext, finish, line_figure, write_table
+from .common import Ledger, Progress, StudyContext, cached_units, finish, line_figure, write_table
 from .registry import register_study
 
 
@@ -229,7 +231,7 @@ def run_shift(ctx: StudyContext) -> dict:
     folder = ctx.folder("shift")
     ledger = Ledger(folder, ctx.fingerprint("test_fraction"))
     bar = Progress(ctx, "shift", len(pairs))
-    rows, skipped = [], []
+    rows, skipped, splits = [], [], []
     for column, a, b in pairs:
         label = f"{column}: {a} -> {b}"
         try:
@@ -238,12 +240,18 @@ def run_shift(ctx: StudyContext) -> dict:
             skipped.append({"shift": label, "reason": str(exc)})
             bar.step(what=f"{label} skipped")
             continue
-        tr, ti, to = sp["train"], sp["test_in"], sp["test_out"]
+        splits.append((column, a, b, label, sp))
 
-        def fit(tr=tr, ti=ti, to=to):
-            est = CalibratedBottleneckCV(random_state=s.seed).fit(X[tr], Y[tr], groups=groups[tr])
-            return np.stack([est.predict_proba(X[ti]), est.predict_proba(X[to])]), {}
-        P_in, P_out = ledger.cached(f"{column}-{a}-{b}-{rows_key(tr, ti, to)}", fit)[0]
+    def fit(tr, ti, to):
+        est = CalibratedBottleneckCV(random_state=s.seed).fit(X[tr], Y[tr], groups=groups[tr])
+        return np.stack([est.predict_proba(X[ti]), est.predict_proba(X[to])]), {}
+    units = [(f"{column}-{a}-{b}-{rows_key(sp['train'], sp['test_in'], sp['test_out'])}",
+              partial(fit, sp["train"], sp["test_in"], sp["test_out"]))
+             for column, a, b, _, sp in splits]
+    done = cached_units(ctx, ledger, units)
+    for (column, a, b, label, sp), (P, _) in zip(splits, done):
+        tr, ti, to = sp["train"], sp["test_in"], sp["test_out"]
+        P_in, P_out = P
         scored, aucs = in_out_auc(Y[ti], P_in, groups[ti], Y[to], P_out, groups[to],
                                   names=("in_distribution", "shifted"), n_boot=s.n_boot, seed=s.seed)
         rows.append({"shift": label, "column": column, "train_group": a, "test_group": b,
