@@ -125,6 +125,16 @@ def test_row_space_training_solves_the_feature_space_problem(monkeypatch):
     loss = {on: HeadLoss(est, "multilabel", Y, 3)(fits[on][1].train(), torch.from_numpy(X),
                                                   torch.from_numpy(Y)).item() for on in fits}
     assert loss[True] <= loss[False] + 1e-3
+    # a grid mixing alpha = 0 (trained on the features) with penalized settings (on the row
+    # space) gives each setting what it gets alone
+    monkeypatch.setattr(joint, "ROW_SPACE", True)
+    mixed = [base | dict(bottleneck_dim=None, alpha=0.0)] + settings
+    nets = joint.fit_lbfgs_shared(X, Y, mixed, seed=0)[0]
+    alone = [joint.fit_lbfgs_shared(X, Y, [st], seed=0)[0][0] for st in mixed]
+    with torch.no_grad():
+        for a, b in zip(nets, alone):
+            np.testing.assert_allclose(a(torch.from_numpy(new))[0].numpy(),
+                                       b(torch.from_numpy(new))[0].numpy(), atol=1e-4)
     # the one-setting path (BottleneckClassifier.fit with solver lbfgs) takes it too
     monkeypatch.setattr(joint, "ROW_SPACE", True)
     a = BottleneckClassifier(**settings[0], random_state=0).fit(X, Y).predict_proba(new)

@@ -90,9 +90,26 @@ def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int, rows=
     chunk, never copied out), each by its own L-BFGS, sharing every pass over them. Initial
     weights are drawn as a lone ``BottleneckClassifier(random_state=seed)`` draws them.
 
+    With fewer rows than features, the settings with a weight penalty train on the row
+    space's coordinates (:func:`row_space`) and those without it on the features, each
+    group on its own (each setting's initial draw is its own, so the split changes none).
+
     Returns (networks in settings order, L-BFGS iterations per setting, passes over X).
     """
     from .estimator import BottleneckClassifier
+
+    n_rows = len(X) if rows is None else len(rows)
+    alphas = [float(BottleneckClassifier(**st).alpha) for st in settings]
+    small = [i for i, a in enumerate(alphas) if use_row_space(n_rows, X.shape[1], [a])]
+    if small and len(small) < len(settings):
+        rest = [i for i in range(len(settings)) if i not in small]
+        out_nets, out_iters, passes = [None] * len(settings), [0] * len(settings), 0
+        for part in (small, rest):
+            nets_, iters_, p = fit_lbfgs_shared(X, Y, [settings[i] for i in part], seed=seed, rows=rows)
+            for i, net, it in zip(part, nets_, iters_):
+                out_nets[i], out_iters[i] = net, it
+            passes += p
+        return out_nets, out_iters, passes
 
     X = np.asarray(X)
     Y = np.asarray(Y, dtype=np.float32)
