@@ -5,6 +5,7 @@ features, the holdout selection, and the out-of-distribution score from moments.
 import tracemalloc
 
 import numpy as np
+import pytest
 import torch
 
 from medxfer.head import BottleneckClassifier, BottleneckCV
@@ -150,3 +151,34 @@ def _walk(obj, key=None):
             yield from _walk(v, key)
     else:
         yield key, obj
+
+
+def test_study_all_benchmark_collects_a_run_for_the_docs(tmp_path):
+    """benchmarks/study_all.py: GNU time's summary read, each finished study's tables,
+    result.json and figures copied, the times recorded; an unfinished study is None."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "study_all.py"
+    spec = importlib.util.spec_from_file_location("study_all_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    log = ("\tElapsed (wall clock) time (h:mm:ss or m:ss): 0:27:41.52\n"
+           "\tMaximum resident set size (kbytes): 2345678\n")
+    assert bench.parse_time_log(log) == {"wall_seconds": 1661.5, "peak_rss_gb": 2.35}
+    with pytest.raises(SystemExit, match="GNU time"):
+        bench.parse_time_log("no summary here")
+    run = tmp_path / "run" / "compare"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"seconds": 12.5, "images_used": 421}))
+    (run / "compare.md").write_text("| a |\n|---|\n| 1 |\n")
+    (run / "compare_auc.png").write_bytes(b"\x89PNG")
+    docs = tmp_path / "docs"
+    out = bench.collect(tmp_path / "run", {"wall_seconds": 20.0, "peak_rss_gb": 1.0}, {"commit": "x"},
+                        docs=docs)
+    assert out["studies"]["compare"] == {"seconds": 12.5, "images_used": 421}
+    assert out["studies"]["efficiency"] is None and out["sum_of_study_seconds"] == 12.5
+    assert (docs / "results" / "studies" / "compare" / "compare.md").is_file()
+    assert (docs / "img" / "studies" / "compare_auc.png").is_file()
+    assert json.loads((docs / "results" / "studies" / "study_all.json").read_text())["wall_seconds"] == 20.0
