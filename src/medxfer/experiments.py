@@ -174,6 +174,66 @@ def _fit_unit(make, seed: int, X, Y, groups, tr, te, threads: int | None = None)
                   "threshold_fallbacks": None if v is None else len(threshold_fallbacks(np.asarray(v[1])))}
 
 
+def unit_key(tag: str, name: str, k: int, fold) -> str:
+    """A (model, fold) unit's key in a study's ledger."""
+    return f"{tag}{name}-fold{k + 1}-{rows_key(*fold)}"
+
+
+def shared_unit_key(name: str, seed: int, fold) -> str:
+    """The same unit's key in the run's shared cache: model, seed and rows only."""
+    return f"{name}-seed{seed}-{rows_key(*fold)}"
+
+
+def fit_units(models: dict, X, Y, groups, cells, *, seed: int = 0, store=None, shared=None,
+              jobs: int = 1, on_unit=None, serial_later: bool = False) -> dict:
+    """Every (model, fold) unit of several fold lists at once: ``cells`` is [(tag, folds)]
+    (e.g. each learning-curve point's folds). Units already in ``store`` (or ``shared``)
+    are read back; the others are fitted in ``jobs`` worker processes from one queue, so no
+    worker waits at the end of a cell for the last unit of it, and each is put in ``store``
+    (and ``shared``) as it arrives. Returns {(cell index, fold index, model name): (pred,
+    meta)}; with ``serial_later`` and one worker, missing units are None (the caller fits
+    them in its own order). ``on_unit(cell, k, name)`` after each unit, cached ones first."""
+    for _, folds in cells:
+        for tr, te in folds:
+            check_no_patient_overlap(groups, tr, te)
+    units = [(c, k, name) for c, (_, folds) in enumerate(cells) for k in range(len(folds))
+             for name in models]
+    key = lambda c, k, name: unit_key(cells[c][0], name, k, cells[c][1][k])  # noqa: E731
+    skey = lambda c, k, name: shared_unit_key(name, seed, cells[c][1][k])  # noqa: E731
+    done = {u: store.get(key(*u)) if store is not None else None for u in units}
+    if shared is not None:  # units another study of the run fitted on the same rows
+        for u in units:
+            if done[u] is None:
+                done[u] = shared.get(skey(*u))
+                if done[u] is not None and store is not None:
+                    store.put(key(*u), *done[u])
+    missing = [u for u in units if done[u] is None]
+    if on_unit is not None:
+        for u in units:
+            if done[u] is not None:
+                on_unit(*u)
+    from .cores import worker_split
+
+    jobs, threads = worker_split(jobs, len(missing))
+    if jobs > 1:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(_fit_unit)(models[name], seed, X, Y, groups, *cells[c][1][k], threads)
+            for c, k, name in missing)
+    elif serial_later:
+        return done
+    else:
+        results = (_fit_unit(models[name], seed, X, Y, groups, *cells[c][1][k])
+                   for c, k, name in missing)
+    for u, result in zip(missing, results):  # in order, each stored as it arrives
+        done[u] = result
+        _keep(store, key(*u), shared, skey(*u), result)
+        if on_unit is not None:
+            on_unit(*u)
+    return done
+
+
 def _keep(store, key, shared, skey, result) -> None:
     if store is not None:
         store.put(key, *result)
@@ -218,36 +278,15 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
     per_fold = {m: [] for m in models}
     seconds = {m: 0.0 for m in models}
     chosen, fallbacks = [], {}
-    for tr, te in folds:
-        check_no_patient_overlap(groups, tr, te)
-    key_of = lambda k, name: f"{tag}{name}-fold{k + 1}-{rows_key(*folds[k])}"  # noqa: E731
-    shared_key = lambda k, name: f"{name}-seed{seed}-{rows_key(*folds[k])}"  # noqa: E731
-    units = [(k, name) for k in range(len(folds)) for name in models]
-    done = {u: store.get(key_of(*u)) if store is not None else None for u in units}
-    if shared is not None:  # units another study of the run fitted on the same rows
-        for u in units:
-            if done[u] is None:
-                done[u] = shared.get(shared_key(*u))
-                if done[u] is not None and store is not None:
-                    store.put(key_of(*u), *done[u])
-    missing = [u for u in units if done[u] is None]
-    from .cores import worker_split
-
-    jobs, threads = worker_split(jobs, len(missing))
-    if jobs > 1:
-        from joblib import Parallel, delayed
-
-        results = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(_fit_unit)(models[name], seed, X, Y, groups, *folds[k], threads)
-            for k, name in missing)
-        for u, result in zip(missing, results):  # in order, each stored as it arrives
-            done[u] = result
-            _keep(store, key_of(*u), shared, shared_key(*u), result)
+    done = {(k, name): r for (_, k, name), r in fit_units(
+        models, X, Y, groups, [(tag, folds)], seed=seed, store=store, shared=shared,
+        jobs=jobs, serial_later=True).items()}
     for k, (tr, te) in enumerate(folds):
         for name, make in models.items():
-            if done[(k, name)] is None:
+            if done[(k, name)] is None:  # serial: fitted here, in the order of the table
                 done[(k, name)] = _fit_unit(make, seed, X, Y, groups, tr, te)
-                _keep(store, key_of(k, name), shared, shared_key(k, name), done[(k, name)])
+                _keep(store, unit_key(tag, name, k, folds[k]), shared,
+                      shared_unit_key(name, seed, folds[k]), done[(k, name)])
             pred, meta = done[(k, name)]
             oof[name][te] = pred
             if meta.get("thresholds") is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedxferError
-from ..experiments import LINEUPS, fold_predictions, lineup
+from ..experiments import LINEUPS, fit_units, fold_predictions, lineup
 from ..metrics import bootstrap_metrics, macro_auc
 from ..splits import patient_kfold
 from .common import Ledger, Progress, StudyContext, finish, line_figure, write_table
@@ -57,14 +57,18 @@ def run_efficiency(ctx: StudyContext, models: dict | None = None) -> dict:
     plan = [(f, d) for f in fractions for d in range(1 if f >= 1 else s.draws)]
     ledger = Ledger(folder, ctx.fingerprint("folds") | {"models": list(models), "plan": plan})
     bar = Progress(ctx, "efficiency", len(plan) * len(folds) * len(models))
-    per_draw = []
+    cells = []
     for f, d in plan:
         rng = np.random.default_rng([s.seed, int(round(f * 1e6)), d])
-        sub = [(subsample_patients(tr, groups, f, rng), te) for tr, te in folds]
-        bar.stage(f"{f:g} of the training patients, draw {d + 1}")
-        r = fold_predictions(models, X, Y, groups, sub, seed=s.seed, store=ledger, tag=f"f{f:g}-d{d}-", jobs=s.jobs,
-                             shared=ctx.units,
-                             on_unit=lambda name, k: bar.step(what=f"{f:g} draw {d + 1} {name}"))
+        cells.append((f"f{f:g}-d{d}-", [(subsample_patients(tr, groups, f, rng), te) for tr, te in folds]))
+    # every point's units from one queue of workers; each point then reads its own back
+    bar.stage(f"{len(plan)} points x {len(folds)} folds x {len(models)} models")
+    fit_units(models, X, Y, groups, cells, seed=s.seed, store=ledger, shared=ctx.units, jobs=s.jobs,
+              on_unit=lambda c, k, name: bar.step(what=f"{plan[c][0]:g} draw {plan[c][1] + 1} {name}"))
+    per_draw = []
+    for (f, d), (tag, sub) in zip(plan, cells):
+        r = fold_predictions(models, X, Y, groups, sub, seed=s.seed, store=ledger, tag=tag, jobs=s.jobs,
+                             shared=ctx.units)
         n_train = float(np.mean([len(tr) for tr, _ in sub]))
         for name in models:
             b = bootstrap_metrics(Y, r["oof"][name], {"macro_auc": macro_auc}, groups=groups,
