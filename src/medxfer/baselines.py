@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
+import sklearn
 from scipy.special import expit, logit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import DataConversionWarning
@@ -182,6 +183,13 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         groups : (n,) patient ids; the inner CV keeps each patient in one fold
         (default: each image its own patient).
         """
+        # X is validated (finite, 2-D) once here; the hundreds of inner fits (C x finding x
+        # fold) skip scikit-learn's per-call checks of what is already checked.
+        X = validate_data(self, X, accept_sparse=_SPARSE, dtype=np.float64, reset=True)
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return self._fit(X, y, groups)
+
+    def _fit(self, X, y, groups):
         for name in ("models_", "validation_"):  # a refit that fails leaves it unfitted
             self.__dict__.pop(name, None)
         X = validate_data(self, X, accept_sparse=_SPARSE, dtype=np.float64, reset=True)

@@ -173,9 +173,22 @@ def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int, rows=
     if basis is not None:
         # r <= n - 1 columns: a pass costs less than the hand-offs between threads, so each
         # setting runs alone, one after another, on its own evaluations.
+        def alone(s: int) -> torch.Tensor:  # a plain autograd product: nothing to chunk
+            net = nets[s]
+            net.train()
+            net.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                out = x @ _first(net).weight.T
+                if net.bottleneck is None:
+                    value = losses[s].total(out + net.head.bias, None, y, net)
+                else:
+                    value = losses[s].total(net.head(out), out, y, net)
+                value.backward()
+            return value.detach()
+
         passes = 0
         for s in range(len(nets)):
-            opts[s].step(lambda s=s: evaluate([s])[s])
+            opts[s].step(lambda s=s: alone(s))
             passes = max(passes, int(opts[s].state_dict()["state"].get(0, {}).get("func_evals", 0)))
         iters = [int(o.state_dict()["state"].get(0, {}).get("n_iter", 0)) for o in opts]
         return [expanded(net, big, basis).eval() for net, big in zip(nets, full)], iters, passes

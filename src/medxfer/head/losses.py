@@ -116,12 +116,29 @@ class HeadLoss:
                 logp = F.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
                 return (-(1 - logp.exp()) ** self.gamma * logp).mean()
             return F.cross_entropy(logits, y, weight=self.weights["class"])
-        known = ~torch.isnan(y)
-        t = torch.nan_to_num(y, nan=0.0)
+        known, t, fixed, count = self._targets(y)
         per = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+        if fixed is not None:  # no focal term: each entry's weight depends on its label only
+            return (per * fixed).sum() / count
         per = per * entry_weights(logits, t, self.weights["pos"], self.weights["neg"],
                                   self.strategy.focal, self.gamma) * known
-        return per.sum() / known.sum().clamp(min=1)
+        return per.sum() / count
+
+    def _targets(self, y: torch.Tensor):
+        """(known mask, targets with 0 for unknown, the entries' fixed weights times the
+        mask or None with a focal term, the count of known entries), kept for the last y
+        (full-batch L-BFGS asks with the same labels hundreds of times)."""
+        hit = getattr(self, "_last", None)
+        if hit is not None and hit[0] is y:
+            return hit[1]
+        known = ~torch.isnan(y)
+        t = torch.nan_to_num(y, nan=0.0)
+        fixed = None
+        if not self.strategy.focal:
+            fixed = torch.where(t > 0.5, self.weights["pos"], self.weights["neg"]) * known
+        out = (known, t, fixed, known.sum().clamp(min=1))
+        self._last = (y, out)
+        return out
 
     def code_l1(self, h: torch.Tensor) -> torch.Tensor:
         return self.l1 * h.abs().sum(1).mean() if self.has_codes and self.l1 else h.new_zeros(())

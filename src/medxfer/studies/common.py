@@ -153,6 +153,20 @@ class Ledger:
         return hit
 
 
+def in_parallel(ctx: StudyContext, calls: list) -> list:
+    """``[call() for call in calls]``, in ``ctx.settings.jobs`` worker processes (0: one per
+    core the run may use), each with its share of the cores: for a study's many
+    independent bootstraps (each seeded, so the results are the serial run's)."""
+    from ..cores import worker_split
+
+    jobs, threads = worker_split(ctx.settings.jobs, len(calls))
+    if jobs == 1:
+        return [call() for call in calls]
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=jobs)(delayed(_run_unit)(call, threads) for call in calls)
+
+
 def _run_unit(compute, threads: int):
     from ..cores import use_threads
 
@@ -249,8 +263,12 @@ def headline_ci(Y, P, T, groups, ctx: StudyContext) -> dict:
 
 def with_ci(Y, P, groups, ctx: StudyContext, metrics: dict, *, seed_offset: int = 0) -> dict:
     """Flat {metric: value, metric_lo: ..., metric_hi: ...} with patient-bootstrap CIs."""
-    r = bootstrap_metrics(Y, P, metrics, groups=groups, n_boot=ctx.settings.n_boot,
-                          seed=ctx.settings.seed + seed_offset)
+    return flat_ci(Y, P, groups, metrics, ctx.settings.n_boot, ctx.settings.seed + seed_offset)
+
+
+def flat_ci(Y, P, groups, metrics: dict, n_boot: int, seed: int) -> dict:
+    """:func:`with_ci` with the resampling given (a picklable call for :func:`in_parallel`)."""
+    r = bootstrap_metrics(Y, P, metrics, groups=groups, n_boot=n_boot, seed=seed)
     out = {}
     for k, v in r.items():
         ci = v["ci95"] or [None, None]

@@ -16,6 +16,7 @@ is at the per-finding thresholds it chose on its out-of-fold training prediction
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,8 @@ from ..experiments import CalibratedBottleneckCV, training_thresholds
 from ..features import extract_features
 from ..metrics import macro_auc, macro_f1, paired_bootstrap_auc
 from ..splits import patient_holdout
-from .common import Ledger, Progress, StudyContext, finish, line_figure, with_ci, write_table
+from .common import (Ledger, Progress, StudyContext, finish, flat_ci, in_parallel, line_figure, with_ci,
+                     write_table)
 from .registry import register_study
 
 log = logging.getLogger("medxfer.studies")
@@ -65,6 +67,14 @@ def test_rows(ctx: StudyContext) -> tuple[np.ndarray, np.ndarray]:
                                "held-out patient's image count; raise it")
         te = np.sort(np.concatenate(keep))
     return tr, te
+
+
+def score(Yt, P_clean, P, gt, metrics: dict, n_boot: int, seed: int) -> tuple[dict, dict]:
+    """(metrics with CIs, paired bootstrap of the macro-AUC difference from the clean
+    predictions) on the images the corrupted pass could read."""
+    ok = ~np.isnan(P).any(axis=1)  # images the corrupted pass could not read are left out
+    return (flat_ci(Yt[ok], P[ok], gt[ok], metrics, n_boot, seed),
+            paired_bootstrap_auc(Yt[ok], P_clean[ok], P[ok], groups=gt[ok], n_boot=n_boot, seed=seed))
 
 
 @register_study("disturbance", title="4. Image disturbances", order=4)
@@ -110,26 +120,23 @@ def run_disturbance(ctx: StudyContext, *, batch_size: int = 32, num_workers: int
     bar.step(what="severity 0")
     rows = [{"corruption": "clean (cached features)", "severity": 0, "parameter": None, **clean,
              "drop": 0.0, "drop_lo": None, "drop_hi": None, "relative_drop": 0.0}]
-    def scored(P):
-        ok = ~np.isnan(P).any(axis=1)  # images the corrupted pass could not read are left out
-        return ok, with_ci(Yt[ok], P[ok], gt[ok], ctx, metrics)
-
-    sev0 = scored(P0)[1]
-    if sev0["macro_auc"] is not None and clean["macro_auc"] is not None \
-            and abs(sev0["macro_auc"] - clean["macro_auc"]) > 1e-3:
+    sev0 = score(Yt, P_clean, P0, gt, metrics, s.n_boot, s.seed)
+    if sev0[0]["macro_auc"] is not None and clean["macro_auc"] is not None \
+            and abs(sev0[0]["macro_auc"] - clean["macro_auc"]) > 1e-3:
         log.warning("severity 0 (clean images through the corruption path) gives macro AUC %.4f, "
-                    "the cached clean features %.4f: the two extractions differ", sev0["macro_auc"],
+                    "the cached clean features %.4f: the two extractions differ", sev0[0]["macro_auc"],
                     clean["macro_auc"])
+    plan = [(name, sev) for name in names for sev in SEVERITIES]
+    disturbed = []
+    for name, sev in plan:  # the extraction (the slow part, kept in the ledger's folder)
+        disturbed.append(predictions(Corruption(name, sev, s.seed), f"{name}-{sev}"))
+        bar.step(what=f"{name} {sev}")
+    # each setting's bootstraps (its CIs, its paired drop) in the run's workers
+    scores = dict(zip(plan, in_parallel(ctx, [partial(score, Yt, P_clean, P, gt, metrics, s.n_boot, s.seed)
+                                              for P in disturbed])))
     for name in names:
         for sev in (0,) + SEVERITIES:
-            if sev == 0:
-                P, m = P0, sev0
-            else:
-                P = predictions(Corruption(name, sev, s.seed), f"{name}-{sev}")
-                bar.step(what=f"{name} {sev}")
-                m = scored(P)[1]
-            ok = ~np.isnan(P).any(axis=1)
-            d = paired_bootstrap_auc(Yt[ok], P_clean[ok], P[ok], groups=gt[ok], n_boot=s.n_boot, seed=s.seed)
+            m, d = sev0 if sev == 0 else scores[name, sev]
             ci = d["ci95"] or [None, None]
             drop = None if d["difference"] is None else -d["difference"]
             rel = (None if drop is None or clean["macro_auc"] is None or clean["macro_auc"] <= 0.5
@@ -147,5 +154,5 @@ def run_disturbance(ctx: StudyContext, *, batch_size: int = 32, num_workers: int
                 title=f"Macro AUC by severity on {len(te)} held-out images (dashed: clean)")
     return finish(ctx, "disturbance", {
         "train_images": int(len(tr)), "test_images": int(len(te)),
-        "test_patients": int(len(np.unique(gt))), "clean": clean, "severity0": sev0,
+        "test_patients": int(len(np.unique(gt))), "clean": clean, "severity0": sev0[0],
         "rows": rows, "tables": ["disturbance.csv"], "figures": ["disturbance_auc.png"]}, bar.close())

@@ -11,6 +11,8 @@ patients. The 100% point is one draw: exactly the plain nested CV of each model.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -18,7 +20,7 @@ from ..errors import MedxferError
 from ..experiments import LINEUPS, fit_units, fold_predictions, lineup
 from ..metrics import bootstrap_metrics, macro_auc
 from ..splits import patient_kfold
-from .common import Ledger, Progress, StudyContext, finish, line_figure, write_table
+from .common import Ledger, Progress, StudyContext, finish, in_parallel, line_figure, write_table
 from .registry import register_study
 
 MODELS = LINEUPS["efficiency"]
@@ -71,10 +73,14 @@ def run_efficiency(ctx: StudyContext, models: dict | None = None) -> dict:
                              shared=ctx.units)
         n_train = float(np.mean([len(tr) for tr, _ in sub]))
         for name in models:
-            b = bootstrap_metrics(Y, r["oof"][name], {"macro_auc": macro_auc}, groups=groups,
-                                  n_boot=s.n_boot, seed=s.seed + d, draws=True)["macro_auc"]
             per_draw.append({"model": name, "fraction": f, "draw": d, "train_images": n_train,
-                             "macro_auc": b["value"], "boot": b["draws"], "oof": r["oof"][name]})
+                             "oof": r["oof"][name]})
+    # each (model, point, draw)'s bootstrap in the run's workers
+    boots = in_parallel(ctx, [partial(bootstrap_metrics, Y, p["oof"], {"macro_auc": macro_auc},
+                                      groups=groups, n_boot=s.n_boot, seed=s.seed + p["draw"], draws=True)
+                              for p in per_draw])
+    for p, b in zip(per_draw, boots):
+        p |= {"macro_auc": b["macro_auc"]["value"], "boot": b["macro_auc"]["draws"]}
     rows = []
     for name in models:
         for f in fractions:

@@ -34,7 +34,7 @@ from ..head import BottleneckClassifier
 from ..metrics import choose_thresholds, macro_auc, macro_f1, macro_recall, threshold_fallbacks
 from ..splits import patient_kfold
 from .common import (Ledger, Progress, StudyContext, beside_thresholded, cached_units, finish,
-                     line_figure, with_ci, write_table)
+                     flat_ci, in_parallel, line_figure, write_table)
 from .registry import register_study
 
 #: name -> negatives per positive
@@ -114,6 +114,13 @@ def run_imbalance(ctx: StudyContext) -> dict:
     bar.stage(f"{len(LEVELS)} levels x {len(OPTIONS)} options x {len(folds)} folds")
     results = dict(zip(plan, cached_units(ctx, ledger, units, on_unit=lambda i: bar.step(
         what="{} {} fold {}".format(plan[i][0], plan[i][1], plan[i][2] + 1)))))
+    L = Y.shape[1]
+    metrics = {"macro_f1_at_0.5": lambda Yb, Pb: macro_f1(Yb[:, :L], Pb[:, :L]),
+               "macro_f1_fold_thresholds": lambda Yb, Pb: macro_f1(Yb[:, L:], Pb[:, L:]),
+               "macro_auc": lambda Yb, Pb: macro_auc(Yb[:, :L], Pb[:, :L]),
+               "minority_recall_at_0.5": lambda Yb, Pb: macro_recall(Yb[:, :L], Pb[:, :L],
+                                                                     columns=minority)}
+    heads, calls = [], []
     for level, ratio in LEVELS.items():
         for opt in OPTIONS:
             P, T, fallbacks = np.full(Y.shape, np.nan), np.full(Y.shape, np.nan), 0
@@ -121,18 +128,13 @@ def run_imbalance(ctx: StudyContext) -> dict:
                 pred, meta = results[level, opt, k]
                 P[te], T[te] = pred, np.asarray(meta["thresholds"])[None, :]
                 fallbacks += int(meta["fallbacks"])
-            L = Y.shape[1]
             Y2, both = beside_thresholded(Y, P, T)  # both sides resampled together
-            metrics = {"macro_f1_at_0.5": lambda Yb, Pb: macro_f1(Yb[:, :L], Pb[:, :L]),
-                       "macro_f1_fold_thresholds": lambda Yb, Pb: macro_f1(Yb[:, L:], Pb[:, L:]),
-                       "macro_auc": lambda Yb, Pb: macro_auc(Yb[:, :L], Pb[:, :L]),
-                       "minority_recall_at_0.5": lambda Yb, Pb: macro_recall(Yb[:, :L], Pb[:, :L],
-                                                                             columns=minority)}
-            rows.append({"level": level, "ratio": f"1:{ratio}", "imbalance": opt,
-                         **with_ci(Y2, both, groups, ctx, metrics),
-                         "fold_thresholds": f"F1-best on {THRESHOLD_FOLDS} inner folds of the training part"
-                                            + (f" ({fallbacks} finding-folds at 0.5: no both classes)"
-                                               if fallbacks else "")})
+            calls.append(partial(flat_ci, Y2, both, groups, metrics, s.n_boot, s.seed))
+            heads.append(({"level": level, "ratio": f"1:{ratio}", "imbalance": opt},
+                          {"fold_thresholds": f"F1-best on {THRESHOLD_FOLDS} inner folds of the training part"
+                                              + (f" ({fallbacks} finding-folds at 0.5: no both classes)"
+                                                 if fallbacks else "")}))
+    rows = [a | ci | b for (a, b), ci in zip(heads, in_parallel(ctx, calls))]
     levels = pd.DataFrame(level_rows)
     write_table(folder, "levels", levels)
     capped = levels.groupby(["level", "finding"])["capped"].any().reset_index()

@@ -31,8 +31,8 @@ from ..head.grid import GRID_IMBALANCE
 from ..head.joint import fit_lbfgs_shared
 from ..metrics import macro_auc
 from ..splits import patient_kfold
-from .common import (Ledger, Progress, StudyContext, cached_units, finish, heatmap_figure, line_figure,
-                     with_ci, write_table)
+from .common import (Ledger, Progress, StudyContext, cached_units, finish, flat_ci, heatmap_figure,
+                     in_parallel, line_figure, write_table)
 from ..settings import SENSITIVITY_CODE_GRID, SENSITIVITY_SWEEPS
 from .registry import register_study
 
@@ -100,12 +100,13 @@ def run_sensitivity(ctx: StudyContext) -> dict:
         what=f"fold {plan[i][0] + 1} {'L-BFGS' if plan[i][1] == 'lbfgs' else 'AdamW'}"))
     for (k, trainer), (P, _) in zip(plan, done):
         oof[trainer][:, folds[k][1]] = P
-    rows = []
+    heads, calls = [], []
     for trainer, settings_ in (("lbfgs", lbfgs_grid), ("adamw_es", grid)):
         for g, P in zip(settings_, oof[trainer]):
-            rows.append({"trainer": trainer} | {p: (None if trainer == "lbfgs" and p == "lr" else g[p])
-                                                for p in PARAMS}
-                        | with_ci(Y, P, groups, ctx, {"macro_auc": macro_auc}))
+            heads.append({"trainer": trainer} | {p: (None if trainer == "lbfgs" and p == "lr" else g[p])
+                                                 for p in PARAMS})
+            calls.append(partial(flat_ci, Y, P, groups, {"macro_auc": macro_auc}, s.n_boot, s.seed))
+    rows = [h | ci for h, ci in zip(heads, in_parallel(ctx, calls))]  # one bootstrap per setting
     table = pd.DataFrame(rows)
     write_table(folder, "sensitivity", table, ci_of=("macro_auc",))
     at_center = lambda t, q: (t[q] == center[q]) | ((q == "lr") & t[q].isna())  # noqa: E731
