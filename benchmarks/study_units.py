@@ -9,7 +9,7 @@ FEATURES: a features folder of ../shared/data/nih14-sample at the default extrac
 (`medxfer extract ../shared/data/nih14-sample --out FEATURES`). Each unit is fitted on the
 first outer fold's training rows (a share of its patients, as the efficiency study draws
 them), with one thread and then with the row-space reduction switched off
-(medxfer.head.joint.ROW_SPACE), so the file says what the reduction buys at each size.
+(medxfer.head.rowspace.ROW_SPACE), so the file says what the reduction buys at each size.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from medxfer.cores import use_threads
     from medxfer.experiments import MODELS
     from medxfer.features import FeatureSet
-    from medxfer.head import joint
+    from medxfer.head import rowspace
     from medxfer.settings import DEFAULT_SEED
     from medxfer.splits import patient_kfold
     from medxfer.studies.efficiency import subsample_patients
@@ -57,11 +57,11 @@ def main(argv=None) -> int:
         for name in args.models.split(","):
             row = {"model": name, "fraction": f, "train_images": int(len(sub)), "d": int(X.shape[1])}
             for on in (True, False):
-                joint.ROW_SPACE = on
+                rowspace.ROW_SPACE = on
                 t = time.time()
                 MODELS[name](DEFAULT_SEED).fit(X[sub], Y[sub], groups=g[sub])
                 row["seconds_row_space" if on else "seconds_features"] = round(time.time() - t, 1)
-            joint.ROW_SPACE = True
+            rowspace.ROW_SPACE = True
             rows.append(row)
             print(row, flush=True)
     Path(args.out).write_text(json.dumps({"provenance": prov, "threads": 1, "units": rows}, indent=2) + "\n")

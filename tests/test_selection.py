@@ -94,12 +94,12 @@ def test_bottleneck_cv_passes_sklearn_check_estimator():
 
 def test_row_space_training_solves_the_feature_space_problem(monkeypatch):
     """Fewer rows than features, weight penalty on: training on the row space's coordinates
-    (medxfer.head.joint.row_space) gives the model trained on the features themselves (the
+    (medxfer.head.rowspace.row_space) gives the model trained on the features themselves (the
     linear head, a convex problem: the same predictions on new rows), and the bottleneck's
     weights lie in the row space of the standardized training rows, at a loss no worse."""
     import torch
 
-    from medxfer.head import joint
+    from medxfer.head import joint, rowspace
     from medxfer.head.losses import HeadLoss
 
     rng = np.random.default_rng(0)
@@ -110,7 +110,7 @@ def test_row_space_training_solves_the_feature_space_problem(monkeypatch):
     settings = [base | dict(bottleneck_dim=None, alpha=1.0), base | dict(bottleneck_dim=4, alpha=0.1)]
     fits = {}
     for on in (True, False):
-        monkeypatch.setattr(joint, "ROW_SPACE", on)
+        monkeypatch.setattr(rowspace, "ROW_SPACE", on)
         fits[on] = joint.fit_lbfgs_shared(X, Y, settings, seed=0)[0]
     with torch.no_grad():
         p = {on: torch.sigmoid(fits[on][0](torch.from_numpy(new))[0]).numpy() for on in fits}
@@ -127,7 +127,7 @@ def test_row_space_training_solves_the_feature_space_problem(monkeypatch):
     assert loss[True] <= loss[False] + 1e-3
     # a grid mixing alpha = 0 (trained on the features) with penalized settings (on the row
     # space) gives each setting what it gets alone
-    monkeypatch.setattr(joint, "ROW_SPACE", True)
+    monkeypatch.setattr(rowspace, "ROW_SPACE", True)
     mixed = [base | dict(bottleneck_dim=None, alpha=0.0)] + settings
     nets = joint.fit_lbfgs_shared(X, Y, mixed, seed=0)[0]
     alone = [joint.fit_lbfgs_shared(X, Y, [st], seed=0)[0][0] for st in mixed]
@@ -136,8 +136,8 @@ def test_row_space_training_solves_the_feature_space_problem(monkeypatch):
             np.testing.assert_allclose(a(torch.from_numpy(new))[0].numpy(),
                                        b(torch.from_numpy(new))[0].numpy(), atol=1e-4)
     # the one-setting path (BottleneckClassifier.fit with solver lbfgs) takes it too
-    monkeypatch.setattr(joint, "ROW_SPACE", True)
+    monkeypatch.setattr(rowspace, "ROW_SPACE", True)
     a = BottleneckClassifier(**settings[0], random_state=0).fit(X, Y).predict_proba(new)
-    monkeypatch.setattr(joint, "ROW_SPACE", False)
+    monkeypatch.setattr(rowspace, "ROW_SPACE", False)
     b = BottleneckClassifier(**settings[0], random_state=0).fit(X, Y).predict_proba(new)
     np.testing.assert_allclose(a, b, atol=2e-3)

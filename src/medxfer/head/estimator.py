@@ -309,11 +309,11 @@ class BottleneckClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             raise ValueError("imbalance='balanced_sampler' draws minibatches; solver='lbfgs' uses "
                              "every row at once: choose another imbalance option or solver='adamw'")
         full, basis = net, None
-        from .joint import expanded, reduced, row_space, use_row_space
+        from .rowspace import expanded, reduced, row_space, use_row_space
 
         if lbfgs and Xv is None and dev.type == "cpu" and use_row_space(n, Xt.shape[1], [self.alpha]):
             # Fewer rows than features: the same problem on the row space's coordinates
-            # (medxfer.head.joint.row_space), mapped back to the features after training.
+            # (medxfer.head.rowspace.row_space), mapped back to the features after training.
             basis, Z = row_space(Xt, None, net.mean.numpy(), net.scale.numpy())
             net, xt = reduced(net, basis), torch.from_numpy(Z)
         if lbfgs:
