@@ -48,7 +48,7 @@ def tiny(tiny_dir):
 
 
 def _ctx(fs, out, **kw):
-    return StudyContext(fs, out, StudySettings(**({"folds": 3, "n_boot": 20} | kw)))
+    return StudyContext(fs, out, StudySettings(**({"folds": 3, "n_boot": 20, "jobs": 1} | kw)))
 
 
 # ---------------------------------------------------------------------------- corruptions

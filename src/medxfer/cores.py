@@ -103,3 +103,43 @@ def worker_split(jobs: int, units: int) -> tuple[int, int]:
     n = granted if jobs <= 0 else jobs
     n = max(1, min(n, units))
     return n, max(1, granted // n)
+
+
+def run_units(calls, jobs: int = 1):
+    """Yield ``call()`` of each of ``calls``, in order: one after another in this process
+    when :func:`worker_split` gives one worker, else in that many worker processes (joblib's
+    loky; ``jobs`` 0: one per granted thread), each sized to its share of the cores before
+    it runs. Each call must depend on its own arguments and seeds only, so the results are
+    the serial run's. The calls travel by cloudpickle (``functools.partial`` of a function
+    or a closure); large numpy arrays in them are memory-mapped, not copied, by joblib."""
+    calls = list(calls)
+    n, threads = worker_split(jobs, len(calls))
+    if n == 1:
+        for call in calls:
+            yield call()
+        return
+    from joblib import Parallel, delayed
+
+    yield from Parallel(n_jobs=n, return_as="generator")(delayed(_in_worker)(call, threads)
+                                                         for call in calls)
+
+
+def _in_worker(call, threads: int):
+    use_threads(threads)  # a worker process: its share of the cores
+    return call()
+
+
+def resumable_units(units, *, get, put, jobs: int = 1):
+    """Yield ``(i, result)`` of each ``(key, call)`` of ``units``, in order: ``get(key)``
+    (a result, or None) for the units an earlier, interrupted run finished, ``call()`` by
+    :func:`run_units` for the others, each handed to ``put(key, result)`` as soon as it
+    comes back, before it is yielded (what was computed is kept if the run stops)."""
+    units = list(units)
+    done = [get(key) for key, _ in units]
+    missing = [i for i, d in enumerate(done) if d is None]
+    results = run_units([units[i][1] for i in missing], jobs)
+    for i, d in enumerate(done):
+        if d is None:
+            d = next(results)
+            put(units[i][0], d)
+        yield i, d

@@ -159,12 +159,8 @@ def thresholds_rule(r: dict, name: str) -> str:
     return "training folds" + (f" ({n} finding-folds at 0.5: no both classes)" if n else "")
 
 
-def _fit_unit(make, seed: int, X, Y, groups, tr, te, threads: int | None = None):
+def _fit_unit(make, seed: int, X, Y, groups, tr, te):
     """One (model, fold) unit: fit on the fold's training rows, predict its test rows."""
-    if threads:  # a worker process: its share of the cores
-        from .cores import use_threads
-
-        use_threads(threads)
     t = time.time()
     est = make(seed).fit(X[tr], Y[tr], groups=groups[tr])
     pred = est.predict_proba(X[te])
@@ -185,14 +181,18 @@ def shared_unit_key(name: str, seed: int, fold) -> str:
 
 
 def fit_units(models: dict, X, Y, groups, cells, *, seed: int = 0, store=None, shared=None,
-              jobs: int = 1, on_unit=None, serial_later: bool = False) -> dict:
+              jobs: int = 1):
     """Every (model, fold) unit of several fold lists at once: ``cells`` is [(tag, folds)]
-    (e.g. each learning-curve point's folds). Units already in ``store`` (or ``shared``)
-    are read back; the others are fitted in ``jobs`` worker processes from one queue, so no
-    worker waits at the end of a cell for the last unit of it, and each is put in ``store``
-    (and ``shared``) as it arrives. Returns {(cell index, fold index, model name): (pred,
-    meta)}; with ``serial_later`` and one worker, missing units are None (the caller fits
-    them in its own order). ``on_unit(cell, k, name)`` after each unit, cached ones first."""
+    (e.g. each learning-curve point's folds). Yields ``((cell index, fold index, model
+    name), (pred, meta))`` in that order (cell, fold, model). Units already in ``store``
+    (or ``shared``) are read back; the others are fitted in ``jobs`` worker processes from
+    one queue (:func:`medxfer.cores.resumable_units`), so no worker waits at the end of a
+    cell for the last unit of it, and each is put in ``store`` (and ``shared``) as it
+    arrives."""
+    from functools import partial
+
+    from .cores import resumable_units
+
     for _, folds in cells:
         for tr, te in folds:
             check_no_patient_overlap(groups, tr, te)
@@ -200,45 +200,25 @@ def fit_units(models: dict, X, Y, groups, cells, *, seed: int = 0, store=None, s
              for name in models]
     key = lambda c, k, name: unit_key(cells[c][0], name, k, cells[c][1][k])  # noqa: E731
     skey = lambda c, k, name: shared_unit_key(name, seed, cells[c][1][k])  # noqa: E731
-    done = {u: store.get(key(*u)) if store is not None else None for u in units}
-    if shared is not None:  # units another study of the run fitted on the same rows
-        for u in units:
-            if done[u] is None:
-                done[u] = shared.get(skey(*u))
-                if done[u] is not None and store is not None:
-                    store.put(key(*u), *done[u])
-    missing = [u for u in units if done[u] is None]
-    if on_unit is not None:
-        for u in units:
-            if done[u] is not None:
-                on_unit(*u)
-    from .cores import worker_split
 
-    jobs, threads = worker_split(jobs, len(missing))
-    if jobs > 1:
-        from joblib import Parallel, delayed
+    def get(u):
+        hit = store.get(key(*u)) if store is not None else None
+        if hit is None and shared is not None:  # a unit another study of the run fitted
+            hit = shared.get(skey(*u))
+            if hit is not None and store is not None:
+                store.put(key(*u), *hit)
+        return hit
 
-        results = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(_fit_unit)(models[name], seed, X, Y, groups, *cells[c][1][k], threads)
-            for c, k, name in missing)
-    elif serial_later:
-        return done
-    else:
-        results = (_fit_unit(models[name], seed, X, Y, groups, *cells[c][1][k])
-                   for c, k, name in missing)
-    for u, result in zip(missing, results):  # in order, each stored as it arrives
-        done[u] = result
-        _keep(store, key(*u), shared, skey(*u), result)
-        if on_unit is not None:
-            on_unit(*u)
-    return done
+    def put(u, result):
+        if store is not None:
+            store.put(key(*u), *result)
+        if shared is not None:
+            shared.put(skey(*u), *result)
 
-
-def _keep(store, key, shared, skey, result) -> None:
-    if store is not None:
-        store.put(key, *result)
-    if shared is not None:
-        shared.put(skey, *result)
+    calls = [(u, partial(_fit_unit, models[u[2]], seed, X, Y, groups, *cells[u[0]][1][u[1]]))
+             for u in units]
+    for i, result in resumable_units(calls, get=get, put=put, jobs=jobs):
+        yield units[i], result
 
 
 def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=None,
@@ -278,29 +258,23 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
     per_fold = {m: [] for m in models}
     seconds = {m: 0.0 for m in models}
     chosen, fallbacks = [], {}
-    done = {(k, name): r for (_, k, name), r in fit_units(
-        models, X, Y, groups, [(tag, folds)], seed=seed, store=store, shared=shared,
-        jobs=jobs, serial_later=True).items()}
-    for k, (tr, te) in enumerate(folds):
-        for name, make in models.items():
-            if done[(k, name)] is None:  # serial: fitted here, in the order of the table
-                done[(k, name)] = _fit_unit(make, seed, X, Y, groups, tr, te)
-                _keep(store, unit_key(tag, name, k, folds[k]), shared,
-                      shared_unit_key(name, seed, folds[k]), done[(k, name)])
-            pred, meta = done[(k, name)]
-            oof[name][te] = pred
-            if meta.get("thresholds") is not None:
-                thresholds[name][te] = np.asarray(meta["thresholds"])[None, :]
-            seconds[name] += meta["seconds"]
-            if meta.get("threshold_fallbacks") is not None:
-                fallbacks[name] = fallbacks.get(name, 0) + int(meta["threshold_fallbacks"])
-            if meta.get("chosen"):
-                chosen.append({"model": name, "fold": k + 1, "chosen": meta["chosen"]})
-            per_fold[name].append(macro_auc(Y[te], oof[name][te]))
-            if on_unit is not None:
-                on_unit(name, k + 1)
-        if on_fold is not None:
-            on_fold(k + 1, {name: per_fold[name][-1] for name in models})
+    last = list(models)[-1]
+    for (_, k, name), (pred, meta) in fit_units(models, X, Y, groups, [(tag, folds)], seed=seed,
+                                                 store=store, shared=shared, jobs=jobs):
+        te = folds[k][1]
+        oof[name][te] = pred
+        if meta.get("thresholds") is not None:
+            thresholds[name][te] = np.asarray(meta["thresholds"])[None, :]
+        seconds[name] += meta["seconds"]
+        if meta.get("threshold_fallbacks") is not None:
+            fallbacks[name] = fallbacks.get(name, 0) + int(meta["threshold_fallbacks"])
+        if meta.get("chosen"):
+            chosen.append({"model": name, "fold": k + 1, "chosen": meta["chosen"]})
+        per_fold[name].append(macro_auc(Y[te], oof[name][te]))
+        if on_unit is not None:
+            on_unit(name, k + 1)
+        if on_fold is not None and name == last:  # the fold's units come in the models' order
+            on_fold(k + 1, {m: per_fold[m][-1] for m in models})
     thresholds = {m: None if np.isnan(t).all() else t for m, t in thresholds.items()}
     return {"oof": oof, "per_fold": per_fold, "seconds": seconds, "chosen": chosen,
             "thresholds": thresholds, "threshold_fallbacks": fallbacks}

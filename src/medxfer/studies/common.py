@@ -155,50 +155,25 @@ class Ledger:
 
 def in_parallel(ctx: StudyContext, calls: list) -> list:
     """``[call() for call in calls]``, in ``ctx.settings.jobs`` worker processes (0: one per
-    core the run may use), each with its share of the cores: for a study's many
-    independent bootstraps (each seeded, so the results are the serial run's)."""
-    from ..cores import worker_split
+    core the run may use; :func:`medxfer.cores.run_units`): for a study's many independent
+    bootstraps (each seeded, so the results are the serial run's)."""
+    from ..cores import run_units
 
-    jobs, threads = worker_split(ctx.settings.jobs, len(calls))
-    if jobs == 1:
-        return [call() for call in calls]
-    from joblib import Parallel, delayed
-
-    return Parallel(n_jobs=jobs)(delayed(_run_unit)(call, threads) for call in calls)
-
-
-def _run_unit(compute, threads: int):
-    from ..cores import use_threads
-
-    use_threads(threads)  # a worker process: its share of the cores
-    return compute()
+    return list(run_units(calls, ctx.settings.jobs))
 
 
 def cached_units(ctx: StudyContext, ledger: "Ledger", units: list, on_unit=None) -> list:
     """``[(array, meta)]`` of each ``(key, compute)`` unit in ``units``, in order: read
     from the ledger, the missing ones computed in ``ctx.settings.jobs`` worker processes
-    (joblib; 0: one per core the run may use), each with its share of the cores, and put in
-    the ledger as they arrive. A unit's result depends on its own seeded computation only,
-    so the results are those of the serial run. ``on_unit(i)`` after each unit."""
-    from ..cores import worker_split
+    (:func:`medxfer.cores.resumable_units`) and put in the ledger as they arrive. A unit's
+    result depends on its own seeded computation only, so the results are those of the
+    serial run. ``on_unit(i)`` after each unit."""
+    from ..cores import resumable_units
 
-    done = [ledger.get(key) for key, _ in units]
-    missing = [i for i, d in enumerate(done) if d is None]
-    jobs, threads = worker_split(ctx.settings.jobs, len(missing))
-    if jobs > 1:
-        from joblib import Parallel, delayed
-
-        results = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(_run_unit)(units[i][1], threads) for i in missing)
-    else:
-        results = (units[i][1]() for i in missing)
-    todo = iter(missing)
-    for i, d in enumerate(done):  # cached ones first come back in order too
-        if d is not None and on_unit is not None:
-            on_unit(i)
-    for i, result in zip(todo, results):
-        ledger.put(units[i][0], *result)
-        done[i] = result
+    done = []
+    for i, result in resumable_units(units, get=ledger.get, put=lambda key, r: ledger.put(key, *r),
+                                     jobs=ctx.settings.jobs):
+        done.append(result)
         if on_unit is not None:
             on_unit(i)
     return done

@@ -65,8 +65,9 @@ def run_efficiency(ctx: StudyContext, models: dict | None = None) -> dict:
         cells.append((f"f{f:g}-d{d}-", [(subsample_patients(tr, groups, f, rng), te) for tr, te in folds]))
     # every point's units from one queue of workers; each point then reads its own back
     bar.stage(f"{len(plan)} points x {len(folds)} folds x {len(models)} models")
-    fit_units(models, X, Y, groups, cells, seed=s.seed, store=ledger, shared=ctx.units, jobs=s.jobs,
-              on_unit=lambda c, k, name: bar.step(what=f"{plan[c][0]:g} draw {plan[c][1] + 1} {name}"))
+    for (c, k, name), _ in fit_units(models, X, Y, groups, cells, seed=s.seed, store=ledger,
+                                     shared=ctx.units, jobs=s.jobs):
+        bar.step(what=f"{plan[c][0]:g} draw {plan[c][1] + 1} {name}")
     per_draw = []
     for (f, d), (tag, sub) in zip(plan, cells):
         r = fold_predictions(models, X, Y, groups, sub, seed=s.seed, store=ledger, tag=tag, jobs=s.jobs,
