@@ -267,3 +267,29 @@ def test_default_shards_are_small_enough_for_a_resume_to_keep_work(make_cxr14, s
     ds = read_chestxray14(make_cxr14(sample_table["image_id"][:40].tolist()))
     extract_features(ds, create_backbone("tiny_random_test"), tmp_path / "f", num_workers=0, progress=False)
     assert len(list((tmp_path / "f" / "shards").glob("*.npy"))) == 2
+
+
+def test_a_decode_bound_engine_gets_every_core_and_torch_leaves_the_decoders_theirs(small, tmp_path,
+                                                                                   monkeypatch):
+    """onnxruntime's forward pass is sized to every core of the node (its idle threads sleep
+    while decoders work; with decoding cached it is the wall), torch's to what the decoding
+    workers leave."""
+    import medxfer.features as features
+    from medxfer.engine import get_engine
+
+    bb = create_backbone("tiny_random_test")
+    given = {}
+    real = features.prepare
+
+    def recording(backbone, engine, device, *, asked):
+        used, make = real(backbone, engine, device, asked=asked)
+        return used, lambda threads: given.setdefault(used, threads) and make(threads)
+
+    monkeypatch.setattr(features, "prepare", recording)
+    monkeypatch.setattr(features, "node_cores", lambda: 4)
+    monkeypatch.setenv("MEDXFER_CACHE", str(tmp_path / "cache"))
+    for engine in ("torch", "onnxruntime"):
+        extract_features(small, bb, tmp_path / engine, batch_size=4, num_workers=1, progress=False,
+                         engine=engine, device="cpu" if engine == "torch" else "auto")
+    assert get_engine("onnxruntime").decode_bound and not get_engine("torch").decode_bound
+    assert given == {"torch": 3, "onnxruntime": 4}

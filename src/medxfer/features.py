@@ -501,7 +501,11 @@ def _run_shards(dataset: Dataset, backbone: Backbone, out: Path, todo: list[int]
                         persistent_workers=False, pin_memory=device.type == "cuda")
     made = {"engine": engine, "device": "cpu" if get_engine(engine).cpu_only else str(device)}
     home = next(backbone.parameters(), torch.empty(0)).device
-    forward = make_forward(max(1, cores - num_workers))
+    # A decode-bound engine (onnxruntime) gets every core: its idle threads sleep
+    # (medxfer.engine), so while decoding is the wall they wait for batches, and when the
+    # decoded-image cache makes decoding cheap (the disturbance study's re-extractions) the
+    # forward pass is the wall and uses them all (35 against 73 ms an image here on 2 cores).
+    forward = make_forward(cores if get_engine(engine).decode_bound else max(1, cores - num_workers))
     try:
         _write_rows(loader, forward, out, paths, n, shard_size, dtype,
                     tqdm(total=len(rows), unit="img", desc=f"extract {backbone.config.name}",
