@@ -60,3 +60,4 @@ def test_predict_flags_a_brain_mr_by_header_and_saves_the_score(make_cxr14, samp
     assert main(["-q", "predict", str(tmp_path / "m"), str(mr)]) == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith(f"{mr.name}: findings withheld (out of distribution: DICOM Modality is MR")
+

@@ -355,3 +355,11 @@ def test_a_study_counts_the_images_extraction_could_not_decode(tiny, tmp_path, c
     assert r["images_skipped_at_extraction"] == 1 and r["images_used"] == len(tiny)
     assert "1 image(s) of the dataset could not be decoded" in caplog.text
     assert finish(_ctx(tiny, tmp_path / "b"), "probe", {}, 1.0)["images_skipped_at_extraction"] == 0
+
+
+def test_table_numbers_print_three_decimals_or_three_significant_digits():
+    from medxfer.studies.common import _fmt
+
+    assert _fmt(0.65432) == "0.654" and _fmt(-0.0062) == "-0.006"
+    assert _fmt(0.000996391) == "0.000996" and _fmt(1e-5) == "1e-05" and _fmt(0.0) == "0.000"
+    assert _fmt(None) == "—" and _fmt(float("nan")) == "—" and _fmt(3) == "3"

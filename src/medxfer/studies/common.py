@@ -257,8 +257,9 @@ def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "—"
     if isinstance(v, float):
-        # a setting like lambda = 1e-5 must not print as 0.000
-        return f"{v:g}" if v != 0 and abs(v) < 0.001 else f"{v:.3f}"
+        # a setting like lambda = 1e-5 must not print as 0.000, nor a difference of
+        # 0.000996391 with six digits: three significant ones
+        return f"{v:.3g}" if v != 0 and abs(v) < 0.001 else f"{v:.3f}"
     return str(v)
 
 
