@@ -82,6 +82,10 @@ def test_bad_2d_labels_and_nan_features_are_refused():
     lr.fit(X, Y)
     with pytest.raises(ValueError, match="Input X contains infinity"):
         lr.predict_proba(np.where(X > 2, np.inf, X))
+    with pytest.raises(ValueError, match="Input X contains NaN"):  # a refit refused on its X
+        lr.fit(Xn, Y)
+    with pytest.raises(NotFittedError):  # leaves no model of the earlier fit behind
+        lr.predict_proba(X)
 
 
 def test_1d_labels_binary_and_multiclass():

@@ -183,6 +183,8 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         groups : (n,) patient ids; the inner CV keeps each patient in one fold
         (default: each image its own patient).
         """
+        for name in ("models_", "validation_"):  # a refit that fails leaves it unfitted
+            self.__dict__.pop(name, None)
         # X is validated (finite, 2-D) once here; the hundreds of inner fits (C x finding x
         # fold) skip scikit-learn's per-call checks of what is already checked.
         X = validate_data(self, X, accept_sparse=_SPARSE, dtype=np.float64, reset=True)
@@ -190,9 +192,6 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
             return self._fit(X, y, groups)
 
     def _fit(self, X, y, groups):
-        for name in ("models_", "validation_"):  # a refit that fails leaves it unfitted
-            self.__dict__.pop(name, None)
-        X = validate_data(self, X, accept_sparse=_SPARSE, dtype=np.float64, reset=True)
         if sp.issparse(X):
             X = X.toarray()
         Y, weights = self._targets(y, X.shape[0])
