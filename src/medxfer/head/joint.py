@@ -24,11 +24,7 @@ import torch
 
 from .losses import HeadLoss
 from .net import BottleneckNet, StandardizedProduct
-from .rowspace import expanded, reduced, row_space, use_row_space
-
-
-def _first(net: BottleneckNet) -> torch.nn.Linear:
-    return net.bottleneck if net.bottleneck is not None else net.head
+from .rowspace import expanded, first_layer, reduced, row_space, use_row_space
 
 
 class _Batcher:
@@ -150,9 +146,9 @@ def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int, rows=
             net.train()
             net.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            weight = torch.cat([_first(net).weight for net in live])
+            weight = torch.cat([first_layer(net).weight for net in live])
             outs = StandardizedProduct.apply(x, nets[0].mean, nets[0].scale, weight, idx).split(
-                [_first(net).out_features for net in live], 1)
+                [first_layer(net).out_features for net in live], 1)
             values = []
             for s, net, out in zip(batch, live, outs):
                 if net.bottleneck is None:
@@ -170,7 +166,7 @@ def fit_lbfgs_shared(X, Y: np.ndarray, settings: list[dict], *, seed: int, rows=
             net.train()
             net.zero_grad(set_to_none=True)
             with torch.enable_grad():
-                out = x @ _first(net).weight.T
+                out = x @ first_layer(net).weight.T
                 if net.bottleneck is None:
                     value = losses[s].total(out + net.head.bias, None, y, net)
                 else:

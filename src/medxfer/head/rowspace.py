@@ -20,7 +20,8 @@ def use_row_space(n_rows: int, d: int, alphas) -> bool:
     return ROW_SPACE and n_rows < d and all(a > 0 for a in alphas)
 
 
-def _first(net: BottleneckNet) -> torch.nn.Linear:
+def first_layer(net: BottleneckNet) -> torch.nn.Linear:
+    """The layer that meets the features: the bottleneck W, or the head when there is none."""
     return net.bottleneck if net.bottleneck is not None else net.head
 
 
@@ -51,7 +52,7 @@ def reduced(net: BottleneckNet, B: torch.Tensor) -> BottleneckNet:
     with torch.random.fork_rng(devices=[]):  # its own draw is overwritten: the caller's
         small = BottleneckNet(B.shape[1], k, net.head.out_features)  # random state is left as it was
     with torch.no_grad():
-        _first(small).weight.copy_(_first(net).weight @ B)
+        first_layer(small).weight.copy_(first_layer(net).weight @ B)
         if net.bottleneck is not None:
             small.head.weight.copy_(net.head.weight)
         small.head.bias.copy_(net.head.bias)
@@ -61,7 +62,7 @@ def reduced(net: BottleneckNet, B: torch.Tensor) -> BottleneckNet:
 def expanded(small: BottleneckNet, net: BottleneckNet, B: torch.Tensor) -> BottleneckNet:
     """Back to the features: first weights W_r B^T, the head as trained."""
     with torch.no_grad():
-        _first(net).weight.copy_(_first(small).weight @ B.T)
+        first_layer(net).weight.copy_(first_layer(small).weight @ B.T)
         if net.bottleneck is not None:
             net.head.weight.copy_(small.head.weight)
         net.head.bias.copy_(small.head.bias)
