@@ -252,6 +252,14 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
     "thresholds": {name: (n, L) thresholds of each row's fold model (chosen on its training
     rows, :func:`training_thresholds`), or None for a model that keeps no such predictions}}.
     """
+    units = ((k, name, r) for (_, k, name), r in fit_units(
+        models, X, Y, groups, [(tag, folds)], seed=seed, store=store, shared=shared, jobs=jobs))
+    return collect_folds(models, Y, folds, units, on_unit=on_unit, on_fold=on_fold)
+
+
+def collect_folds(models: dict, Y, folds, units, *, on_unit=None, on_fold=None) -> dict:
+    """:func:`fold_predictions`' result from its units: ``units`` yields (fold index, model
+    name, (pred, meta)) in the order fold, model (as :func:`fit_units` does)."""
     Y = np.asarray(Y)
     oof = {m: np.full(Y.shape, np.nan) for m in models}
     thresholds = {m: np.full(Y.shape, np.nan) for m in models}
@@ -259,8 +267,7 @@ def fold_predictions(models: dict, X, Y, groups, folds, *, seed: int = 0, store=
     seconds = {m: 0.0 for m in models}
     chosen, fallbacks = [], {}
     last = list(models)[-1]
-    for (_, k, name), (pred, meta) in fit_units(models, X, Y, groups, [(tag, folds)], seed=seed,
-                                                 store=store, shared=shared, jobs=jobs):
+    for k, name, (pred, meta) in units:
         te = folds[k][1]
         oof[name][te] = pred
         if meta.get("thresholds") is not None:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedxferError
-from ..experiments import LINEUPS, fit_units, fold_predictions, lineup
+from ..experiments import LINEUPS, collect_folds, fit_units, lineup
 from ..metrics import bootstrap_metrics, macro_auc
 from ..splits import patient_kfold
 from .common import Ledger, Progress, StudyContext, finish, in_parallel, line_figure, write_table
@@ -63,15 +63,17 @@ def run_efficiency(ctx: StudyContext, models: dict | None = None) -> dict:
     for f, d in plan:
         rng = np.random.default_rng([s.seed, int(round(f * 1e6)), d])
         cells.append((f"f{f:g}-d{d}-", [(subsample_patients(tr, groups, f, rng), te) for tr, te in folds]))
-    # every point's units from one queue of workers; each point then reads its own back
+    # every point's units from one queue of workers; each point then gathers its own
     bar.stage(f"{len(plan)} points x {len(folds)} folds x {len(models)} models")
-    for (c, k, name), _ in fit_units(models, X, Y, groups, cells, seed=s.seed, store=ledger,
-                                     shared=ctx.units, jobs=s.jobs):
+    done = {}
+    for (c, k, name), result in fit_units(models, X, Y, groups, cells, seed=s.seed, store=ledger,
+                                          shared=ctx.units, jobs=s.jobs):
+        done[c, k, name] = result
         bar.step(what=f"{plan[c][0]:g} draw {plan[c][1] + 1} {name}")
     per_draw = []
-    for (f, d), (tag, sub) in zip(plan, cells):
-        r = fold_predictions(models, X, Y, groups, sub, seed=s.seed, store=ledger, tag=tag, jobs=s.jobs,
-                             shared=ctx.units)
+    for c, ((f, d), (_, sub)) in enumerate(zip(plan, cells)):
+        r = collect_folds(models, Y, sub, ((k, name, done[c, k, name])
+                                           for k in range(len(sub)) for name in models))
         n_train = float(np.mean([len(tr) for tr, _ in sub]))
         for name in models:
             per_draw.append({"model": name, "fraction": f, "draw": d, "train_images": n_train,
